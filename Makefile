@@ -1,0 +1,49 @@
+# Aether: `make up` runs the whole stack, `make test` runs every test. `make help` lists the rest.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+MEMBERS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock $(MEMBERS)
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	@touch $@
+
+.PHONY: help
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(VENV)/.synced ## install Python dependencies into .venv (uv, one lock)
+
+.PHONY: up
+up: install ## run the whole stack (embedded NATS; the LLM simulator unless OPENAI_API_KEY is set)
+	$(PY) -m aether_devstack up $(if $(SCALE),--scale $(SCALE))
+
+.PHONY: test
+test: install ## run every test (unit, integration against a real nats-server, end to end)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## static checks
+	$(VENV)/bin/ruff check libs services tools tests
+
+.PHONY: lock
+lock: $(UV) ## refresh uv.lock after changing dependencies
+	$(UV) lock --python $(PYTHON)
+
+.PHONY: clean
+clean: ## remove the virtualenvs and local data
+	rm -rf $(VENV) $(TOOLS) .aether

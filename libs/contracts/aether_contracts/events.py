@@ -1,0 +1,93 @@
+"""The messages that travel between services, one model per subject.
+
+Events carry identifiers, not state: the state lives in the `tasks` KV bucket, and a handler reads
+it there, so a redelivered or duplicated event can always be checked against the truth. New fields
+must have defaults, so old readers and old messages keep working.
+
+`dedup_id` gives each event its `Nats-Msg-Id`: publishing the same logical event twice (a handler
+redelivered after it published but before it acked) is dropped by JetStream.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .state import Usage, utcnow
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+class TaskCreated(BaseModel):
+    task_id: str
+    description: str
+    master_id: str = "jason"
+    tenant: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def dedup_id(self) -> str:
+        return f"created:{self.task_id}"
+
+
+class PlanReady(BaseModel):
+    task_id: str
+
+    def dedup_id(self) -> str:
+        return f"plan:{self.task_id}"
+
+
+class SubtaskReady(BaseModel):
+    task_id: str
+    subtask_id: str
+    agent_type: str
+    dispatch: int = 1
+    """The subtask's `dispatches` count when it was queued: a retry is a new dispatch."""
+
+    def dedup_id(self) -> str:
+        return f"ready:{self.task_id}:{self.subtask_id}:{self.dispatch}"
+
+
+class SubtaskFinished(BaseModel):
+    task_id: str
+    subtask_id: str
+    dispatch: int = 1
+    outcome: Literal["completed", "failed"]
+    result: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    """For a failure: whether running it again could help (a timeout) or not (a refused prompt)."""
+    agent_id: str | None = None
+    model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    started_at: datetime | None = None
+    finished_at: datetime = Field(default_factory=utcnow)
+
+    def dedup_id(self) -> str:
+        return f"finished:{self.task_id}:{self.subtask_id}:{self.dispatch}"
+
+
+class SynthesisRequested(BaseModel):
+    task_id: str
+    round: int = 1
+    """Bumped when a retried task needs a new synthesis."""
+
+    def dedup_id(self) -> str:
+        return f"synthesis:{self.task_id}:{self.round}"
+
+
+class TaskFinished(BaseModel):
+    task_id: str
+    status: Literal["completed", "failed", "cancelled"]
+    round: int = 1
+
+    def dedup_id(self) -> str:
+        return f"finished-task:{self.task_id}:{self.round}:{self.status}"
+
+
+class TaskControl(BaseModel):
+    """Broadcast on core NATS to every worker; losing one is harmless (state is checked too)."""
+
+    task_id: str
+    action: Literal["cancel"]

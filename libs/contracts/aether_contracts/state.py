@@ -1,0 +1,204 @@
+"""The shape of task state, as stored in the `tasks` KV bucket (key = task id).
+
+Status names are the seed's (phase 1) plus `cancelled` for both tasks and subtasks. A subtask that
+never ran because a dependency failed is `failed` with `blocked_by` naming the dependencies, so
+clients that know only the seed's statuses still read it right.
+
+Every change to a task is a compare-and-set on the entry's revision (see aether_core.store); the
+methods here only mutate the model in memory and must stay deterministic, because a conflicting
+writer re-runs them on a fresh copy.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    PLANNING = "planning"
+    EXECUTING = "executing"
+    SYNTHESIZING = "synthesizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class SubtaskStatus(StrEnum):
+    PENDING = "pending"
+    CREATING_AGENT = "creating_agent"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SubtaskStatus.COMPLETED, SubtaskStatus.FAILED, SubtaskStatus.CANCELLED)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    calls: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.total_tokens += other.total_tokens
+        self.calls += other.calls
+
+
+class Subtask(BaseModel):
+    id: str
+    description: str
+    agent_type: str
+    depends_on: list[str] = Field(default_factory=list)
+    status: SubtaskStatus = SubtaskStatus.PENDING
+    result: str | None = None
+    error: str | None = None
+    blocked_by: list[str] = Field(default_factory=list)
+    dispatches: int = 0
+    """How many times the scheduler queued it; part of the dedup id of its ready event."""
+    attempts: int = 0
+    """How many times a worker started it (a redelivery after a crash adds one)."""
+    agent_id: str | None = None
+    model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.status == SubtaskStatus.PENDING and self.queued_at is not None
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return int((self.completed_at - self.started_at).total_seconds() * 1000)
+
+
+EventLevel = Literal["info", "warning", "error"]
+
+
+class TaskEvent(BaseModel):
+    """One entry of a task's history; `seq` is gap-free per task, so a client can resume."""
+
+    seq: int
+    at: datetime
+    kind: str
+    message: str
+    level: EventLevel = "info"
+    subtask_id: str | None = None
+    status: str | None = None
+    data: dict[str, Any] | None = None
+
+    def log_line(self) -> str:
+        return f"[{self.at:%H:%M:%S}] [{self.level.upper()}] {self.message}"
+
+
+class TaskState(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    description: str
+    status: TaskStatus = TaskStatus.PENDING
+    master_id: str = "jason"
+    tenant: str | None = None
+    plan: dict[str, Any] | None = None
+    subtasks: list[Subtask] = Field(default_factory=list)
+    final_result: str | None = None
+    error: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    events: list[TaskEvent] = Field(default_factory=list)
+    trace_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+    def subtask(self, subtask_id: str) -> Subtask:
+        for subtask in self.subtasks:
+            if subtask.id == subtask_id:
+                return subtask
+        raise KeyError(subtask_id)
+
+    def find_subtask(self, subtask_id: str) -> Subtask | None:
+        try:
+            return self.subtask(subtask_id)
+        except KeyError:
+            return None
+
+    def record(
+        self,
+        kind: str,
+        message: str,
+        *,
+        level: EventLevel = "info",
+        subtask_id: str | None = None,
+        status: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> TaskEvent:
+        event = TaskEvent(
+            seq=self.events[-1].seq + 1 if self.events else 1,
+            at=utcnow(),
+            kind=kind,
+            message=message,
+            level=level,
+            subtask_id=subtask_id,
+            status=status,
+            data=data,
+        )
+        self.events.append(event)
+        return event
+
+    def set_status(self, status: TaskStatus, message: str, *, level: EventLevel = "info") -> None:
+        self.status = status
+        if status.terminal:
+            self.completed_at = utcnow()
+        self.record("task.status", message, level=level, status=status.value)
+
+    def set_subtask_status(
+        self,
+        subtask: Subtask,
+        status: SubtaskStatus,
+        message: str,
+        *,
+        level: EventLevel = "info",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        subtask.status = status
+        self.record(
+            "subtask.status",
+            message,
+            level=level,
+            subtask_id=subtask.id,
+            status=status.value,
+            data=data,
+        )
+
+    @property
+    def logs(self) -> list[str]:
+        return [event.log_line() for event in self.events]
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> TaskState:
+        return cls.model_validate_json(raw)

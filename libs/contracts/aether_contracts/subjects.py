@@ -1,0 +1,38 @@
+"""Every NATS subject Aether uses. No other module spells a subject."""
+
+PREFIX = "aether"
+
+TASK_CREATED = "aether.task.created"
+"""The gateway accepted a task (JetStream, deduplicated by task id)."""
+
+PLAN_READY = "aether.plan.ready"
+"""The planner stored a validated plan in the task state."""
+
+SUBTASK_READY_PREFIX = "aether.subtask.ready"
+"""`aether.subtask.ready.<agent_type>`: one subject per agent type, one durable consumer per type."""
+
+SUBTASK_FINISHED = "aether.subtask.finished"
+"""A worker finished a subtask, successfully or not (the outcome is in the body)."""
+
+SYNTHESIS_REQUESTED = "aether.synthesis.requested"
+"""Every subtask is terminal and at least one succeeded: Jason integrates the results."""
+
+TASK_FINISHED = "aether.task.finished"
+"""A task reached a terminal status (completed, failed, cancelled)."""
+
+TASK_CONTROL = "aether.control.task"
+"""Core NATS (not persisted): broadcasts such as cancellation to every running worker."""
+
+AGENT_EVENTS_PREFIX = "aether.agent"
+"""`aether.agent.<started|stopped|failed>`: agent lifecycle announcements."""
+
+
+def subtask_ready(agent_type: str) -> str:
+    return f"{SUBTASK_READY_PREFIX}.{agent_type}"
+
+
+def agent_event(kind: str) -> str:
+    return f"{AGENT_EVENTS_PREFIX}.{kind}"
+
+
+SUBTASK_READY_ANY = f"{SUBTASK_READY_PREFIX}.*"

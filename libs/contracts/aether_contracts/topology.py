@@ -1,0 +1,192 @@
+"""The JetStream streams, durable consumers and KV buckets, defined once.
+
+Every service calls `ensure_topology` at start-up with the same definitions, so no service can
+silently redefine a stream another one relies on (FastStream's own declaration is turned off with
+`JStream(..., declare=False)`). Consumers are created here too, before any worker binds to them,
+so a backlog can be measured (and scaled on) while no worker of that type is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from . import subjects
+
+STREAM = "AETHER"
+"""The one work stream: every persisted event and every ready subtask."""
+
+STREAM_SUBJECTS = [
+    "aether.task.>",
+    "aether.plan.>",
+    "aether.subtask.>",
+    "aether.synthesis.>",
+    "aether.agent.>",
+]
+STREAM_MAX_AGE_S = 7 * 24 * 3600
+DUPLICATE_WINDOW_S = 15 * 60
+"""Long enough to cover a crashed service's restart; republishing inside it is free."""
+
+TASKS_BUCKET = "tasks"
+SERVICES_BUCKET = "services"
+AGENTS_BUCKET = "agents"
+SERVICE_TTL_S = 10.0
+"""A service that has not written its heartbeat for this long is reported dead by /api/health."""
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    durable: str
+    subject: str
+    ack_wait_s: float
+    max_deliver: int
+    max_ack_pending: int = 1024
+    description: str = ""
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            description=self.description or None,
+            filter_subject=self.subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+        )
+
+
+PLANNER = ConsumerSpec(
+    durable="planner",
+    subject=subjects.TASK_CREATED,
+    ack_wait_s=60,
+    max_deliver=20,
+    description="planner: tasks waiting for a plan",
+)
+SCHEDULER_PLANS = ConsumerSpec(
+    durable="scheduler-plans",
+    subject=subjects.PLAN_READY,
+    ack_wait_s=30,
+    max_deliver=50,
+    description="executor scheduler: plans whose first subtasks must be dispatched",
+)
+SCHEDULER_FINISHED = ConsumerSpec(
+    durable="scheduler-finished",
+    subject=subjects.SUBTASK_FINISHED,
+    ack_wait_s=30,
+    max_deliver=50,
+    description="executor scheduler: finished subtasks whose dependents may now be ready",
+)
+SYNTHESIZER = ConsumerSpec(
+    durable="synthesizer",
+    subject=subjects.SYNTHESIS_REQUESTED,
+    ack_wait_s=60,
+    max_deliver=20,
+    description="synthesizer: tasks whose subtasks are all terminal",
+)
+WORKER_ACK_WAIT_S = 60.0
+WORKER_MAX_DELIVER = 10
+
+
+def worker_consumer(agent_type: str) -> ConsumerSpec:
+    """One durable consumer per agent type: its backlog is that type's queue."""
+    return ConsumerSpec(
+        durable=f"executor-{agent_type}",
+        subject=subjects.subtask_ready(agent_type),
+        ack_wait_s=WORKER_ACK_WAIT_S,
+        max_deliver=WORKER_MAX_DELIVER,
+        max_ack_pending=4096,
+        description=f"executor workers of type {agent_type}",
+    )
+
+
+SERVICE_CONSUMERS = (PLANNER, SCHEDULER_PLANS, SCHEDULER_FINISHED, SYNTHESIZER)
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    name: str
+    history: int = 1
+    ttl_s: float | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def config(self, replicas: int) -> KeyValueConfig:
+        return KeyValueConfig(
+            bucket=self.name,
+            description=self.description or None,
+            history=self.history,
+            ttl=self.ttl_s,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+
+
+BUCKETS = (
+    BucketSpec(TASKS_BUCKET, description="task state, key = task id (see aether_contracts.state)"),
+    BucketSpec(SERVICES_BUCKET, ttl_s=SERVICE_TTL_S, description="service heartbeats"),
+    BucketSpec(AGENTS_BUCKET, description="the agent pool (see aether_contracts.agents)"),
+)
+
+
+def stream_config(replicas: int = 1) -> StreamConfig:
+    return StreamConfig(
+        name=STREAM,
+        description="Aether events and work queues",
+        subjects=list(STREAM_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        max_age=STREAM_MAX_AGE_S,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+    )
+
+
+async def ensure_topology(
+    js: JetStreamContext,
+    agent_types: Iterable[str] = (),
+    *,
+    replicas: int = 1,
+) -> None:
+    """Create or update the stream, the KV buckets and the durable consumers. Idempotent."""
+    config = stream_config(replicas)
+    try:
+        await js.add_stream(config=config)
+    except BadRequestError:
+        await js.update_stream(config=config)
+
+    for bucket in BUCKETS:
+        kv_config = bucket.config(replicas)
+        try:
+            await js.create_key_value(config=kv_config)
+        except BadRequestError:
+            # Exists with other settings (an older release): bring it in line.
+            info = await js.stream_info(f"KV_{bucket.name}")
+            info.config.max_age = bucket.ttl_s or 0
+            info.config.max_msgs_per_subject = bucket.history
+            await js.update_stream(config=info.config)
+
+    for spec in (*SERVICE_CONSUMERS, *(worker_consumer(t) for t in agent_types)):
+        await ensure_consumer(js, spec)
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    with contextlib.suppress(NotFoundError):
+        await js.consumer_info(STREAM, spec.durable)
+        return
+    with contextlib.suppress(BadRequestError):  # created by a concurrent starter
+        await js.add_consumer(STREAM, config=spec.config())

@@ -1,0 +1,73 @@
+"""Settings shared by every service. Services subclass these in their own `settings.py`, the only
+place where a service reads its environment. Every field is documented in the README."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .llm import LLMConfig
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore")
+
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222",
+        description="NATS server(s), comma-separated.",
+    )
+    nats_replicas: int = Field(1, ge=1, le=5, description="Replicas of streams and KV buckets.")
+    agents_dir: Path | None = Field(
+        None, description="Directory of custom agent templates and masters (YAML or JSON)."
+    )
+    instance_id: str = Field(default_factory=default_instance_id)
+    log_level: str = "INFO"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [s.strip() for s in self.nats_url.split(",") if s.strip()]
+
+
+class LLMSettings(BaseSettings):
+    """The standard OpenAI variables plus a model per role with one default."""
+
+    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore")
+
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_BASE_URL")
+    )
+    llm_model: str = Field(DEFAULT_MODEL, description="Model for every role without its own.")
+    llm_timeout_s: float = Field(120.0, gt=0, description="Timeout of one LLM request.")
+    llm_max_attempts: int = Field(6, ge=1, description="Attempts per LLM call (429, 5xx, timeouts).")
+    llm_retry_budget_s: float = Field(300.0, gt=0, description="Time one LLM call may spend retrying.")
+    llm_backoff_base_s: float = Field(1.0, gt=0)
+    llm_backoff_max_s: float = Field(30.0, gt=0)
+
+    def llm_config(self) -> LLMConfig:
+        if self.openai_api_key is None:
+            raise RuntimeError(
+                "OPENAI_API_KEY is not set. Set it (and OPENAI_BASE_URL for a server other than "
+                "OpenAI), or run `make up`, which starts the built-in simulator without a key."
+            )
+        return LLMConfig(
+            base_url=self.openai_base_url,
+            api_key=self.openai_api_key.get_secret_value(),
+            timeout_s=self.llm_timeout_s,
+            max_attempts=self.llm_max_attempts,
+            retry_budget_s=self.llm_retry_budget_s,
+            backoff_base_s=self.llm_backoff_base_s,
+            backoff_max_s=self.llm_backoff_max_s,
+        )

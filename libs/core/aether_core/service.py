@@ -1,0 +1,198 @@
+"""What every FastStream service needs: a broker, the topology, heartbeats, reliable handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+from aether_contracts import topology
+from aether_contracts.services import ServiceHeartbeat
+from aether_contracts.state import utcnow
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from .config import ServiceSettings
+from .store import TaskStore
+
+log = logging.getLogger("aether")
+
+HEARTBEAT_EVERY_S = 2.0
+WORK_STREAM = JStream(topology.STREAM, declare=False)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsBroker:
+    return NatsBroker(
+        settings.nats_servers,
+        name=f"aether-{service}-{settings.instance_id}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        # FastStream logs every message at this level; keep it out of INFO at our rates.
+        log_level=logging.DEBUG,
+        graceful_timeout=30.0,
+        **kwargs,
+    )
+
+
+def subscription(spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 1) -> dict[str, Any]:
+    """Keyword arguments binding a FastStream pull subscriber to one of our durable consumers.
+
+    Acks are explicit (`settle`), never FastStream's default `REJECT_ON_ERROR`, which would
+    terminate a message whose handler failed once.
+    """
+    return {
+        "subject": spec.subject,
+        "stream": WORK_STREAM,
+        "durable": spec.durable,
+        "config": spec.config(),
+        "pull_sub": PullSub(batch_size=batch, timeout=5.0),
+        "max_workers": max_workers,
+        "ack_policy": AckPolicy.MANUAL,
+    }
+
+
+def deliveries(msg: NatsMessage) -> int:
+    try:
+        return int(msg.raw_message.metadata.num_delivered)
+    except Exception:  # a core NATS message (tests) has no JetStream metadata
+        return 1
+
+
+def redelivery_delay_s(delivered: int) -> float:
+    return min(30.0, 0.25 * 2 ** (delivered - 1))
+
+
+@contextlib.asynccontextmanager
+async def settle(
+    msg: NatsMessage,
+    spec: topology.ConsumerSpec,
+    *,
+    give_up: Callable[[BaseException], Awaitable[None]] | None = None,
+    keep_alive: bool = True,
+) -> AsyncIterator[None]:
+    """Ack when the body succeeds; redeliver with backoff when it fails; give up at the end.
+
+    While the body runs, `in_progress` is sent every third of `ack_wait`, so work longer than
+    `ack_wait` (an LLM call) keeps its message instead of being redelivered to someone else.
+    On the last allowed delivery a failure calls `give_up` (which records the failure in the
+    task state) and the message is acked, so nothing is retried forever and nothing hangs.
+    """
+    beat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s / 3)) if keep_alive else None
+    try:
+        yield
+    except asyncio.CancelledError:
+        # Shutting down mid-work: hand the message back at once for another instance.
+        with contextlib.suppress(Exception):
+            await msg.nack()
+        raise
+    except Exception as exc:
+        delivered = deliveries(msg)
+        if delivered >= spec.max_deliver and give_up is not None:
+            log.error("%s: giving up after %d deliveries: %r", spec.durable, delivered, exc)
+            try:
+                await give_up(exc)
+            except Exception:
+                log.exception("%s: give_up failed; the message will be redelivered", spec.durable)
+                await msg.nack(delay=redelivery_delay_s(delivered))
+                return
+            await msg.ack()
+            return
+        log.warning(
+            "%s: handler failed (delivery %d), redelivering: %r", spec.durable, delivered, exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        await msg.nack(delay=redelivery_delay_s(delivered))
+    else:
+        await msg.ack()
+    finally:
+        if beat is not None:
+            beat.cancel()
+
+
+async def _keep_alive(msg: NatsMessage, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+class Runtime:
+    """The connections a service holds; filled in by `start` once the broker is connected."""
+
+    def __init__(self, settings: ServiceSettings, broker: NatsBroker, service: str) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.service = service
+        self.js: JetStreamContext | None = None
+        self.tasks_kv: KeyValue | None = None
+        self.services_kv: KeyValue | None = None
+        self.store = TaskStore()
+        self.detail: dict[str, Any] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._started_at = utcnow()
+
+    async def start(self, agent_types: Iterable[str] = ()) -> None:
+        await self.broker.connect()
+        self.js = self.broker.connection.jetstream()
+        await topology.ensure_topology(
+            self.js, agent_types, replicas=self.settings.nats_replicas
+        )
+        self.tasks_kv = await self.js.key_value(topology.TASKS_BUCKET)
+        self.services_kv = await self.js.key_value(topology.SERVICES_BUCKET)
+        self.store.bind(self.tasks_kv)
+        await self.beat()
+        self._heartbeat = asyncio.create_task(self._beat_forever())
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        if self.services_kv is not None:
+            with contextlib.suppress(Exception):
+                await self.services_kv.delete(self.heartbeat().key)
+
+    def heartbeat(self) -> ServiceHeartbeat:
+        return ServiceHeartbeat(
+            service=self.service,
+            instance=self.settings.instance_id,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=self._started_at,
+            detail=self.detail,
+        )
+
+    async def beat(self) -> None:
+        assert self.services_kv is not None
+        beat = self.heartbeat()
+        await self.services_kv.put(beat.key, beat.model_dump_json().encode())
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            try:
+                await self.beat()
+            except Exception as exc:  # NATS away: keep trying, the reconnect will come
+                log.warning("heartbeat failed: %r", exc)
+
+    async def publish(self, event: Any, subject: str) -> None:
+        """Persist an event on the work stream, deduplicated by the event's own id."""
+        await self.broker.publish(
+            event,
+            subject,
+            headers={"Nats-Msg-Id": event.dedup_id()},
+            stream=topology.STREAM,
+        )

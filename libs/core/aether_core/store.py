@@ -1,0 +1,113 @@
+"""Task state in the `tasks` KV bucket, changed only by compare-and-set on the entry's revision."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from aether_contracts.state import TaskState, utcnow
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+T = TypeVar("T")
+
+
+class Unchanged(Exception):
+    """Raised by a mutation that decided the state needs no write (carries its answer)."""
+
+    def __init__(self, value: object = None) -> None:
+        super().__init__()
+        self.value = value
+
+
+class TaskNotFound(KeyError):
+    pass
+
+
+class TaskExists(Exception):
+    pass
+
+
+@dataclass
+class Mutation(Generic[T]):
+    state: TaskState
+    revision: int
+    value: T
+    changed: bool
+    conflicts: int
+
+
+class TaskStore:
+    """Created before the connection exists (handlers are registered first), bound once it does."""
+
+    def __init__(self, kv: KeyValue | None = None, *, max_conflicts: int = 1000) -> None:
+        self._kv = kv
+        self.max_conflicts = max_conflicts
+
+    def bind(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @property
+    def kv(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("the task store is used before the service connected to NATS")
+        return self._kv
+
+    async def create(self, state: TaskState) -> int:
+        try:
+            return await self.kv.create(state.id, state.to_bytes())
+        except KeyWrongLastSequenceError as exc:
+            raise TaskExists(state.id) from exc
+
+    async def get(self, task_id: str) -> tuple[TaskState, int] | None:
+        try:
+            entry = await self.kv.get(task_id)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return TaskState.from_bytes(entry.value), entry.revision
+
+    async def require(self, task_id: str) -> TaskState:
+        found = await self.get(task_id)
+        if found is None:
+            raise TaskNotFound(task_id)
+        return found[0]
+
+    async def mutate(self, task_id: str, change: Callable[[TaskState], T]) -> Mutation[T]:
+        """Apply `change` to the latest state and write it back if nobody wrote in between.
+
+        `change` may run several times (once per conflict), always on a fresh copy, so it must
+        only look at the state it is given. It raises `Unchanged` to skip the write.
+        """
+        conflicts = 0
+        while True:
+            entry = await self._entry(task_id)
+            state = TaskState.from_bytes(entry.value)
+            try:
+                value = change(state)
+            except Unchanged as unchanged:
+                return Mutation(state, entry.revision, unchanged.value, False, conflicts)  # type: ignore[arg-type]
+            state.updated_at = utcnow()
+            try:
+                revision = await self.kv.update(task_id, state.to_bytes(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                conflicts += 1
+                if conflicts >= self.max_conflicts:
+                    raise
+                # Spread the retries of writers that collided, or they collide again.
+                await asyncio.sleep(random.uniform(0, 0.002 * min(conflicts, 10)))
+                continue
+            return Mutation(state, revision, value, True, conflicts)
+
+    async def _entry(self, task_id: str) -> KeyValue.Entry:
+        try:
+            entry = await self.kv.get(task_id)
+        except KeyNotFoundError as exc:
+            raise TaskNotFound(task_id) from exc
+        if entry.value is None:
+            raise TaskNotFound(task_id)
+        return entry

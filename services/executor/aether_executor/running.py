@@ -1,0 +1,166 @@
+"""Running one subtask: claim it in the state, build the expert's prompt, call the LLM.
+
+No broker in here: the handler turns the returned `SubtaskFinished` into an event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aether_contracts.events import SubtaskFinished, SubtaskReady
+from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_core.llm import LLMCallError, LLMClient, aether_headers
+from aether_core.store import TaskNotFound, TaskStore, Unchanged
+from aether_core.templates import AgentTemplate, Registry
+
+CONTEXT_RESULT_CHARS = 12_000
+"""A dependency's result is cut to this many characters in a dependent's prompt (marked)."""
+
+
+@dataclass
+class Claim:
+    state: TaskState
+    subtask: Subtask
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n\n[… truncated by Aether: {len(text) - limit} more characters]"
+
+
+def expert_messages(
+    state: TaskState, subtask: Subtask, template: AgentTemplate, *, context_chars: int = CONTEXT_RESULT_CHARS
+) -> list[dict[str, str]]:
+    parts = [
+        "The overall task (data from the user):",
+        f"<task>\n{state.description}\n</task>",
+        "",
+        f"Your subtask ({subtask.id}): {subtask.description}",
+    ]
+    if state.plan and state.plan.get("analysis"):
+        parts += ["", f"Jason's analysis of the task: {state.plan['analysis']}"]
+    deps = [state.subtask(d) for d in subtask.depends_on]
+    if deps:
+        parts += ["", "Results of the subtasks yours depends on:"]
+        for dep in deps:
+            parts += [
+                "",
+                f"### Result of {dep.id} ({dep.agent_type}): {dep.description}",
+                truncate(dep.result or "", context_chars),
+            ]
+    return [
+        {"role": "system", "content": template.system_prompt},
+        {"role": "user", "content": "\n".join(parts)},
+    ]
+
+
+def _claim(state: TaskState, event: SubtaskReady, agent_id: str) -> Claim:
+    subtask = state.find_subtask(event.subtask_id)
+    if subtask is None or state.status != TaskStatus.EXECUTING:
+        raise Unchanged(None)
+    if subtask.status.terminal or event.dispatch != subtask.dispatches:
+        raise Unchanged(None)
+    rerun = subtask.status == SubtaskStatus.EXECUTING
+    subtask.attempts += 1
+    subtask.agent_id = agent_id
+    subtask.started_at = utcnow()
+    state.set_subtask_status(
+        subtask,
+        SubtaskStatus.EXECUTING,
+        f"Subtask {subtask.id} {'restarted' if rerun else 'started'} on {agent_id} ({subtask.agent_type})",
+        level="warning" if rerun else "info",
+        data={"agent_id": agent_id, "attempt": subtask.attempts},
+    )
+    return Claim(state, subtask)
+
+
+class Worker:
+    def __init__(
+        self,
+        store: TaskStore,
+        llm: LLMClient,
+        registry: Registry,
+        *,
+        agent_id: str,
+        model: str,
+        timeout_s: float,
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.registry = registry
+        self.agent_id = agent_id
+        self.model = model
+        self.timeout_s = timeout_s
+
+    async def claim(self, event: SubtaskReady) -> Claim | None:
+        try:
+            mutation = await self.store.mutate(
+                event.task_id, lambda s: _claim(s, event, self.agent_id)
+            )
+        except TaskNotFound:
+            return None
+        return mutation.value if mutation.changed else None
+
+    async def run(self, event: SubtaskReady) -> SubtaskFinished | None:
+        """Run the subtask unless it is already settled; None means there is nothing to report."""
+        claim = await self.claim(event)
+        if claim is None:
+            return None
+        subtask = claim.subtask
+        started = subtask.started_at or utcnow()
+        template = self.registry.template(subtask.agent_type)
+        if template is None:
+            return self._finished(event, started, error=f"no template for agent type '{subtask.agent_type}'")
+        messages = expert_messages(claim.state, subtask, template)
+        try:
+            reply = await self.llm.chat(
+                messages,
+                model=self.model,
+                headers=aether_headers("expert", event.task_id, subtask.id, subtask.agent_type),
+                on_retry=self._note_retry(event),
+                deadline=time.monotonic() + self.timeout_s,
+            )
+        except LLMCallError as exc:
+            return self._finished(event, started, error=str(exc), retryable=exc.retryable)
+        return SubtaskFinished(
+            task_id=event.task_id,
+            subtask_id=event.subtask_id,
+            dispatch=event.dispatch,
+            outcome="completed",
+            result=reply.text,
+            agent_id=self.agent_id,
+            model=reply.model,
+            usage=reply.usage,
+            started_at=started,
+        )
+
+    def _finished(self, event: SubtaskReady, started, *, error: str, retryable: bool = False) -> SubtaskFinished:
+        return SubtaskFinished(
+            task_id=event.task_id,
+            subtask_id=event.subtask_id,
+            dispatch=event.dispatch,
+            outcome="failed",
+            error=error,
+            retryable=retryable,
+            agent_id=self.agent_id,
+            started_at=started,
+        )
+
+    def give_up(self, event: SubtaskReady, exc: BaseException) -> SubtaskFinished:
+        return self._finished(event, None, error=f"gave up after repeated failures: {exc!r}")
+
+    def _note_retry(self, event: SubtaskReady):
+        async def note(attempt: int, wait: float, reason: str) -> None:
+            def change(state: TaskState) -> None:
+                state.record(
+                    "llm.retry",
+                    f"Subtask {event.subtask_id}: LLM call failed ({reason}); retry {attempt} in {wait:.1f}s",
+                    level="warning",
+                    subtask_id=event.subtask_id,
+                )
+
+            await self.store.mutate(event.task_id, change)
+
+        return note

@@ -1,0 +1,147 @@
+"""Deciding what runs next. Pure functions over a TaskState; no broker, no I/O.
+
+A subtask is dispatched the moment its own dependencies are complete, not when its "level" is:
+`queue_ready` is called after every single completion. A failed subtask fails the subtasks that
+depend on it (transitively) without running them, and blocks nothing else.
+
+Each function returns a `Decision` naming the events to publish. When the state already reflects
+the event (a redelivery), the function raises `Unchanged(decision)` with the events that may not
+have gone out the first time; republishing them is harmless because every event carries a
+deduplication id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aether_contracts.events import SubtaskFinished
+from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_core.store import Unchanged
+
+
+@dataclass
+class Decision:
+    ready: list[Subtask] = field(default_factory=list)
+    synthesize: bool = False
+    finished: TaskStatus | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.ready and not self.synthesize and self.finished is None
+
+
+def queue_ready(state: TaskState) -> list[Subtask]:
+    """Mark every pending subtask whose dependencies all completed as queued; return them."""
+    completed = {s.id for s in state.subtasks if s.status == SubtaskStatus.COMPLETED}
+    now = utcnow()
+    ready = []
+    for subtask in state.subtasks:
+        if subtask.status != SubtaskStatus.PENDING or subtask.queued_at is not None:
+            continue
+        if all(dep in completed for dep in subtask.depends_on):
+            subtask.queued_at = now
+            subtask.dispatches += 1
+            state.record(
+                "subtask.queued",
+                f"Subtask {subtask.id} queued for a {subtask.agent_type} agent",
+                subtask_id=subtask.id,
+                status=subtask.status.value,
+            )
+            ready.append(subtask)
+    return ready
+
+
+def dependents(state: TaskState, subtask_id: str) -> list[Subtask]:
+    """Every subtask that depends on `subtask_id`, directly or through others, in plan order."""
+    blocked = {subtask_id}
+    changed = True
+    while changed:
+        changed = False
+        for subtask in state.subtasks:
+            if subtask.id not in blocked and blocked.intersection(subtask.depends_on):
+                blocked.add(subtask.id)
+                changed = True
+    return [s for s in state.subtasks if s.id in blocked and s.id != subtask_id]
+
+
+def block_dependents(state: TaskState, failed: Subtask) -> None:
+    for subtask in dependents(state, failed.id):
+        if subtask.status.terminal or subtask.status == SubtaskStatus.EXECUTING:
+            continue
+        subtask.blocked_by = sorted({*subtask.blocked_by, failed.id})
+        subtask.error = f"not run: it depends on {failed.id}, which failed"
+        subtask.completed_at = utcnow()
+        state.set_subtask_status(subtask, SubtaskStatus.FAILED, f"Subtask {subtask.id} {subtask.error}", level="warning")
+
+
+def settle_if_done(state: TaskState) -> Decision:
+    """When every subtask is terminal: synthesize if any succeeded, else fail the task."""
+    if not state.subtasks or not all(s.status.terminal for s in state.subtasks):
+        return Decision()
+    succeeded = [s for s in state.subtasks if s.status == SubtaskStatus.COMPLETED]
+    if succeeded:
+        failed = len(state.subtasks) - len(succeeded)
+        note = f" ({failed} failed: the synthesis will say what is missing)" if failed else ""
+        state.set_status(TaskStatus.SYNTHESIZING, f"All subtasks finished{note}; Jason is synthesizing")
+        return Decision(synthesize=True)
+    state.error = "no subtask succeeded: " + "; ".join(
+        f"{s.id}: {s.error or 'failed'}" for s in state.subtasks if not s.blocked_by
+    )
+    state.set_status(TaskStatus.FAILED, f"Task failed: {state.error}", level="error")
+    return Decision(finished=TaskStatus.FAILED)
+
+
+def start_plan(state: TaskState) -> Decision:
+    """`plan.ready`: dispatch the subtasks that depend on nothing."""
+    if state.status != TaskStatus.EXECUTING:
+        raise Unchanged(_replay(state))
+    ready = queue_ready(state)
+    if not ready:
+        raise Unchanged(_replay(state))
+    return Decision(ready=ready)
+
+
+def finish_subtask(state: TaskState, event: SubtaskFinished) -> Decision:
+    """`subtask.finished`: record the outcome, dispatch what became ready, settle the task."""
+    subtask = state.find_subtask(event.subtask_id)
+    if subtask is None or state.status != TaskStatus.EXECUTING:
+        raise Unchanged(_replay(state))
+    if subtask.status.terminal or event.dispatch != subtask.dispatches:
+        raise Unchanged(_replay(state))  # recorded already, or a stale run of an earlier dispatch
+
+    subtask.completed_at = event.finished_at
+    subtask.started_at = subtask.started_at or event.started_at
+    subtask.agent_id = event.agent_id or subtask.agent_id
+    subtask.model = event.model
+    subtask.usage.add(event.usage)
+    state.usage.add(event.usage)
+    if event.outcome == "completed":
+        subtask.result = event.result
+        subtask.error = None
+        state.set_subtask_status(
+            subtask,
+            SubtaskStatus.COMPLETED,
+            f"Subtask {subtask.id} completed by {event.agent_id or 'an agent'}"
+            + (f" in {subtask.duration_ms / 1000:.1f}s" if subtask.duration_ms is not None else ""),
+            data={"usage": event.usage.model_dump(), "duration_ms": subtask.duration_ms},
+        )
+        ready = queue_ready(state)
+    else:
+        subtask.error = event.error or "failed"
+        state.set_subtask_status(
+            subtask, SubtaskStatus.FAILED, f"Subtask {subtask.id} failed: {subtask.error}", level="error"
+        )
+        block_dependents(state, subtask)
+        ready = []
+    decision = settle_if_done(state)
+    decision.ready = ready
+    return decision
+
+
+def _replay(state: TaskState) -> Decision:
+    """The events a previous, interrupted handling of this state may not have published."""
+    if state.status == TaskStatus.EXECUTING:
+        return Decision(ready=[s for s in state.subtasks if s.queued])
+    if state.status == TaskStatus.SYNTHESIZING:
+        return Decision(synthesize=True)
+    return Decision()

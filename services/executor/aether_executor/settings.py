@@ -1,0 +1,32 @@
+from typing import Literal
+
+from aether_core.config import LLMSettings, ServiceSettings
+from pydantic import Field
+
+
+class ExecutorSettings(ServiceSettings, LLMSettings):
+    executor_role: Literal["all", "scheduler", "worker"] = Field(
+        "all",
+        description="scheduler: decides what is ready; worker: runs subtasks (an agent); all: both.",
+    )
+    agent_types: str = Field(
+        "all", description="Comma-separated agent types a worker serves, or 'all'."
+    )
+    agent_id: str | None = Field(None, description="This worker's agent id; default the instance id.")
+    worker_concurrency: int = Field(4, ge=1, description="Subtasks one worker runs at once, per type.")
+    scheduler_concurrency: int = Field(64, ge=1, description="Events the scheduler handles at once.")
+    expert_model: str | None = Field(None, description="Expert model; default AETHER_LLM_MODEL.")
+    subtask_timeout_s: float = Field(900.0, gt=0, description="Time one subtask may take, retries included.")
+
+    @property
+    def model(self) -> str:
+        return self.expert_model or self.llm_model
+
+    def served_types(self, known: list[str]) -> list[str]:
+        if self.agent_types.strip() in ("", "all", "*"):
+            return list(known)
+        wanted = [t.strip() for t in self.agent_types.split(",") if t.strip()]
+        unknown = [t for t in wanted if t not in known]
+        if unknown:
+            raise ValueError(f"unknown agent type(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return wanted

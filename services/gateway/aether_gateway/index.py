@@ -1,0 +1,86 @@
+"""An in-memory index of task summaries, kept current by a watch on the `tasks` KV bucket.
+
+Listing 10,000 tasks then costs a sort of what is in memory, not 10,000 KV reads, and every
+gateway replica keeps its own copy. The watch is also where live updates come from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aether_contracts.state import TaskState, TaskStatus
+from aether_core.mirror import KVMirror
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from .schemas import TaskSummary, task_summary
+
+log = logging.getLogger("aether.gateway.index")
+
+Listener = Callable[[str, TaskState | None, int], None]
+
+
+class TaskIndex:
+    def __init__(self) -> None:
+        self._summaries: dict[str, TaskSummary] = {}
+        self._order: list[str] | None = None
+        """Task ids, newest first; only a new or removed task invalidates it (order never changes)."""
+        self.mirror = KVMirror("tasks", keep_values=False)
+        self.mirror.listeners.append(self._apply)
+        self.ready = self.mirror.ready
+        self.listeners: list[Listener] = []
+
+    def __len__(self) -> int:
+        return len(self._summaries)
+
+    def upsert(self, state: TaskState, revision: int) -> None:
+        current = self._summaries.get(state.id)
+        if current is not None and current.revision >= revision:
+            return
+        if current is None:
+            self._order = None
+        self._summaries[state.id] = task_summary(state, revision)
+
+    def remove(self, task_id: str) -> None:
+        if self._summaries.pop(task_id, None) is not None:
+            self._order = None
+
+    def page(
+        self, *, limit: int, offset: int, status: TaskStatus | None = None
+    ) -> tuple[list[TaskSummary], int]:
+        if self._order is None:
+            self._order = [
+                s.id
+                for s in sorted(
+                    self._summaries.values(), key=lambda s: (s.created_at, s.id), reverse=True
+                )
+            ]
+        summaries = self._summaries
+        if status is None:
+            ids = self._order
+        else:
+            ids = [i for i in self._order if summaries[i].status == status]
+        return [summaries[i] for i in ids[offset : offset + limit]], len(ids)
+
+    async def start(self, kv: KeyValue) -> None:
+        await self.mirror.start(kv)
+
+    async def stop(self) -> None:
+        await self.mirror.stop()
+
+    def _apply(self, entry: KeyValue.Entry) -> None:
+        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+            self.remove(entry.key)
+            state = None
+        else:
+            try:
+                state = TaskState.from_bytes(entry.value)
+            except ValueError:
+                log.error("task %s has unreadable state at revision %s", entry.key, entry.revision)
+                return
+            self.upsert(state, entry.revision)
+        for listener in list(self.listeners):
+            try:
+                listener(entry.key, state, entry.revision)
+            except Exception:
+                log.exception("task listener failed")

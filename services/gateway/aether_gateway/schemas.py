@@ -1,0 +1,163 @@
+"""The REST API's bodies. Field names follow the seed's Phase 1 API, which clients rely on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class TaskSubmission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: StrictStr = Field(
+        ..., description="The coding task, in plain language.", examples=["Build a REST API for users"]
+    )
+    master_deployment_id: StrictStr | None = Field(
+        None, description="The master agent that plans and synthesizes; default `jason`."
+    )
+
+
+class Progress(BaseModel):
+    total: int
+    completed: int
+    failed: int
+    running: int
+    pending: int
+
+
+class SubtaskBody(BaseModel):
+    id: str
+    description: str
+    agent_type: str
+    status: SubtaskStatus
+    depends_on: list[str]
+    result: str | None = None
+    error: str | None = None
+    blocked_by: list[str] = []
+    agent_id: str | None = None
+    attempts: int = 0
+    model: str | None = None
+    usage: Usage
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+class TaskBody(BaseModel):
+    id: str
+    description: str
+    status: TaskStatus
+    master_deployment_id: str
+    subtasks: list[SubtaskBody]
+    plan: dict[str, Any] | None = None
+    final_result: str | None = None
+    error: str | None = None
+    logs: list[str]
+    usage: Usage
+    progress: Progress
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    trace_id: str | None = None
+    revision: int = Field(..., description="KV revision of this state; grows with every change.")
+
+
+class TaskSummary(BaseModel):
+    id: str
+    description: str
+    status: TaskStatus
+    master_deployment_id: str
+    progress: Progress
+    usage: Usage
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    revision: int
+
+
+class AgentTemplateBody(BaseModel):
+    type: str
+    name: str
+    description: str
+    tags: list[str]
+    builtin: bool
+
+
+class ServiceHealth(BaseModel):
+    ok: bool
+    instances: list[dict[str, Any]] = []
+
+
+class HealthBody(BaseModel):
+    status: str
+    nats: bool
+    kv: bool
+    services: dict[str, ServiceHealth]
+
+
+class ErrorBody(BaseModel):
+    detail: Any
+
+
+def progress_of(state: TaskState) -> Progress:
+    counts = {status: 0 for status in SubtaskStatus}
+    for subtask in state.subtasks:
+        counts[subtask.status] += 1
+    return Progress(
+        total=len(state.subtasks),
+        completed=counts[SubtaskStatus.COMPLETED],
+        failed=counts[SubtaskStatus.FAILED] + counts[SubtaskStatus.CANCELLED],
+        running=counts[SubtaskStatus.EXECUTING] + counts[SubtaskStatus.CREATING_AGENT],
+        pending=counts[SubtaskStatus.PENDING],
+    )
+
+
+def task_body(state: TaskState, revision: int) -> TaskBody:
+    return TaskBody(
+        id=state.id,
+        description=state.description,
+        status=state.status,
+        master_deployment_id=state.master_id,
+        subtasks=[
+            SubtaskBody(**s.model_dump(exclude={"dispatches"}), duration_ms=s.duration_ms)
+            for s in state.subtasks
+        ],
+        plan=state.plan,
+        final_result=state.final_result,
+        error=state.error,
+        logs=state.logs,
+        usage=state.usage,
+        progress=progress_of(state),
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        completed_at=state.completed_at,
+        trace_id=state.trace_id,
+        revision=revision,
+    )
+
+
+SUMMARY_DESCRIPTION_CHARS = 280
+
+
+def task_summary(state: TaskState, revision: int) -> TaskSummary:
+    description = state.description
+    if len(description) > SUMMARY_DESCRIPTION_CHARS:
+        description = description[: SUMMARY_DESCRIPTION_CHARS - 1] + "…"
+    return TaskSummary(
+        id=state.id,
+        description=description,
+        status=state.status,
+        master_deployment_id=state.master_id,
+        progress=progress_of(state),
+        usage=state.usage,
+        error=state.error,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        completed_at=state.completed_at,
+        revision=revision,
+    )

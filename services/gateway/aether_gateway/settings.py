@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from aether_core.config import ServiceSettings
+from aether_core.templates import DEFAULT_MASTER_ID
+from pydantic import Field
+
+
+class GatewaySettings(ServiceSettings):
+    http_host: str = Field("127.0.0.1", description="Address the REST gateway listens on.")
+    http_port: int = Field(8000, ge=1, le=65535, description="Port of the REST gateway.")
+    cors_origins: str = Field(
+        "",
+        validation_alias="CORS_ORIGINS",
+        description="Comma-separated origins allowed by CORS ('*' for any); empty: none.",
+    )
+    max_description_chars: int = Field(20_000, ge=1, description="Longest task description accepted.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted.")
+    default_master: str = Field(DEFAULT_MASTER_ID, description="Master used when a task names none.")
+    ui_dir: Path | None = Field(None, description="Built Mission Board to serve at / (ui/dist).")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -1,0 +1,23 @@
+"""task.created in -> planning -> plan.ready out."""
+
+from aether_contracts import subjects, topology
+from aether_contracts.events import PlanReady, TaskCreated
+from aether_core.service import Runtime, settle, subscription
+from faststream.nats import NatsMessage, NatsRouter
+
+from .planning import Planner
+
+
+def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> NatsRouter:
+    router = NatsRouter()
+
+    @router.subscriber(**subscription(topology.PLANNER, max_workers=concurrency, batch=1))
+    async def on_task_created(event: TaskCreated, msg: NatsMessage) -> None:
+        async def give_up(exc: BaseException) -> None:
+            await planner.fail(event.task_id, f"planning failed repeatedly: {exc!r}")
+
+        async with settle(msg, topology.PLANNER, give_up=give_up):
+            if await planner.plan(event):
+                await runtime.publish(PlanReady(task_id=event.task_id), subjects.PLAN_READY)
+
+    return router

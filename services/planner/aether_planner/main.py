@@ -1,0 +1,39 @@
+"""The planner: Jason turns each new task into a validated plan of subtasks."""
+
+from aether_core.llm import LLMClient
+from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.templates import load_registry
+from faststream import FastStream
+
+from .handlers import build_router
+from .planning import Planner
+from .settings import PlannerSettings
+
+SERVICE = "planner"
+
+
+def create_app(settings: PlannerSettings | None = None) -> FastStream:
+    settings = settings or PlannerSettings()
+    configure_logging(settings.log_level)
+    registry = load_registry(settings.agents_dir)
+    broker = make_broker(settings, SERVICE)
+    runtime = Runtime(settings, broker, SERVICE)
+    llm = LLMClient(settings.llm_config())
+    planner = Planner(
+        store=runtime.store,
+        llm=llm,
+        registry=registry,
+        model=settings.model,
+        max_subtasks=settings.max_subtasks,
+        timeout_s=settings.planning_timeout_s,
+    )
+    broker.include_router(build_router(runtime, planner, concurrency=settings.planner_concurrency))
+
+    async def startup() -> None:
+        await runtime.start(registry.agent_types)
+
+    async def shutdown() -> None:
+        await runtime.stop()
+        await llm.close()
+
+    return FastStream(broker, on_startup=[startup], after_shutdown=[shutdown])

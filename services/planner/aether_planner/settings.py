@@ -1,0 +1,13 @@
+from aether_core.config import LLMSettings, ServiceSettings
+from pydantic import Field
+
+
+class PlannerSettings(ServiceSettings, LLMSettings):
+    planner_model: str | None = Field(None, description="Planning model; default AETHER_LLM_MODEL.")
+    max_subtasks: int = Field(32, ge=1, le=256, description="Most subtasks a plan may have.")
+    planner_concurrency: int = Field(16, ge=1, description="Tasks planned at once per instance.")
+    planning_timeout_s: float = Field(600.0, gt=0, description="Time planning may take, retries included.")
+
+    @property
+    def model(self) -> str:
+        return self.planner_model or self.llm_model

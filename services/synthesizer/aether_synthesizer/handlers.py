@@ -1,0 +1,21 @@
+"""synthesis.requested in -> synthesis -> task.finished out."""
+
+from aether_contracts import subjects, topology
+from aether_contracts.events import SynthesisRequested
+from aether_core.service import Runtime, settle, subscription
+from faststream.nats import NatsMessage, NatsRouter
+
+from .synthesis import Synthesizer
+
+
+def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int) -> NatsRouter:
+    router = NatsRouter()
+
+    @router.subscriber(**subscription(topology.SYNTHESIZER, max_workers=concurrency, batch=1))
+    async def on_synthesis_requested(event: SynthesisRequested, msg: NatsMessage) -> None:
+        async with settle(msg, topology.SYNTHESIZER):
+            finished = await synthesizer.synthesize(event)
+            if finished is not None:
+                await runtime.publish(finished, subjects.TASK_FINISHED)
+
+    return router

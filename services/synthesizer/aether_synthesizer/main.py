@@ -1,0 +1,36 @@
+"""The synthesizer: Jason integrates the experts' results into the task's final answer."""
+
+from aether_core.llm import LLMClient
+from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.templates import load_registry
+from faststream import FastStream
+
+from .handlers import build_router
+from .settings import SynthesizerSettings
+from .synthesis import Synthesizer
+
+SERVICE = "synthesizer"
+
+
+def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
+    settings = settings or SynthesizerSettings()
+    configure_logging(settings.log_level)
+    registry = load_registry(settings.agents_dir)
+    broker = make_broker(settings, SERVICE)
+    runtime = Runtime(settings, broker, SERVICE)
+    llm = LLMClient(settings.llm_config())
+    synthesizer = Synthesizer(
+        runtime.store, llm, registry, model=settings.model, timeout_s=settings.synthesis_timeout_s
+    )
+    broker.include_router(
+        build_router(runtime, synthesizer, concurrency=settings.synthesizer_concurrency)
+    )
+
+    async def startup() -> None:
+        await runtime.start(registry.agent_types)
+
+    async def shutdown() -> None:
+        await runtime.stop()
+        await llm.close()
+
+    return FastStream(broker, on_startup=[startup], after_shutdown=[shutdown])

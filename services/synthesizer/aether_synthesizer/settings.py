@@ -1,0 +1,12 @@
+from aether_core.config import LLMSettings, ServiceSettings
+from pydantic import Field
+
+
+class SynthesizerSettings(ServiceSettings, LLMSettings):
+    synthesizer_model: str | None = Field(None, description="Synthesis model; default AETHER_LLM_MODEL.")
+    synthesizer_concurrency: int = Field(16, ge=1, description="Syntheses at once per instance.")
+    synthesis_timeout_s: float = Field(600.0, gt=0, description="Time a synthesis may take, retries included.")
+
+    @property
+    def model(self) -> str:
+        return self.synthesizer_model or self.llm_model

@@ -1,0 +1,141 @@
+"""Jason's synthesis: integrate the subtasks' results into one answer. No broker in here.
+
+If the LLM cannot be reached the results are concatenated instead, and the task log says so.
+Failed subtasks are named as missing; the synthesis never pretends they succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aether_contracts.events import SynthesisRequested, TaskFinished
+from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_core.llm import LLMCallError, LLMClient, aether_headers
+from aether_core.store import TaskNotFound, TaskStore, Unchanged
+from aether_core.templates import JASON, MasterConfig, Registry
+
+RESULT_CHARS = 24_000
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n\n[… truncated by Aether: {len(text) - limit} more characters]"
+
+
+def missing_parts(state: TaskState) -> list[Subtask]:
+    return [s for s in state.subtasks if s.status != SubtaskStatus.COMPLETED]
+
+
+def synthesis_messages(state: TaskState, master: MasterConfig, *, result_chars: int = RESULT_CHARS) -> list[dict[str, str]]:
+    parts = [
+        "The task (data from the user):",
+        f"<task>\n{state.description}\n</task>",
+    ]
+    if state.plan and state.plan.get("analysis"):
+        parts += ["", f"Your analysis when planning: {state.plan['analysis']}"]
+    parts += ["", "Results of the subtasks, in plan order:"]
+    for subtask in state.subtasks:
+        if subtask.status == SubtaskStatus.COMPLETED:
+            parts += [
+                "",
+                f"### Result of {subtask.id} ({subtask.agent_type}): {subtask.description}",
+                _cut(subtask.result or "", result_chars),
+            ]
+    missing = missing_parts(state)
+    if missing:
+        parts += ["", "These subtasks FAILED; their parts are missing from the results:"]
+        parts += [f"- {s.id} ({s.agent_type}): {s.description} — {s.error or 'failed'}" for s in missing]
+    return [
+        {"role": "system", "content": master.synthesis_prompt},
+        {"role": "user", "content": "\n".join(parts)},
+    ]
+
+
+def concatenate(state: TaskState, reason: str) -> str:
+    lines = [
+        f"_Jason could not synthesize these results ({reason}); they are shown as the experts "
+        "returned them._",
+    ]
+    for subtask in state.subtasks:
+        if subtask.status == SubtaskStatus.COMPLETED:
+            lines += ["", f"## {subtask.id} ({subtask.agent_type}): {subtask.description}", "", subtask.result or ""]
+    missing = missing_parts(state)
+    if missing:
+        lines += ["", "## Missing parts", ""]
+        lines += [f"- {s.id} ({s.agent_type}): {s.description} — {s.error or 'failed'}" for s in missing]
+    return "\n".join(lines)
+
+
+def _begin(state: TaskState) -> TaskState:
+    if state.status != TaskStatus.SYNTHESIZING:
+        raise Unchanged(None)
+    return state
+
+
+def _complete(state: TaskState, text: str, usage: Usage, note: str | None) -> bool:
+    if state.status != TaskStatus.SYNTHESIZING:
+        raise Unchanged(False)  # cancelled meanwhile, or completed by a twin
+    state.final_result = text
+    state.usage.add(usage)
+    if note:
+        state.record("synthesis.fallback", note, level="warning")
+    missing = missing_parts(state)
+    suffix = f"; {len(missing)} part(s) missing" if missing else ""
+    state.set_status(TaskStatus.COMPLETED, f"Task completed{suffix}")
+    return True
+
+
+class Synthesizer:
+    def __init__(
+        self, store: TaskStore, llm: LLMClient, registry: Registry, *, model: str, timeout_s: float
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.registry = registry
+        self.model = model
+        self.timeout_s = timeout_s
+
+    async def synthesize(self, event: SynthesisRequested) -> TaskFinished | None:
+        try:
+            begun = await self.store.mutate(event.task_id, _begin)
+        except TaskNotFound:
+            return None
+        state = begun.state
+        if state.status != TaskStatus.SYNTHESIZING:
+            # Done already (a redelivery): re-announcing is harmless, it is deduplicated.
+            if state.status.terminal:
+                return TaskFinished(task_id=state.id, status=state.status.value, round=event.round)
+            return None
+        master = self.registry.master(state.master_id) or JASON
+        usage, note = Usage(), None
+        try:
+            reply = await self.llm.chat(
+                synthesis_messages(state, master),
+                model=master.model or self.model,
+                headers=aether_headers("synthesizer", state.id),
+                on_retry=self._note_retry(state.id),
+                deadline=time.monotonic() + self.timeout_s,
+            )
+            text, usage = reply.text, reply.usage
+        except LLMCallError as exc:
+            note = f"Synthesis LLM call failed ({exc}); the results were concatenated instead"
+            text = concatenate(state, str(exc))
+        done = await self.store.mutate(state.id, lambda s: _complete(s, text, usage, note))
+        final = done.state.status
+        if not final.terminal:
+            return None
+        return TaskFinished(task_id=state.id, status=final.value, round=event.round)
+
+    def _note_retry(self, task_id: str):
+        async def note(attempt: int, wait: float, reason: str) -> None:
+            def change(state: TaskState) -> None:
+                state.record(
+                    "llm.retry",
+                    f"Synthesis LLM call failed ({reason}); retry {attempt} in {wait:.1f}s",
+                    level="warning",
+                )
+
+            await self.store.mutate(task_id, change)
+
+        return note

@@ -1,0 +1,19 @@
+import pytest
+
+from tests.support.nats import NatsServer
+from tests.support.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def nats_server():
+    server = NatsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """One stack for the end-to-end tests that do not need their own configuration."""
+    running = Stack().start()
+    yield running
+    running.stop()

