@@ -17,3 +17,20 @@ def stack():
     running = Stack().start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    from tests.support.simulator import SimulatorServer
+
+    server = SimulatorServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_nats():
+    """A NATS server of its own, for tests that must not see each other's streams."""
+    server = NatsServer().start()
+    yield server
+    server.stop()

@@ -124,6 +124,7 @@ class TaskState(BaseModel):
     plan: dict[str, Any] | None = None
     subtasks: list[Subtask] = Field(default_factory=list)
     final_result: str | None = None
+    synthesis_attempts: int = 0
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     events: list[TaskEvent] = Field(default_factory=list)

@@ -70,10 +70,13 @@ class ConsumerSpec:
         )
 
 
+# ack_wait bounds how long a crashed instance's message waits before another takes it; live
+# handlers send in_progress every third of it (aether_core.service.settle), so it does not bound
+# how long work may take.
 PLANNER = ConsumerSpec(
     durable="planner",
     subject=subjects.TASK_CREATED,
-    ack_wait_s=60,
+    ack_wait_s=20,
     max_deliver=20,
     description="planner: tasks waiting for a plan",
 )
@@ -94,11 +97,11 @@ SCHEDULER_FINISHED = ConsumerSpec(
 SYNTHESIZER = ConsumerSpec(
     durable="synthesizer",
     subject=subjects.SYNTHESIS_REQUESTED,
-    ack_wait_s=60,
+    ack_wait_s=20,
     max_deliver=20,
     description="synthesizer: tasks whose subtasks are all terminal",
 )
-WORKER_ACK_WAIT_S = 60.0
+WORKER_ACK_WAIT_S = 20.0
 WORKER_MAX_DELIVER = 10
 
 

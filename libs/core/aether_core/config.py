@@ -20,7 +20,7 @@ def default_instance_id() -> str:
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore", populate_by_name=True)
 
     nats_url: str = Field(
         "nats://127.0.0.1:4222",
@@ -41,7 +41,7 @@ class ServiceSettings(BaseSettings):
 class LLMSettings(BaseSettings):
     """The standard OpenAI variables plus a model per role with one default."""
 
-    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore", populate_by_name=True)
 
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY")

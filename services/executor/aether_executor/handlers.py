@@ -15,7 +15,7 @@ from aether_contracts.events import (
     TaskFinished,
 )
 from aether_contracts.state import TaskState
-from aether_core.service import Runtime, settle, subscription
+from aether_core.service import Runtime, deliveries, settle, subscription
 from aether_core.store import TaskNotFound
 from faststream.nats import NatsMessage, NatsRouter
 
@@ -88,7 +88,7 @@ def _subtask_handler(runtime: Runtime, worker: Worker, spec: topology.ConsumerSp
             await runtime.publish(worker.give_up(event, exc), subjects.SUBTASK_FINISHED)
 
         async with settle(msg, spec, give_up=give_up):
-            finished = await worker.run(event)
+            finished = await worker.run(event, redelivered=deliveries(msg) > 1)
             if finished is not None:
                 await runtime.publish(finished, subjects.SUBTASK_FINISHED)
 

@@ -56,13 +56,17 @@ def expert_messages(
     ]
 
 
-def _claim(state: TaskState, event: SubtaskReady, agent_id: str) -> Claim:
+def _claim(state: TaskState, event: SubtaskReady, agent_id: str, redelivered: bool) -> Claim:
     subtask = state.find_subtask(event.subtask_id)
     if subtask is None or state.status != TaskStatus.EXECUTING:
         raise Unchanged(None)
     if subtask.status.terminal or event.dispatch != subtask.dispatches:
         raise Unchanged(None)
     rerun = subtask.status == SubtaskStatus.EXECUTING
+    if rerun and not redelivered:
+        # A duplicate event while another agent runs it; if that agent dies, its own message
+        # comes back (redelivered) and the subtask is taken over then.
+        raise Unchanged(None)
     subtask.attempts += 1
     subtask.agent_id = agent_id
     subtask.started_at = utcnow()
@@ -94,18 +98,18 @@ class Worker:
         self.model = model
         self.timeout_s = timeout_s
 
-    async def claim(self, event: SubtaskReady) -> Claim | None:
+    async def claim(self, event: SubtaskReady, redelivered: bool) -> Claim | None:
         try:
             mutation = await self.store.mutate(
-                event.task_id, lambda s: _claim(s, event, self.agent_id)
+                event.task_id, lambda s: _claim(s, event, self.agent_id, redelivered)
             )
         except TaskNotFound:
             return None
         return mutation.value if mutation.changed else None
 
-    async def run(self, event: SubtaskReady) -> SubtaskFinished | None:
-        """Run the subtask unless it is already settled; None means there is nothing to report."""
-        claim = await self.claim(event)
+    async def run(self, event: SubtaskReady, *, redelivered: bool = False) -> SubtaskFinished | None:
+        """Run the subtask unless it is settled or running elsewhere; None: nothing to report."""
+        claim = await self.claim(event, redelivered)
         if claim is None:
             return None
         subtask = claim.subtask

@@ -2,7 +2,7 @@
 
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, TaskCreated
-from aether_core.service import Runtime, settle, subscription
+from aether_core.service import Runtime, deliveries, settle, subscription
 from faststream.nats import NatsMessage, NatsRouter
 
 from .planning import Planner
@@ -17,7 +17,7 @@ def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> Nat
             await planner.fail(event.task_id, f"planning failed repeatedly: {exc!r}")
 
         async with settle(msg, topology.PLANNER, give_up=give_up):
-            if await planner.plan(event):
+            if await planner.plan(event, redelivered=deliveries(msg) > 1):
                 await runtime.publish(PlanReady(task_id=event.task_id), subjects.PLAN_READY)
 
     return router

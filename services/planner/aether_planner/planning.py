@@ -304,10 +304,15 @@ class Planner:
         self.max_subtasks = max_subtasks
         self.timeout_s = timeout_s
 
-    async def plan(self, event: TaskCreated) -> bool:
-        """Returns whether `plan.ready` must be (re)published."""
+    async def plan(self, event: TaskCreated, *, redelivered: bool = False) -> bool:
+        """Returns whether `plan.ready` must be (re)published.
+
+        `redelivered` is whether this very message was delivered before: a task found in
+        `planning` is then re-planned (the earlier attempt died); a first delivery finding it in
+        `planning` is a duplicate event while another instance plans, and is dropped.
+        """
         await self._ensure_state(event)
-        begun = await self.store.mutate(event.task_id, _begin_planning)
+        begun = await self.store.mutate(event.task_id, lambda s: _begin_planning(s, redelivered))
         if not begun.value:  # planned already: republishing is harmless (deduplicated)
             return begun.state.plan is not None and not begun.state.status.terminal
         master = self.registry.master(begun.state.master_id)
@@ -379,11 +384,11 @@ class Planner:
         return note
 
 
-def _begin_planning(state: TaskState) -> bool:
+def _begin_planning(state: TaskState, redelivered: bool) -> bool:
     if state.status == TaskStatus.PENDING:
         state.set_status(TaskStatus.PLANNING, f"Jason ({state.master_id}) is planning the task")
         return True
-    if state.status == TaskStatus.PLANNING:
+    if state.status == TaskStatus.PLANNING and redelivered:
         # A redelivery: the previous attempt died before storing a plan.
         state.record("task.replanning", "Planning restarted after an interrupted attempt", level="warning")
         return True

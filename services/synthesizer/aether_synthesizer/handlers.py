@@ -2,7 +2,7 @@
 
 from aether_contracts import subjects, topology
 from aether_contracts.events import SynthesisRequested
-from aether_core.service import Runtime, settle, subscription
+from aether_core.service import Runtime, deliveries, settle, subscription
 from faststream.nats import NatsMessage, NatsRouter
 
 from .synthesis import Synthesizer
@@ -14,7 +14,7 @@ def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int
     @router.subscriber(**subscription(topology.SYNTHESIZER, max_workers=concurrency, batch=1))
     async def on_synthesis_requested(event: SynthesisRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.SYNTHESIZER):
-            finished = await synthesizer.synthesize(event)
+            finished = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
             if finished is not None:
                 await runtime.publish(finished, subjects.TASK_FINISHED)
 

@@ -67,9 +67,14 @@ def concatenate(state: TaskState, reason: str) -> str:
     return "\n".join(lines)
 
 
-def _begin(state: TaskState) -> TaskState:
+def _begin(state: TaskState, redelivered: bool) -> TaskState:
     if state.status != TaskStatus.SYNTHESIZING:
         raise Unchanged(None)
+    if state.synthesis_attempts and not redelivered:
+        raise Unchanged(None)  # a duplicate event while another instance synthesizes
+    state.synthesis_attempts += 1
+    again = " again (the previous attempt was interrupted)" if state.synthesis_attempts > 1 else ""
+    state.record("synthesis.started", f"Jason started the synthesis{again}")
     return state
 
 
@@ -96,13 +101,13 @@ class Synthesizer:
         self.model = model
         self.timeout_s = timeout_s
 
-    async def synthesize(self, event: SynthesisRequested) -> TaskFinished | None:
+    async def synthesize(self, event: SynthesisRequested, *, redelivered: bool = False) -> TaskFinished | None:
         try:
-            begun = await self.store.mutate(event.task_id, _begin)
+            begun = await self.store.mutate(event.task_id, lambda s: _begin(s, redelivered))
         except TaskNotFound:
             return None
         state = begun.state
-        if state.status != TaskStatus.SYNTHESIZING:
+        if not begun.changed:
             # Done already (a redelivery): re-announcing is harmless, it is deduplicated.
             if state.status.terminal:
                 return TaskFinished(task_id=state.id, status=state.status.value, round=event.round)

@@ -1,0 +1,54 @@
+"""Services run in-process against a real nats-server (integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aether_core.store import TaskStore
+
+
+def llm_env(simulator) -> dict:
+    return {"OPENAI_BASE_URL": simulator.base_url, "OPENAI_API_KEY": "test"}
+
+
+def planner_app(nats, simulator, **kw):
+    from aether_planner.main import create_app
+    from aether_planner.settings import PlannerSettings
+
+    return create_app(PlannerSettings(nats_url=nats.url, instance_id="planner-test", **llm_env(simulator), **kw))
+
+
+def executor_app(nats, simulator, role="all", **kw):
+    from aether_executor.main import create_app
+    from aether_executor.settings import ExecutorSettings
+
+    return create_app(
+        ExecutorSettings(nats_url=nats.url, executor_role=role, instance_id=f"executor-{role}-test", **llm_env(simulator), **kw)
+    )
+
+
+def synthesizer_app(nats, simulator, **kw):
+    from aether_synthesizer.main import create_app
+    from aether_synthesizer.settings import SynthesizerSettings
+
+    return create_app(SynthesizerSettings(nats_url=nats.url, instance_id="synth-test", **llm_env(simulator), **kw))
+
+
+async def eventually(check, timeout: float = 20, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def wait_status(store: TaskStore, task_id: str, statuses, timeout: float = 20):
+    async def check():
+        found = await store.get(task_id)
+        return found[0] if found and found[0].status in statuses else None
+
+    return await eventually(check, timeout)
