@@ -1,22 +1,42 @@
+import functools
+
 import pytest
 
 from tests.support.nats import NatsServer
 from tests.support.stack import Stack
 
 
+@functools.cache
+def _docker() -> bool:
+    from tests.support.containers import docker_available
+
+    return docker_available()
+
+
+def start_nats():
+    """A real nats-server: in a locally built container when Docker is there, else the binary."""
+    from tests.support.containers import NatsContainer, require_docker
+
+    if _docker():
+        return NatsContainer().start()
+    if require_docker():
+        pytest.fail("AETHER_REQUIRE_DOCKER=1 but no Docker engine answers")
+    return NatsServer().start()
+
+
 @pytest.fixture(scope="session")
 def nats_server():
-    server = NatsServer().start()
+    server = start_nats()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def stack():
-    """One stack for the end-to-end tests that do not need their own configuration."""
-    running = Stack().start()
-    yield running
-    running.stop()
+@pytest.fixture
+def fresh_nats():
+    """A NATS server of its own, for tests that must not see each other's streams."""
+    server = start_nats()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +48,9 @@ def simulator():
     server.stop()
 
 
-@pytest.fixture
-def fresh_nats():
-    """A NATS server of its own, for tests that must not see each other's streams."""
-    server = NatsServer().start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="session")
+def stack():
+    """One stack for the end-to-end tests that do not need their own configuration."""
+    running = Stack().start()
+    yield running
+    running.stop()

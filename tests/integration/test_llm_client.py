@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from openai import AsyncOpenAI
-
 from aether_core.llm import LLMCallError, LLMClient, LLMConfig, aether_headers
+from openai import AsyncOpenAI
 
 
 def client(simulator, **overrides) -> LLMClient:

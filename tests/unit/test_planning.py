@@ -1,17 +1,16 @@
 import json
 
 import pytest
-
 from aether_contracts.state import Usage
 from aether_core.llm import LLMReply
 from aether_core.templates import JASON, load_registry
 from aether_planner.planning import (
     PlanError,
+    PlannedSubtask,
     PlanningFailed,
     find_cycle,
     make_plan,
     parse_plan,
-    PlannedSubtask,
 )
 
 REGISTRY = load_registry()

@@ -1,5 +1,4 @@
 import pytest
-
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
 from aether_core.store import Unchanged

@@ -8,7 +8,7 @@ so a backlog can be measured (and scaled on) while no worker of that type is run
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,9 +22,11 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError
 
 from . import subjects
+
+log = logging.getLogger("aether.topology")
 
 STREAM = "AETHER"
 """The one work stream: every persisted event and every ready subtask."""
@@ -188,8 +190,9 @@ async def ensure_topology(
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
-    with contextlib.suppress(NotFoundError):
-        await js.consumer_info(STREAM, spec.durable)
-        return
-    with contextlib.suppress(BadRequestError):  # created by a concurrent starter
+    """Create the durable consumer, or bring an existing one's mutable settings in line."""
+    try:
         await js.add_consumer(STREAM, config=spec.config())
+    except BadRequestError as exc:
+        # An immutable setting changed between releases; the consumer keeps working as it is.
+        log.warning("consumer %s kept its existing configuration: %s", spec.durable, exc.description)

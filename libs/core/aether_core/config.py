@@ -30,8 +30,18 @@ class ServiceSettings(BaseSettings):
     agents_dir: Path | None = Field(
         None, description="Directory of custom agent templates and masters (YAML or JSON)."
     )
-    instance_id: str = Field(default_factory=default_instance_id)
-    log_level: str = "INFO"
+    instance_id: str = Field(
+        default_factory=default_instance_id,
+        description="Name of this instance in heartbeats and logs; default host-pid.",
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    probe_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of /livez, /readyz and /metrics for the NATS services; unset: off.",
+    )
+    probe_host: str = Field("0.0.0.0", description="Address of the probe endpoint.")
 
     @property
     def nats_servers(self) -> list[str]:
@@ -53,8 +63,8 @@ class LLMSettings(BaseSettings):
     llm_timeout_s: float = Field(120.0, gt=0, description="Timeout of one LLM request.")
     llm_max_attempts: int = Field(6, ge=1, description="Attempts per LLM call (429, 5xx, timeouts).")
     llm_retry_budget_s: float = Field(300.0, gt=0, description="Time one LLM call may spend retrying.")
-    llm_backoff_base_s: float = Field(1.0, gt=0)
-    llm_backoff_max_s: float = Field(30.0, gt=0)
+    llm_backoff_base_s: float = Field(1.0, gt=0, description="First retry delay (doubles each time).")
+    llm_backoff_max_s: float = Field(30.0, gt=0, description="Longest delay between two retries.")
 
     def llm_config(self) -> LLMConfig:
         if self.openai_api_key is None:

@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from .config import ServiceSettings
+from .probe import Metrics, ProbeServer
 from .store import TaskStore
 
 log = logging.getLogger("aether")
@@ -141,6 +142,9 @@ class Runtime:
         self.services_kv: KeyValue | None = None
         self.store = TaskStore()
         self.detail: dict[str, Any] = {}
+        self.probe: ProbeServer | None = None
+        self.metrics: Metrics | None = None
+        """Set by telemetry to serve Prometheus metrics on the probe endpoint."""
         self._heartbeat: asyncio.Task[None] | None = None
         self._started_at = utcnow()
 
@@ -155,8 +159,22 @@ class Runtime:
         self.store.bind(self.tasks_kv)
         await self.beat()
         self._heartbeat = asyncio.create_task(self._beat_forever())
+        if self.settings.probe_port is not None:
+            self.probe = ProbeServer(
+                self.settings.probe_host, self.settings.probe_port, self.ready, self.metrics
+            )
+            await self.probe.start()
+
+    async def ready(self) -> bool:
+        """NATS connected and the task store answering: what every service needs to work."""
+        if self.tasks_kv is None or not self.broker.connection.is_connected:
+            return False
+        await self.tasks_kv.status()
+        return True
 
     async def stop(self) -> None:
+        if self.probe is not None:
+            await self.probe.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
