@@ -181,3 +181,13 @@ async def test_keyword_planning_without_a_script(stack):
     assert task["status"] == "completed"
     assert [s["agent_type"] for s in task["subtasks"]] == ["database-expert", "python-backend", "testing-expert"]
     assert task["plan"]["subtasks"][1]["depends_on"] == ["subtask-1"]
+
+
+async def test_when_the_synthesis_llm_fails_the_results_are_concatenated_visibly(stack):
+    plan = scripted("No synthesis [[sim synthesizer.fail=400]]", [subtask("a", "fullstack"), subtask("b", "database-expert")])
+    async with stack.client() as client:
+        task = await stack.wait_task(client, (await stack.submit(client, plan))["id"])
+    assert task["status"] == "completed"
+    assert task["final_result"].startswith("_Jason could not synthesize these results")
+    assert "## a (fullstack)" in task["final_result"] and "## b (database-expert)" in task["final_result"]
+    assert any("[WARNING] Synthesis LLM call failed" in line for line in task["logs"])
