@@ -9,7 +9,10 @@ from tests.support.plans import scripted, subtask
 pytestmark = pytest.mark.e2e
 
 
-async def test_executor_killed_mid_llm_call_and_the_task_still_completes(stack):
+async def test_scheduler_killed_while_a_subtask_runs_and_the_task_still_completes(stack):
+    # The executor service is the scheduler; the LLM call runs in an agent process that is not
+    # touched (agent crashes are tests/e2e/test_agents.py). The finished event waits in its
+    # durable consumer until the restarted scheduler handles it.
     plan = scripted("Crash me", [subtask("long", "python-backend", sim="latency_ms=1500"), subtask("next", "fullstack", ["long"])])
     async with stack.client() as client:
         created = await stack.submit(client, plan)
@@ -22,10 +25,8 @@ async def test_executor_killed_mid_llm_call_and_the_task_still_completes(stack):
         await stack.wait_restarted("executor", old)
         task = await stack.wait_task(client, created["id"], timeout=150)
     assert task["status"] == "completed", task["logs"]
-    long = task["subtasks"][0]
-    assert long["attempts"] == 2  # the redelivered message ran it again on the restarted executor
+    assert [s["attempts"] for s in task["subtasks"]] == [1, 1]
     assert sum("completed by" in line for line in task["logs"]) == 2  # each subtask recorded once
-    assert any("restarted on" in line for line in task["logs"])
 
 
 async def test_planner_killed_mid_plan_and_the_task_still_completes(stack):

@@ -4,13 +4,14 @@ import asyncio
 import time
 
 import nats
+from faststream.nats import NatsBroker, NatsMessage
+
 from aether_contracts import topology
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core.service import settle, subscription
 from aether_core.store import TaskStore
 from aether_executor import scheduling
-from faststream.nats import NatsBroker, NatsMessage
 
 
 async def connect(server):

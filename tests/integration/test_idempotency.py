@@ -3,11 +3,11 @@
 import asyncio
 
 import nats
+
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, SubtaskFinished, TaskCreated
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core.store import TaskStore
-
 from tests.support.services import eventually, executor_app, planner_app, wait_status
 
 

@@ -3,8 +3,9 @@
 import json
 
 import pytest
-from aether_core.llm import LLMCallError, LLMClient, LLMConfig, aether_headers
 from openai import AsyncOpenAI
+
+from aether_core.llm import LLMCallError, LLMClient, LLMConfig, aether_headers
 
 
 def client(simulator, **overrides) -> LLMClient:

@@ -19,6 +19,7 @@ def env_names(cls: type[BaseSettings]) -> set[str]:
 
 
 def service_settings() -> dict[str, type[BaseSettings]]:
+    from aether_container_manager.settings import ContainerManagerSettings
     from aether_executor.settings import ExecutorSettings
     from aether_gateway.settings import GatewaySettings
     from aether_planner.settings import PlannerSettings
@@ -29,4 +30,5 @@ def service_settings() -> dict[str, type[BaseSettings]]:
         "planner": PlannerSettings,
         "executor": ExecutorSettings,
         "synthesizer": SynthesizerSettings,
+        "container-manager": ContainerManagerSettings,
     }

@@ -71,6 +71,10 @@ class Stack:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the stack exited early:\n{self.log_tail()}")
+            crashing = [c["name"] for c in self._children_or_empty() if c["restarts"] >= 3]
+            if crashing:
+                self.stop()
+                raise RuntimeError(f"{', '.join(crashing)} keep crashing:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
                     return self
@@ -98,6 +102,12 @@ class Stack:
         self.process = None
 
     # -- processes ---------------------------------------------------------------------------
+    def _children_or_empty(self) -> list[dict[str, Any]]:
+        try:
+            return list(self.children().values())
+        except (OSError, ValueError, KeyError):
+            return []
+
     def children(self) -> dict[str, dict[str, Any]]:
         state = json.loads((self.data_dir / "devstack.json").read_text())
         return {c["name"]: c for c in state["children"]}

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from aether_contracts.state import Usage
 from aether_core.llm import LLMReply
 from aether_core.templates import JASON, load_registry

@@ -1,4 +1,5 @@
 import pytest
+
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
 from aether_core.store import Unchanged

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from aether_core.templates import BUILTIN_TEMPLATES, TemplateError, load_registry, match_template
 
 SEED_TYPES = ["python-backend", "react-frontend", "database-expert", "devops-expert", "fullstack", "testing-expert"]

@@ -18,6 +18,10 @@ from .state import utcnow
 
 AGENT_TTL_S = 15.0
 """An expert whose record is older than this is dead (its process or container is gone)."""
+AGENT_RECORD_MAX_AGE_S = 60.0
+"""The `agents` bucket forgets a record this long after its last write (crashed agents vanish)."""
+ANY_TYPE = "*"
+"""The agent type of a worker that serves every type (the executor's `all` role)."""
 
 
 class AgentStatus(StrEnum):
@@ -45,6 +49,7 @@ class AgentRecord(BaseModel):
     status: AgentStatus = AgentStatus.STARTING
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
+    idle_since: datetime | None = None
     current_task: str | None = None
     current_subtask: str | None = None
     subtasks_done: int = 0
@@ -53,6 +58,20 @@ class AgentRecord(BaseModel):
     @property
     def deletable(self) -> bool:
         return self.role != "master"
+
+    def serves(self, agent_type: str) -> bool:
+        if self.role != "expert":
+            return False
+        return self.agent_type == ANY_TYPE or agent_type in self.agent_type.split(",")
+
+    def alive(self, now: datetime) -> bool:
+        if self.role == "master":
+            return True
+        fresh = (now - self.last_seen).total_seconds() < AGENT_TTL_S
+        return fresh and self.status in (AgentStatus.STARTING, AgentStatus.IDLE, AgentStatus.BUSY)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
 
 
 def agent_key(agent_id: str) -> str:

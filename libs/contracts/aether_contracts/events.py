@@ -91,3 +91,32 @@ class TaskControl(BaseModel):
 
     task_id: str
     action: Literal["cancel"]
+
+
+class AgentEvent(BaseModel):
+    """`aether.agent.started|stopped|failed`, published by whoever saw it happen."""
+
+    agent_id: str
+    agent_type: str
+    kind: Literal["started", "stopped", "failed"]
+    backend: str
+    runtime_id: str | None = None
+    reason: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+    def dedup_id(self) -> str:
+        return f"agent:{self.agent_id}:{self.kind}"
+
+
+class AgentControl(BaseModel):
+    """A request to an agent or to the container-manager; answered with an `AgentControlReply`."""
+
+    agent_id: str
+    action: Literal["stop"]
+    reason: str = "deleted through the API"
+
+
+class AgentControlReply(BaseModel):
+    agent_id: str
+    accepted: bool
+    detail: str = ""

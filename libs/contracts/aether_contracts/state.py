@@ -86,7 +86,9 @@ class Subtask(BaseModel):
 
     @property
     def queued(self) -> bool:
-        return self.status == SubtaskStatus.PENDING and self.queued_at is not None
+        """Dispatched and waiting for an agent (which may still be starting)."""
+        waiting = (SubtaskStatus.PENDING, SubtaskStatus.CREATING_AGENT)
+        return self.status in waiting and self.queued_at is not None
 
     @property
     def duration_ms(self) -> int | None:

@@ -24,7 +24,13 @@ TASK_CONTROL = "aether.control.task"
 """Core NATS (not persisted): broadcasts such as cancellation to every running worker."""
 
 AGENT_EVENTS_PREFIX = "aether.agent"
-"""`aether.agent.<started|stopped|failed>`: agent lifecycle announcements."""
+"""`aether.agent.<started|stopped|failed>`: agent lifecycle announcements (persisted)."""
+
+AGENT_CONTROL_PREFIX = "aether.control.agent"
+"""`aether.control.agent.<agent id>`: core NATS request to one agent (stop and hand back work)."""
+
+MANAGER_CONTROL = "aether.control.manager"
+"""Core NATS request to the container-manager (stop an agent that does not answer itself)."""
 
 
 def subtask_ready(agent_type: str) -> str:
@@ -33,6 +39,10 @@ def subtask_ready(agent_type: str) -> str:
 
 def agent_event(kind: str) -> str:
     return f"{AGENT_EVENTS_PREFIX}.{kind}"
+
+
+def agent_control(agent_id: str) -> str:
+    return f"{AGENT_CONTROL_PREFIX}.{agent_id}"
 
 
 SUBTASK_READY_ANY = f"{SUBTASK_READY_PREFIX}.*"

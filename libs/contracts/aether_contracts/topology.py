@@ -25,6 +25,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 
 from . import subjects
+from .agents import AGENT_RECORD_MAX_AGE_S
 
 log = logging.getLogger("aether.topology")
 
@@ -144,7 +145,11 @@ class BucketSpec:
 BUCKETS = (
     BucketSpec(TASKS_BUCKET, description="task state, key = task id (see aether_contracts.state)"),
     BucketSpec(SERVICES_BUCKET, ttl_s=SERVICE_TTL_S, description="service heartbeats"),
-    BucketSpec(AGENTS_BUCKET, description="the agent pool (see aether_contracts.agents)"),
+    BucketSpec(
+        AGENTS_BUCKET,
+        ttl_s=AGENT_RECORD_MAX_AGE_S,
+        description="the agent pool (see aether_contracts.agents); live agents rewrite theirs",
+    ),
 )
 
 

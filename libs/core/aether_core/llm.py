@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import openai
-from aether_contracts.state import Usage
 from openai import AsyncOpenAI
+
+from aether_contracts.state import Usage
 
 Role = Literal["planner", "expert", "synthesizer"]
 RetryHook = Callable[[int, float, str], Awaitable[None] | None]

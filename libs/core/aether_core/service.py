@@ -10,13 +10,14 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from aether_contracts import topology
-from aether_contracts.services import ServiceHeartbeat
-from aether_contracts.state import utcnow
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+
+from aether_contracts import topology
+from aether_contracts.services import ServiceHeartbeat
+from aether_contracts.state import utcnow
 
 from .config import ServiceSettings
 from .probe import Metrics, ProbeServer
@@ -25,6 +26,7 @@ from .store import TaskStore
 log = logging.getLogger("aether")
 
 HEARTBEAT_EVERY_S = 2.0
+HAND_BACK_DELAY_S = 1.0
 WORK_STREAM = JStream(topology.STREAM, declare=False)
 
 
@@ -33,6 +35,9 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per LLM request at INFO drowns what matters; the task log records the calls.
+    for chatty in ("httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsBroker:
@@ -65,6 +70,10 @@ def subscription(spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 
     }
 
 
+class HandBack(Exception):
+    """Raised in a handler that gives its message back on purpose (its agent is stopping)."""
+
+
 def deliveries(msg: NatsMessage) -> int:
     try:
         return int(msg.raw_message.metadata.num_delivered)
@@ -94,6 +103,11 @@ async def settle(
     beat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s / 3)) if keep_alive else None
     try:
         yield
+    except HandBack:
+        # The agent is stopping on purpose: no backoff, just long enough for its last pull
+        # request to lapse, so that another agent takes the message.
+        with contextlib.suppress(Exception):
+            await msg.nack(delay=HAND_BACK_DELAY_S)
     except asyncio.CancelledError:
         # Shutting down mid-work: hand the message back at once for another instance.
         with contextlib.suppress(Exception):
@@ -140,13 +154,14 @@ class Runtime:
         self.js: JetStreamContext | None = None
         self.tasks_kv: KeyValue | None = None
         self.services_kv: KeyValue | None = None
+        self.agents_kv: KeyValue | None = None
         self.store = TaskStore()
         self.detail: dict[str, Any] = {}
         self.probe: ProbeServer | None = None
         self.metrics: Metrics | None = None
         """Set by telemetry to serve Prometheus metrics on the probe endpoint."""
         self._heartbeat: asyncio.Task[None] | None = None
-        self._started_at = utcnow()
+        self.started_at = utcnow()
 
     async def start(self, agent_types: Iterable[str] = ()) -> None:
         await self.broker.connect()
@@ -156,6 +171,7 @@ class Runtime:
         )
         self.tasks_kv = await self.js.key_value(topology.TASKS_BUCKET)
         self.services_kv = await self.js.key_value(topology.SERVICES_BUCKET)
+        self.agents_kv = await self.js.key_value(topology.AGENTS_BUCKET)
         self.store.bind(self.tasks_kv)
         await self.beat()
         self._heartbeat = asyncio.create_task(self._beat_forever())
@@ -189,7 +205,7 @@ class Runtime:
             instance=self.settings.instance_id,
             pid=os.getpid(),
             host=socket.gethostname(),
-            started_at=self._started_at,
+            started_at=self.started_at,
             detail=self.detail,
         )
 

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from aether_contracts.state import TaskState, utcnow
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from aether_contracts.state import TaskState, utcnow
 
 T = TypeVar("T")
 

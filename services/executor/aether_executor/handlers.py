@@ -4,10 +4,16 @@ scheduler: plan.ready, subtask.finished in -> scheduling -> subtask.ready.<type>
 worker:    subtask.ready.<type> in -> running -> subtask.finished out
 """
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
 from aether_contracts.events import (
+    AgentControl,
+    AgentControlReply,
     PlanReady,
     SubtaskFinished,
     SubtaskReady,
@@ -17,10 +23,11 @@ from aether_contracts.events import (
 from aether_contracts.state import TaskState
 from aether_core.service import Runtime, deliveries, settle, subscription
 from aether_core.store import TaskNotFound
-from faststream.nats import NatsMessage, NatsRouter
 
 from . import scheduling
 from .running import Worker
+
+log = logging.getLogger("aether.executor")
 
 
 async def publish_decision(runtime: Runtime, task_id: str, decision: scheduling.Decision) -> None:
@@ -42,7 +49,9 @@ async def publish_decision(runtime: Runtime, task_id: str, decision: scheduling.
         )
 
 
-def build_scheduler_router(runtime: Runtime, *, concurrency: int) -> NatsRouter:
+def build_scheduler_router(
+    runtime: Runtime, *, concurrency: int, has_agent: scheduling.HasAgent
+) -> NatsRouter:
     router = NatsRouter()
 
     async def decide(task_id: str, change) -> None:
@@ -55,12 +64,12 @@ def build_scheduler_router(runtime: Runtime, *, concurrency: int) -> NatsRouter:
     @router.subscriber(**subscription(topology.SCHEDULER_PLANS, max_workers=concurrency))
     async def on_plan_ready(event: PlanReady, msg: NatsMessage) -> None:
         async with settle(msg, topology.SCHEDULER_PLANS, keep_alive=False):
-            await decide(event.task_id, scheduling.start_plan)
+            await decide(event.task_id, lambda s: scheduling.start_plan(s, has_agent))
 
     @router.subscriber(**subscription(topology.SCHEDULER_FINISHED, max_workers=concurrency))
     async def on_subtask_finished(event: SubtaskFinished, msg: NatsMessage) -> None:
         def change(state: TaskState) -> scheduling.Decision:
-            return scheduling.finish_subtask(state, event)
+            return scheduling.finish_subtask(state, event, has_agent)
 
         async with settle(msg, topology.SCHEDULER_FINISHED, keep_alive=False):
             await decide(event.task_id, change)
@@ -69,15 +78,42 @@ def build_scheduler_router(runtime: Runtime, *, concurrency: int) -> NatsRouter:
 
 
 def build_worker_router(
-    runtime: Runtime, worker: Worker, agent_types: Iterable[str], *, concurrency: int
+    runtime: Runtime,
+    worker: Worker,
+    agent_types: Iterable[str],
+    *,
+    concurrency: int,
+    request_exit: Callable[[], None],
 ) -> NatsRouter:
     router = NatsRouter()
+    consumers = []
 
     for agent_type in agent_types:
         spec = topology.worker_consumer(agent_type)
-        router.subscriber(**subscription(spec, max_workers=concurrency, batch=1))(
-            _subtask_handler(runtime, worker, spec)
+        consumer = router.subscriber(**subscription(spec, max_workers=concurrency, batch=1))
+        consumer(_subtask_handler(runtime, worker, spec))
+        consumers.append(consumer)
+
+    @router.subscriber(subjects.agent_control(worker.agent_id))
+    async def on_agent_control(request: AgentControl) -> AgentControlReply:
+        if request.action == "stop" and not worker.handing_back:
+            asyncio.get_running_loop().create_task(stop(request.reason))
+        return AgentControlReply(
+            agent_id=worker.agent_id, accepted=True, detail="stopping; work in flight is handed back"
         )
+
+    async def stop(reason: str) -> None:
+        log.info("agent %s stopping: %s", worker.agent_id, reason)
+        if worker.presence is not None:
+            await worker.presence.stopping(reason)
+        # Stop pulling first (a subscriber's stop() does that in its first step, then waits for
+        # the handlers), or the handed-back message would come straight back to us.
+        stopping = [asyncio.create_task(consumer.stop()) for consumer in consumers]
+        await asyncio.sleep(0)
+        handed = await worker.hand_back()
+        await asyncio.wait(stopping, timeout=15)
+        log.info("agent %s handed back %d subtask(s)", worker.agent_id, handed)
+        request_exit()
 
     return router
 
@@ -88,7 +124,7 @@ def _subtask_handler(runtime: Runtime, worker: Worker, spec: topology.ConsumerSp
             await runtime.publish(worker.give_up(event, exc), subjects.SUBTASK_FINISHED)
 
         async with settle(msg, spec, give_up=give_up):
-            finished = await worker.run(event, redelivered=deliveries(msg) > 1)
+            finished = await worker.run_tracked(event, redelivered=deliveries(msg) > 1)
             if finished is not None:
                 await runtime.publish(finished, subjects.SUBTASK_FINISHED)
 

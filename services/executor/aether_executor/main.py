@@ -1,12 +1,17 @@
 """The executor: a scheduler that dispatches subtasks as soon as their dependencies are done,
 and workers (agents) that run them, one durable consumer per agent type."""
 
-from aether_core.llm import LLMClient
-from aether_core.service import Runtime, configure_logging, make_broker
-from aether_core.templates import load_registry
 from faststream import FastStream
 
+from aether_contracts.agents import ANY_TYPE, AgentRecord
+from aether_contracts.state import utcnow
+from aether_core.llm import LLMClient
+from aether_core.mirror import KVMirror
+from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.templates import load_registry
+
 from .handlers import build_scheduler_router, build_worker_router
+from .presence import Presence
 from .running import Worker
 from .settings import ExecutorSettings
 
@@ -21,39 +26,72 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
     service = SERVICE if role != "worker" else "agent"
     broker = make_broker(settings, service)
     runtime = Runtime(settings, broker, service)
-    closers = []
+    runtime.detail["role"] = role
+    agents = KVMirror("agents")
+    app_ref: list[FastStream] = []
+    starters, stoppers = [], []
 
     if role in ("all", "scheduler"):
+
+        def has_agent(agent_type: str) -> bool:
+            now = utcnow()
+            for raw in list(agents.values.values()):
+                record = AgentRecord.model_validate_json(raw)
+                if record.serves(agent_type) and record.alive(now):
+                    return True
+            return False
+
         broker.include_router(
-            build_scheduler_router(runtime, concurrency=settings.scheduler_concurrency)
+            build_scheduler_router(
+                runtime, concurrency=settings.scheduler_concurrency, has_agent=has_agent
+            )
         )
+        starters.append(lambda: agents.start(runtime.agents_kv))
+        stoppers.append(agents.stop)
+
     if role in ("all", "worker"):
         served = settings.served_types(registry.agent_types)
+        agent_id = settings.agent_id or settings.instance_id
+        everything = role == "all" or served == registry.agent_types
+        presence = Presence(
+            agent_id,
+            ANY_TYPE if everything else ",".join(served),
+            settings.agent_runtime,
+            settings.agent_runtime_id,
+        )
         llm = LLMClient(settings.llm_config())
-        closers.append(llm.close)
         worker = Worker(
             runtime.store,
             llm,
             registry,
-            agent_id=settings.agent_id or settings.instance_id,
+            agent_id=agent_id,
             model=settings.model,
             timeout_s=settings.subtask_timeout_s,
+            presence=presence,
         )
-        runtime.detail.update(
-            {"role": role, "agent_types": served, "agent_id": worker.agent_id}
-        )
+        runtime.detail.update({"agent_types": served, "agent_id": agent_id})
         broker.include_router(
-            build_worker_router(runtime, worker, served, concurrency=settings.worker_concurrency)
+            build_worker_router(
+                runtime,
+                worker,
+                served,
+                concurrency=settings.worker_concurrency,
+                request_exit=lambda: app_ref[0].exit(),
+            )
         )
-    else:
-        runtime.detail["role"] = role
+        starters.append(lambda: presence.start(runtime.agents_kv))
+        stoppers += [presence.stop, llm.close]
 
     async def startup() -> None:
         await runtime.start(registry.agent_types)
+        for start in starters:
+            await start()
 
     async def shutdown() -> None:
+        for stop in stoppers:
+            await stop()
         await runtime.stop()
-        for close in closers:
-            await close()
 
-    return FastStream(broker, on_startup=[startup], after_shutdown=[shutdown])
+    app = FastStream(broker, on_startup=[startup], after_shutdown=[shutdown])
+    app_ref.append(app)
+    return app

@@ -5,14 +5,18 @@ No broker in here: the handler turns the returned `SubtaskFinished` into an even
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
 from aether_contracts.events import SubtaskFinished, SubtaskReady
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
+from aether_core.service import HandBack
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
+
+from .presence import Presence
 
 CONTEXT_RESULT_CHARS = 12_000
 """A dependency's result is cut to this many characters in a dependent's prompt (marked)."""
@@ -90,6 +94,7 @@ class Worker:
         agent_id: str,
         model: str,
         timeout_s: float,
+        presence: Presence | None = None,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -97,6 +102,37 @@ class Worker:
         self.agent_id = agent_id
         self.model = model
         self.timeout_s = timeout_s
+        self.presence = presence
+        self.inflight: dict[tuple[str, str], asyncio.Task] = {}
+        self.handing_back = False
+
+    async def run_tracked(self, event: SubtaskReady, *, redelivered: bool = False) -> SubtaskFinished | None:
+        """`run`, in a task of its own that `hand_back` can take away from us."""
+        if self.handing_back:
+            raise HandBack()
+        key = (event.task_id, event.subtask_id)
+        inner = asyncio.create_task(self.run(event, redelivered=redelivered))
+        self.inflight[key] = inner
+        try:
+            return await inner
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if inner.cancelled() and self.handing_back and not (current and current.cancelling()):
+                raise HandBack() from None
+            inner.cancel()
+            raise
+        finally:
+            self.inflight.pop(key, None)
+
+    async def hand_back(self) -> int:
+        """Stop working: cancel every subtask in flight so its message is redelivered elsewhere."""
+        self.handing_back = True
+        running = list(self.inflight.values())
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=10)
+        return len(running)
 
     async def claim(self, event: SubtaskReady, redelivered: bool) -> Claim | None:
         try:
@@ -112,6 +148,18 @@ class Worker:
         claim = await self.claim(event, redelivered)
         if claim is None:
             return None
+        if self.presence is not None:
+            await self.presence.busy(event.task_id, event.subtask_id)
+        done = False
+        try:
+            finished = await self._execute(event, claim)
+            done = finished.outcome == "completed"
+            return finished
+        finally:
+            if self.presence is not None:
+                await asyncio.shield(self.presence.idle(event.task_id, event.subtask_id, done=done))
+
+    async def _execute(self, event: SubtaskReady, claim: Claim) -> SubtaskFinished:
         subtask = claim.subtask
         started = subtask.started_at or utcnow()
         template = self.registry.template(subtask.agent_type)

@@ -12,11 +12,19 @@ deduplication id.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
 from aether_core.store import Unchanged
+
+HasAgent = Callable[[str], bool]
+"""Whether a live agent serves an agent type; without one a queued subtask is `creating_agent`."""
+
+
+def _any_agent(agent_type: str) -> bool:
+    return True
 
 
 @dataclass
@@ -30,7 +38,7 @@ class Decision:
         return not self.ready and not self.synthesize and self.finished is None
 
 
-def queue_ready(state: TaskState) -> list[Subtask]:
+def queue_ready(state: TaskState, has_agent: HasAgent = _any_agent) -> list[Subtask]:
     """Mark every pending subtask whose dependencies all completed as queued; return them."""
     completed = {s.id for s in state.subtasks if s.status == SubtaskStatus.COMPLETED}
     now = utcnow()
@@ -41,12 +49,19 @@ def queue_ready(state: TaskState) -> list[Subtask]:
         if all(dep in completed for dep in subtask.depends_on):
             subtask.queued_at = now
             subtask.dispatches += 1
-            state.record(
-                "subtask.queued",
-                f"Subtask {subtask.id} queued for a {subtask.agent_type} agent",
-                subtask_id=subtask.id,
-                status=subtask.status.value,
-            )
+            if has_agent(subtask.agent_type):
+                state.record(
+                    "subtask.queued",
+                    f"Subtask {subtask.id} queued for a {subtask.agent_type} agent",
+                    subtask_id=subtask.id,
+                    status=subtask.status.value,
+                )
+            else:
+                state.set_subtask_status(
+                    subtask,
+                    SubtaskStatus.CREATING_AGENT,
+                    f"Subtask {subtask.id} queued; waiting for a {subtask.agent_type} agent to start",
+                )
             ready.append(subtask)
     return ready
 
@@ -91,17 +106,19 @@ def settle_if_done(state: TaskState) -> Decision:
     return Decision(finished=TaskStatus.FAILED)
 
 
-def start_plan(state: TaskState) -> Decision:
+def start_plan(state: TaskState, has_agent: HasAgent = _any_agent) -> Decision:
     """`plan.ready`: dispatch the subtasks that depend on nothing."""
     if state.status != TaskStatus.EXECUTING:
         raise Unchanged(_replay(state))
-    ready = queue_ready(state)
+    ready = queue_ready(state, has_agent)
     if not ready:
         raise Unchanged(_replay(state))
     return Decision(ready=ready)
 
 
-def finish_subtask(state: TaskState, event: SubtaskFinished) -> Decision:
+def finish_subtask(
+    state: TaskState, event: SubtaskFinished, has_agent: HasAgent = _any_agent
+) -> Decision:
     """`subtask.finished`: record the outcome, dispatch what became ready, settle the task."""
     subtask = state.find_subtask(event.subtask_id)
     if subtask is None or state.status != TaskStatus.EXECUTING:
@@ -125,7 +142,7 @@ def finish_subtask(state: TaskState, event: SubtaskFinished) -> Decision:
             + (f" in {subtask.duration_ms / 1000:.1f}s" if subtask.duration_ms is not None else ""),
             data={"usage": event.usage.model_dump(), "duration_ms": subtask.duration_ms},
         )
-        ready = queue_ready(state)
+        ready = queue_ready(state, has_agent)
     else:
         subtask.error = event.error or "failed"
         state.set_subtask_status(

@@ -1,7 +1,8 @@
 from typing import Literal
 
-from aether_core.config import LLMSettings, ServiceSettings
 from pydantic import Field
+
+from aether_core.config import LLMSettings, ServiceSettings
 
 
 class ExecutorSettings(ServiceSettings, LLMSettings):
@@ -13,6 +14,12 @@ class ExecutorSettings(ServiceSettings, LLMSettings):
         "all", description="Comma-separated agent types a worker serves, or 'all'."
     )
     agent_id: str | None = Field(None, description="This worker's agent id; default the instance id.")
+    agent_runtime: Literal["process", "docker", "kubernetes", "external"] = Field(
+        "process", description="What runs this worker, as shown in the agent pool."
+    )
+    agent_runtime_id: str | None = Field(
+        None, description="Container id or pod name shown in the pool; default the process id."
+    )
     worker_concurrency: int = Field(4, ge=1, description="Subtasks one worker runs at once, per type.")
     scheduler_concurrency: int = Field(64, ge=1, description="Events the scheduler handles at once.")
     expert_model: str | None = Field(None, description="Expert model; default AETHER_LLM_MODEL.")

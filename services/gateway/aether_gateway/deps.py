@@ -1,11 +1,12 @@
 from dataclasses import dataclass
 from typing import Annotated
 
+from fastapi import Depends, Request
+
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime
 from aether_core.store import TaskStore
 from aether_core.templates import Registry
-from fastapi import Depends, Request
 
 from .index import TaskIndex
 from .settings import GatewaySettings
@@ -19,6 +20,8 @@ class Gateway:
     index: TaskIndex
     services: KVMirror
     """The `services` bucket (heartbeats), mirrored for /api/health."""
+    agents: KVMirror
+    """The `agents` bucket (the pool), mirrored for /api/agents."""
 
     @property
     def store(self) -> TaskStore:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
 from aether_contracts.state import TaskState, TaskStatus
 from aether_core.mirror import KVMirror
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from .schemas import TaskSummary, task_summary
 
@@ -40,6 +41,14 @@ class TaskIndex:
         if current is None:
             self._order = None
         self._summaries[state.id] = task_summary(state, revision)
+
+    def masters_at_work(self) -> dict[str, int]:
+        """How many tasks each master is planning or synthesizing right now."""
+        busy: dict[str, int] = {}
+        for summary in self._summaries.values():
+            if summary.status in (TaskStatus.PLANNING, TaskStatus.SYNTHESIZING):
+                busy[summary.master_deployment_id] = busy.get(summary.master_deployment_id, 0) + 1
+        return busy
 
     def remove(self, task_id: str) -> None:
         if self._summaries.pop(task_id, None) is not None:

@@ -1,22 +1,26 @@
 """The REST gateway: accepts tasks, answers status queries from the KV store, serves the UI."""
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aether_core.mirror import KVMirror
-from aether_core.service import Runtime, configure_logging, make_broker
-from aether_core.templates import load_registry
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentStatus, agent_key
+from aether_core.mirror import KVMirror
+from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.templates import Registry, load_registry
+
 from .deps import Gateway
 from .index import TaskIndex
-from .routes import agents, health, tasks
+from .routes import agents as agent_routes
+from .routes import health, tasks
 from .settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -31,6 +35,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     runtime = Runtime(settings, broker, SERVICE)
     index = TaskIndex()
     services = KVMirror("services")
+    agent_pool = KVMirror("agents")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,9 +44,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         assert runtime.services_kv is not None
         await index.start(runtime.tasks_kv)
         await services.start(runtime.services_kv)
+        await agent_pool.start(runtime.agents_kv)
+        masters = asyncio.create_task(keep_masters_listed(runtime, registry))
         try:
             yield
         finally:
+            masters.cancel()
+            await agent_pool.stop()
             await services.stop()
             await index.stop()
             await runtime.stop()
@@ -53,7 +62,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="An orchestrator for coding work done by LLM agents",
         lifespan=lifespan,
     )
-    app.state.gateway = Gateway(settings, runtime, registry, index, services)
+    app.state.gateway = Gateway(settings, runtime, registry, index, services, agent_pool)
 
     if settings.cors_origin_list:
         app.add_middleware(
@@ -84,13 +93,34 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"detail": message, "errors": _json_safe(errors)}, status_code=422
         )
 
-    for module in (tasks, agents, health):
+    for module in (tasks, agent_routes, health):
         app.include_router(module.router)
 
     ui_dir = settings.ui_dir
     if ui_dir is not None and Path(ui_dir, "index.html").is_file():
         app.mount("/", StaticFiles(directory=ui_dir, html=True), name="ui")
     return app
+
+
+async def keep_masters_listed(runtime: Runtime, registry: Registry) -> None:
+    """Masters are configured, not started: list them in the pool (the bucket forgets records a
+    minute after their last write, so rewrite them while the gateway runs)."""
+    while True:
+        for master in registry.masters.values():
+            record = AgentRecord(
+                id=master.id,
+                name=master.name,
+                role="master",
+                agent_type=master.id,
+                backend="builtin",
+                status=AgentStatus.IDLE,
+                started_at=runtime.started_at,
+            )
+            try:
+                await runtime.agents_kv.put(agent_key(master.id), record.to_bytes())
+            except Exception as exc:
+                log.warning("could not list master %s: %r", master.id, exc)
+        await asyncio.sleep(AGENT_RECORD_MAX_AGE_S / 3)
 
 
 def _json_safe(errors: list[dict]) -> list[dict]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from aether_contracts.agents import AgentStatus
+from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
 
 
 class TaskSubmission(BaseModel):
@@ -86,6 +88,32 @@ class AgentTemplateBody(BaseModel):
     description: str
     tags: list[str]
     builtin: bool
+
+
+class AgentBody(BaseModel):
+    id: str
+    name: str
+    role: str
+    agent_type: str
+    backend: str
+    runtime_id: str | None = None
+    host: str | None = None
+    status: AgentStatus
+    started_at: datetime
+    last_seen: datetime
+    idle_since: datetime | None = None
+    current_task: str | None = None
+    current_subtask: str | None = None
+    subtasks_done: int = 0
+    error: str | None = None
+    deletable: bool
+    alive: bool
+
+
+class AgentStopBody(BaseModel):
+    id: str
+    status: AgentStatus
+    detail: str = ""
 
 
 class ServiceHealth(BaseModel):

@@ -1,8 +1,9 @@
 from pathlib import Path
 
+from pydantic import Field
+
 from aether_core.config import ServiceSettings
 from aether_core.templates import DEFAULT_MASTER_ID
-from pydantic import Field
 
 
 class GatewaySettings(ServiceSettings):

@@ -1,9 +1,10 @@
 """task.created in -> planning -> plan.ready out."""
 
+from faststream.nats import NatsMessage, NatsRouter
+
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, TaskCreated
 from aether_core.service import Runtime, deliveries, settle, subscription
-from faststream.nats import NatsMessage, NatsRouter
 
 from .planning import Planner
 

@@ -1,9 +1,10 @@
 """The planner: Jason turns each new task into a validated plan of subtasks."""
 
+from faststream import FastStream
+
 from aether_core.llm import LLMClient
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import load_registry
-from faststream import FastStream
 
 from .handlers import build_router
 from .planning import Planner

@@ -1,9 +1,10 @@
 """synthesis.requested in -> synthesis -> task.finished out."""
 
+from faststream.nats import NatsMessage, NatsRouter
+
 from aether_contracts import subjects, topology
 from aether_contracts.events import SynthesisRequested
 from aether_core.service import Runtime, deliveries, settle, subscription
-from faststream.nats import NatsMessage, NatsRouter
 
 from .synthesis import Synthesizer
 

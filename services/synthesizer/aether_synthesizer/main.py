@@ -1,9 +1,10 @@
 """The synthesizer: Jason integrates the experts' results into the task's final answer."""
 
+from faststream import FastStream
+
 from aether_core.llm import LLMClient
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import load_registry
-from faststream import FastStream
 
 from .handlers import build_router
 from .settings import SynthesizerSettings

@@ -1,5 +1,6 @@
-from aether_core.config import LLMSettings, ServiceSettings
 from pydantic import Field
+
+from aether_core.config import LLMSettings, ServiceSettings
 
 
 class SynthesizerSettings(ServiceSettings, LLMSettings):

@@ -20,8 +20,8 @@ import httpx
 
 from .supervisor import ChildSpec, Supervisor
 
-SERVICES = ("gateway", "planner", "executor", "synthesizer")
-STOP_ORDER = ("gateway", "planner", "executor", "synthesizer", "simulator", "nats")
+SERVICES = ("gateway", "planner", "executor", "synthesizer", "container-manager")
+STOP_ORDER = ("gateway", "planner", "container-manager", "executor", "synthesizer", "simulator", "nats")
 
 
 def env(name: str, default: str) -> str:
@@ -35,6 +35,8 @@ def parse_scale(text: str) -> dict[str, int]:
         name, _, count = item.partition("=")
         if name not in SERVICES or not count.isdigit() or int(count) < 1:
             raise SystemExit(f"bad --scale item {item!r}: use service=N with service in {', '.join(SERVICES)}")
+        if name == "container-manager" and int(count) > 1:
+            raise SystemExit("one container-manager per stack: it owns the pool (scale the agents instead)")
         scale[name] = int(count)
     return scale
 
@@ -123,18 +125,31 @@ async def up(args: argparse.Namespace) -> int:
     if (ui_dist / "index.html").is_file():
         common["AETHER_UI_DIR"] = str(ui_dist)
 
+    # Agents: the container-manager runs a pool per agent type (processes or containers) and the
+    # executor only schedules; with `none`, the executor runs every type in its own process.
+    agent_backend = env("AETHER_AGENT_BACKEND", "process")
+    if agent_backend not in ("process", "docker", "none"):
+        raise SystemExit(f"AETHER_AGENT_BACKEND must be process, docker or none, not {agent_backend!r}")
+    services = [s for s in SERVICES if s != "container-manager" or agent_backend != "none"]
+    per_service = {
+        "executor": {"AETHER_EXECUTOR_ROLE": "all" if agent_backend == "none" else "scheduler"},
+        "container-manager": {
+            "AETHER_AGENT_BACKEND": agent_backend,
+            "AETHER_AGENT_LOG_DIR": str(data_dir / "agents"),
+        },
+    }
+
     gateway_ports = []
-    for service in SERVICES:
+    for service in services:
         for n in range(1, scale[service] + 1):
             name = service if scale[service] == 1 else f"{service}-{n}"
-            extra = {"AETHER_INSTANCE_ID": name}
+            extra = {"AETHER_INSTANCE_ID": name, **per_service.get(service, {})}
             if service == "gateway":
                 port = http_port + n - 1
                 gateway_ports.append(port)
                 extra |= {"AETHER_HTTP_PORT": str(port), "AETHER_HTTP_HOST": host}
-            await supervisor.start(
-                ChildSpec(name, [sys.executable, "-m", f"aether_{service}"], {**common, **extra})
-            )
+            module = f"aether_{service.replace('-', '_')}"
+            await supervisor.start(ChildSpec(name, [sys.executable, "-m", module], {**common, **extra}))
 
     base = f"http://{host}:{gateway_ports[0]}"
     healthy = await wait_http(f"{base}/api/health", 90)
@@ -145,6 +160,7 @@ async def up(args: argparse.Namespace) -> int:
         f"  health:    {base}/api/health",
         f"  NATS:      {nats_url}",
         "  LLM:       " + ("built-in simulator (results are marked as simulated)" if simulated else os.environ.get("OPENAI_BASE_URL", "OpenAI")),
+        f"  agents:    {agent_backend} backend ({base}/api/agents)",
         f"  data:      {data_dir}",
         "  Ctrl-C stops everything.",
         "",

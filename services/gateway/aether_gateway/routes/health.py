@@ -2,11 +2,12 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
 from aether_contracts.services import REQUIRED_SERVICES, ServiceHeartbeat
 from aether_contracts.state import utcnow
 from aether_contracts.topology import SERVICE_TTL_S
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from ..deps import Gateway, GatewayDep
 from ..schemas import HealthBody, ServiceHealth

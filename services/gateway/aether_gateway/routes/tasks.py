@@ -1,11 +1,12 @@
 from typing import Annotated
 
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+
 from aether_contracts import subjects
 from aether_contracts.events import TaskCreated
 from aether_contracts.state import TaskState, TaskStatus
 from aether_core.ids import stable_task_id, uuid7
 from aether_core.store import TaskExists
-from fastapi import APIRouter, Header, HTTPException, Query, Response
 
 from ..deps import GatewayDep
 from ..schemas import ErrorBody, TaskBody, TaskSubmission, TaskSummary, task_body

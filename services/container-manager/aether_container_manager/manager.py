@@ -1,0 +1,276 @@
+"""The pool manager: reads each agent type's backlog, starts and stops agents through a backend,
+announces what happened, and on start-up adopts or removes what an earlier instance left.
+
+No broker in here: publishing and NATS requests are passed in as functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+
+from aether_contracts import topology
+from aether_contracts.agents import AgentRecord, AgentStatus, agent_key
+from aether_contracts.events import AgentEvent
+from aether_contracts.state import utcnow
+from aether_core.mirror import KVMirror
+
+from .backends import AgentBackend
+from .pool import AgentView, Phase, PoolDecision, PoolPolicy, decide
+
+log = logging.getLogger("aether.container_manager")
+
+Publish = Callable[[AgentEvent], Awaitable[None]]
+AskAgent = Callable[[str, str], Awaitable[bool]]
+"""Ask an agent to stop and hand its work back; True if it answered."""
+
+
+@dataclass
+class Managed:
+    id: str
+    agent_type: str
+    runtime_id: str
+    started: float = field(default_factory=time.monotonic)
+    registered: bool = False
+    adopted: bool = False
+    stop_reason: str | None = None
+    stopper: asyncio.Task | None = None
+
+
+class PoolManager:
+    def __init__(
+        self,
+        backend: AgentBackend,
+        policies: dict[str, PoolPolicy],
+        *,
+        agents: KVMirror,
+        publish: Publish,
+        ask_agent: AskAgent,
+        agent_env: dict[str, str],
+        start_timeout_s: float,
+        stop_timeout_s: float,
+    ) -> None:
+        self.backend = backend
+        self.policies = policies
+        self.js: JetStreamContext | None = None
+        self.agents_kv: KeyValue | None = None
+        self.agents = agents
+        self.publish = publish
+        self.ask_agent = ask_agent
+        self.agent_env = agent_env
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.managed: dict[str, Managed] = {}
+        self.last_decisions: dict[str, PoolDecision] = {}
+        self._lock = asyncio.Lock()
+
+    # -- start-up -------------------------------------------------------------------------------
+    def bind(self, js: JetStreamContext, agents_kv: KeyValue) -> None:
+        """Connections exist only once the service started; the manager is built before."""
+        self.js, self.agents_kv = js, agents_kv
+
+    async def reconcile(self) -> None:
+        """Adopt the running agents an earlier instance started; remove the dead ones."""
+        for found in await self.backend.discover():
+            if found.running and found.agent_type in self.policies:
+                log.info("adopting %s agent %s (%s)", found.agent_type, found.agent_id, found.runtime_id)
+                self.managed[found.agent_id] = Managed(
+                    found.agent_id, found.agent_type, found.runtime_id, registered=True, adopted=True
+                )
+            else:
+                log.info("removing leftover agent %s (%s)", found.agent_id, found.runtime_id)
+                if found.running:
+                    await self.backend.stop(found.runtime_id, self.stop_timeout_s)
+                await self.backend.remove(found.runtime_id)
+
+    # -- the loop -------------------------------------------------------------------------------
+    async def run(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pool reconciliation failed; retrying")
+            await asyncio.sleep(interval_s)
+
+    async def tick(self) -> None:
+        async with self._lock:
+            await self._reap()
+            await self._watch_registrations()
+            now = utcnow()
+            for agent_type, policy in self.policies.items():
+                backlog = await self.backlog(agent_type)
+                decision = decide(policy, backlog, self._views(agent_type, now), now)
+                self.last_decisions[agent_type] = decision
+                for _ in range(decision.start):
+                    await self._start(agent_type)
+                for agent_id in decision.stop:
+                    self._stop_later(self.managed[agent_id], f"idle for over {policy.idle_timeout_s:.0f}s")
+
+    async def backlog(self, agent_type: str) -> int:
+        """Queued, in-flight and handed-back subtasks of the type: what its consumer must finish.
+
+        A message nacked while no agent pulls (an agent that handed its work back and exited)
+        sits in the consumer's redelivery queue, counted in neither `num_pending` nor
+        `num_ack_pending` (seen on nats-server 2.15), only in `num_redelivered`. Leaving it out
+        would strand that subtask with no agent ever started for it; counting it twice while
+        it is in flight again at worst starts one agent more, within the maximum.
+        """
+        try:
+            info = await self.js.consumer_info(topology.STREAM, topology.worker_consumer(agent_type).durable)
+        except NotFoundError:
+            return 0
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0) + int(info.num_redelivered or 0)
+
+    def records(self) -> dict[str, AgentRecord]:
+        records = {}
+        for key, raw in list(self.agents.values.items()):
+            with contextlib.suppress(ValueError):
+                records[key] = AgentRecord.model_validate_json(raw)
+        return records
+
+    def _views(self, agent_type: str, now) -> list[AgentView]:
+        records = self.records()
+        views = []
+        for agent in self.managed.values():
+            if agent.agent_type != agent_type:
+                continue
+            record = records.get(agent_key(agent.id))
+            if agent.stop_reason is not None:
+                phase, idle_since = Phase.STOPPING, None
+            elif record is not None and record.status in (AgentStatus.IDLE, AgentStatus.BUSY) and record.alive(now):
+                phase = Phase.IDLE if record.status == AgentStatus.IDLE else Phase.BUSY
+                idle_since = record.idle_since
+            else:
+                phase, idle_since = Phase.STARTING, None
+            views.append(AgentView(agent.id, phase, idle_since))
+        # Workers someone else runs (an `all` executor, a pod) count as capacity, never stopped.
+        for record in records.values():
+            if record.id in self.managed or not record.serves(agent_type) or not record.alive(now):
+                continue
+            if record.status in (AgentStatus.IDLE, AgentStatus.BUSY):
+                phase = Phase.IDLE if record.status == AgentStatus.IDLE else Phase.BUSY
+                views.append(AgentView(record.id, phase, None))
+        return views
+
+    async def _start(self, agent_type: str) -> None:
+        agent_id = f"{agent_type}-{secrets.token_hex(3)}"
+        runtime_id = await self.backend.start(agent_id, agent_type, self.agent_env)
+        self.managed[agent_id] = Managed(agent_id, agent_type, runtime_id)
+        record = AgentRecord(
+            id=agent_id,
+            name=f"{agent_type} agent {agent_id}",
+            role="expert",
+            agent_type=agent_type,
+            backend=self.backend.name,  # type: ignore[arg-type]
+            runtime_id=runtime_id,
+            status=AgentStatus.STARTING,
+        )
+        await self.agents_kv.put(agent_key(agent_id), record.to_bytes())
+        log.info("starting %s agent %s (%s %s)", agent_type, agent_id, self.backend.name, runtime_id)
+
+    async def _watch_registrations(self) -> None:
+        now = utcnow()
+        records = self.records()
+        for agent in list(self.managed.values()):
+            record = records.get(agent_key(agent.id))
+            working = record is not None and record.status in (AgentStatus.IDLE, AgentStatus.BUSY)
+            if working and record.alive(now):
+                if not agent.registered:
+                    agent.registered = True
+                    elapsed = time.monotonic() - agent.started
+                    await self._announce(agent, "started", f"registered {elapsed:.1f}s after its start")
+            elif agent.stop_reason is not None:
+                continue
+            elif not agent.registered:
+                if time.monotonic() - agent.started > self.start_timeout_s:
+                    self._stop_later(agent, f"did not register within {self.start_timeout_s:.0f}s", failed=True)
+            elif record is None or working:
+                # Registered once, silent now: hung or cut off from NATS. Replace it.
+                self._stop_later(agent, "stopped sending heartbeats", failed=True)
+
+    async def _reap(self) -> None:
+        for agent in list(self.managed.values()):
+            code = await self.backend.exit_code(agent.runtime_id)
+            if code is None:
+                continue
+            del self.managed[agent.id]
+            await self.backend.remove(agent.runtime_id)
+            record = self.records().get(agent_key(agent.id))
+            if agent.stop_reason is not None:
+                failed = agent.stop_reason.startswith("failed: ")
+                reason = agent.stop_reason.removeprefix("failed: ")
+            elif record is not None and record.status in (AgentStatus.STOPPING, AgentStatus.STOPPED):
+                failed, reason = False, record.error or "stopped on request"
+            else:
+                failed, reason = True, f"exited unexpectedly with code {code}"
+            status = AgentStatus.FAILED if failed else AgentStatus.STOPPED
+            if record is None:
+                record = AgentRecord(
+                    id=agent.id, name=f"{agent.agent_type} agent {agent.id}", role="expert",
+                    agent_type=agent.agent_type, backend=self.backend.name,  # type: ignore[arg-type]
+                    runtime_id=agent.runtime_id,
+                )
+            record.status = status
+            record.error = reason
+            record.current_task = record.current_subtask = None
+            record.last_seen = utcnow()
+            with contextlib.suppress(Exception):
+                await self.agents_kv.put(agent_key(agent.id), record.to_bytes())
+            await self._announce(agent, "failed" if failed else "stopped", reason)
+            log.info("agent %s %s: %s", agent.id, status.value, reason)
+
+    async def _announce(self, agent: Managed, kind: str, reason: str) -> None:
+        await self.publish(
+            AgentEvent(
+                agent_id=agent.id,
+                agent_type=agent.agent_type,
+                kind=kind,  # type: ignore[arg-type]
+                backend=self.backend.name,
+                runtime_id=agent.runtime_id,
+                reason=reason,
+            )
+        )
+
+    # -- stopping -------------------------------------------------------------------------------
+    def _stop_later(self, agent: Managed, reason: str, *, failed: bool = False, hand_back: bool = False) -> None:
+        if agent.stop_reason is not None:
+            return
+        agent.stop_reason = f"failed: {reason}" if failed else reason
+        agent.stopper = asyncio.create_task(self._stop(agent, hand_back))
+
+    async def _stop(self, agent: Managed, hand_back: bool) -> None:
+        if hand_back and await self.ask_agent(agent.id, agent.stop_reason or "stop"):
+            # It gives its subtask back and exits by itself; make sure it does.
+            deadline = time.monotonic() + self.stop_timeout_s
+            while time.monotonic() < deadline:
+                if await self.backend.exit_code(agent.runtime_id) is not None:
+                    return
+                await asyncio.sleep(0.2)
+        await self.backend.stop(agent.runtime_id, self.stop_timeout_s)
+
+    async def stop_agent(self, agent_id: str, reason: str) -> bool:
+        """Stop one agent now, handing its work back. False if this manager does not run it."""
+        agent = self.managed.get(agent_id)
+        if agent is None:
+            return False
+        self._stop_later(agent, reason, hand_back=True)
+        return True
+
+    async def shutdown(self) -> None:
+        for agent in list(self.managed.values()):
+            self._stop_later(agent, "the container-manager is stopping", hand_back=True)
+        stoppers = [a.stopper for a in self.managed.values() if a.stopper is not None]
+        if stoppers:
+            await asyncio.wait(stoppers, timeout=self.stop_timeout_s + 10)
+        await self._reap()

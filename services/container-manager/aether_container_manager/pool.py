@@ -1,0 +1,103 @@
+"""How many agents of one type should run: a pure function of the backlog and the pool.
+
+Scale up as soon as the backlog (queued plus in-flight subtasks) needs more agents than there
+are, up to the maximum; scale down only agents that have been idle longer than the timeout, and
+never below the warm minimum nor below what the backlog needs. Busy agents are never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class PoolError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    min_agents: int = 0
+    max_agents: int = 4
+    backlog_per_agent: int = 1
+    """Backlog one agent is expected to absorb; more than this per agent starts another."""
+    idle_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.min_agents < 0 or self.max_agents < 1 or self.min_agents > self.max_agents:
+            raise PoolError(f"need 0 <= min ({self.min_agents}) <= max ({self.max_agents}), max >= 1")
+        if self.backlog_per_agent < 1:
+            raise PoolError("backlog_per_agent must be at least 1")
+        if self.idle_timeout_s < 0:
+            raise PoolError("idle_timeout_s must not be negative")
+
+
+class Phase(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class AgentView:
+    id: str
+    phase: Phase
+    idle_since: datetime | None = None
+
+
+@dataclass
+class PoolDecision:
+    start: int = 0
+    stop: list[str] = field(default_factory=list)
+    desired: int = 0
+
+
+def desired_agents(policy: PoolPolicy, backlog: int) -> int:
+    needed = math.ceil(backlog / policy.backlog_per_agent) if backlog > 0 else 0
+    return max(policy.min_agents, min(policy.max_agents, needed))
+
+
+def decide(policy: PoolPolicy, backlog: int, agents: list[AgentView], now: datetime) -> PoolDecision:
+    active = [a for a in agents if a.phase != Phase.STOPPING]
+    desired = desired_agents(policy, backlog)
+    if len(active) < desired:
+        return PoolDecision(start=desired - len(active), desired=desired)
+    surplus = len(active) - desired
+    expired = sorted(
+        (
+            a
+            for a in active
+            if a.phase == Phase.IDLE
+            and a.idle_since is not None
+            and (now - a.idle_since).total_seconds() >= policy.idle_timeout_s
+        ),
+        key=lambda a: a.idle_since,  # type: ignore[arg-type,return-value]
+    )
+    return PoolDecision(stop=[a.id for a in expired[:surplus]], desired=desired)
+
+
+def parse_overrides(text: str, base: PoolPolicy, known_types: list[str]) -> dict[str, PoolPolicy]:
+    """`python-backend:min=1,max=8;testing-expert:max=2,idle=30` -> a policy per type."""
+    policies = {t: base for t in known_types}
+    keys = {"min": "min_agents", "max": "max_agents", "backlog": "backlog_per_agent", "idle": "idle_timeout_s"}
+    for item in filter(None, (p.strip() for p in text.split(";"))):
+        agent_type, _, settings = item.partition(":")
+        agent_type = agent_type.strip()
+        if agent_type not in policies:
+            raise PoolError(f"pool override for unknown agent type {agent_type!r}")
+        values = {}
+        for pair in filter(None, (p.strip() for p in settings.split(","))):
+            key, _, value = pair.partition("=")
+            if key.strip() not in keys:
+                raise PoolError(f"unknown pool setting {key!r} in {item!r}; use {', '.join(keys)}")
+            try:
+                number = float(value) if key.strip() == "idle" else int(value)
+            except ValueError as exc:
+                raise PoolError(f"{key}={value!r} in {item!r} is not a number") from exc
+            values[keys[key.strip()]] = number
+        current = policies[agent_type]
+        policies[agent_type] = PoolPolicy(**{**current.__dict__, **values})
+    return policies
