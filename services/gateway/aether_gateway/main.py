@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .deps import Gateway
 from .index import TaskIndex
-from .routes import agents, health, tasks
+from .routes import agents, health, probes, tasks
 from .settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -84,7 +84,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"detail": message, "errors": _json_safe(errors)}, status_code=422
         )
 
-    for module in (tasks, agents, health):
+    for module in (tasks, agents, health, probes):
         app.include_router(module.router)
 
     ui_dir = settings.ui_dir
