@@ -36,6 +36,12 @@ up: install ## run the whole stack (embedded NATS; the LLM simulator unless OPEN
 test: install ## run every test (unit, integration against a real nats-server, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+BASE_IMAGE ?= python:3.11-slim-bookworm
+
+.PHONY: images
+images: install ## build every service's image, aether-<service> (BASE_IMAGE=aether-base:bookworm: a base made here)
+	$(PY) -m aether_devstack images --base $(BASE_IMAGE) $(SERVICES)
+
 .PHONY: lint
 lint: install ## static checks
 	$(VENV)/bin/ruff check libs services tools tests

@@ -101,3 +101,14 @@ class NatsContainer:
 
     def stop(self, *, kill: bool = False) -> None:
         self.container.stop()
+
+
+def need_docker() -> None:
+    """Skip a test without a Docker engine, or fail it when AETHER_REQUIRE_DOCKER=1."""
+    import pytest
+
+    if docker_available():
+        return
+    if require_docker():
+        pytest.fail("AETHER_REQUIRE_DOCKER=1 but no Docker engine answers")
+    pytest.skip("no Docker engine")

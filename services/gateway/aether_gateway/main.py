@@ -20,7 +20,7 @@ from aether_core.templates import Registry, load_registry
 from .deps import Gateway
 from .index import TaskIndex
 from .routes import agents as agent_routes
-from .routes import health, tasks
+from .routes import health, probes, tasks
 from .settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -93,7 +93,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"detail": message, "errors": _json_safe(errors)}, status_code=422
         )
 
-    for module in (tasks, agent_routes, health):
+    for module in (tasks, agent_routes, health, probes):
         app.include_router(module.router)
 
     ui_dir = settings.ui_dir

@@ -180,9 +180,16 @@ def main() -> None:
     up_parser = sub.add_parser("up", help="run the whole stack in the foreground")
     up_parser.add_argument("--scale", help="replicas per service, e.g. executor=3,gateway=2 (env AETHER_SCALE)")
     up_parser.add_argument("--quiet", action="store_true", help="do not print the services' output")
-    args = parser.parse_args()
+    sub.add_parser("images", help="build every service's container image", add_help=False)
+    args, rest = parser.parse_known_args()
     if args.command == "up":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         raise SystemExit(asyncio.run(up(args)))
+    if args.command == "images":
+        from .images import main as images
+
+        raise SystemExit(images(rest))
 
 
 if __name__ == "__main__":
