@@ -28,15 +28,15 @@ help: ## show this help
 .PHONY: install
 install: $(VENV)/.synced ## install Python dependencies into .venv (uv, one lock)
 
+BASE_IMAGE ?= python:3.11-slim-bookworm
+
 .PHONY: up
 up: install ## run the whole stack (embedded NATS; the LLM simulator unless OPENAI_API_KEY is set)
-	$(PY) -m aether_devstack up $(if $(SCALE),--scale $(SCALE))
+	AETHER_BASE_IMAGE="$${AETHER_BASE_IMAGE:-$(BASE_IMAGE)}" $(PY) -m aether_devstack up $(if $(SCALE),--scale $(SCALE))
 
 .PHONY: test
 test: install ## run every test (unit, integration against a real nats-server, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
-
-BASE_IMAGE ?= python:3.11-slim-bookworm
 
 .PHONY: images
 images: install ## build every service's image, aether-<service> (BASE_IMAGE=aether-base:bookworm: a base made here)

@@ -37,6 +37,7 @@ async def test_readyz_follows_nats_and_livez_stays_up(simulator):
 
 async def test_gateway_readyz_follows_nats_while_api_health_asks_for_every_service():
     import uvicorn
+
     from aether_gateway.main import create_app
     from aether_gateway.settings import GatewaySettings
 

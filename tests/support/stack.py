@@ -95,7 +95,7 @@ class Stack:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(60)
+            self.process.wait(150)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,6 +163,12 @@ class ProcessBackend:
         return None
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -221,6 +228,10 @@ class DockerBackend:
     def _run(self, agent_id: str, agent_type: str, env: dict[str, str]) -> str:
         name = f"aether-agent-{agent_id}"
         network = {"network_mode": "host"} if self.network == "host" else {"network": self.network}
+        probe = {}
+        if self.network == "host":
+            # Agents share the host's ports: each needs a probe port of its own.
+            probe["AETHER_PROBE_PORT"] = str(_free_port())
         container = self.client.containers.run(
             self.image,
             detach=True,
@@ -238,6 +249,7 @@ class DockerBackend:
                 "AETHER_AGENT_RUNTIME_ID": name,
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "PYTHONUNBUFFERED": "1",
+                **probe,
             },
             user=self.user,
             read_only=True,

@@ -200,12 +200,12 @@ class PoolManager:
                 self._stop_later(agent, "stopped sending heartbeats", failed=True)
 
     async def _reap(self) -> None:
-        for agent in list(self.managed.values()):
-            code = await self.backend.exit_code(agent.runtime_id)
-            if code is None:
-                continue
+        agents = list(self.managed.values())
+        codes = await asyncio.gather(*(self.backend.exit_code(a.runtime_id) for a in agents))
+        gone = [(a, code) for a, code in zip(agents, codes, strict=True) if code is not None]
+        await asyncio.gather(*(self.backend.remove(a.runtime_id) for a, _ in gone))
+        for agent, code in gone:
             del self.managed[agent.id]
-            await self.backend.remove(agent.runtime_id)
             record = self.records().get(agent_key(agent.id))
             if agent.stop_reason is not None:
                 failed = agent.stop_reason.startswith("failed: ")
@@ -257,6 +257,9 @@ class PoolManager:
                 if await self.backend.exit_code(agent.runtime_id) is not None:
                     return
                 await asyncio.sleep(0.2)
+            log.warning("agent %s accepted to stop but is still running; signalling it", agent.id)
+        elif hand_back:
+            log.warning("agent %s did not answer the stop request; signalling it", agent.id)
         await self.backend.stop(agent.runtime_id, self.stop_timeout_s)
 
     async def stop_agent(self, agent_id: str, reason: str) -> bool:
@@ -268,6 +271,7 @@ class PoolManager:
         return True
 
     async def shutdown(self) -> None:
+        log.info("stopping %d agent(s)", len(self.managed))
         for agent in list(self.managed.values()):
             self._stop_later(agent, "the container-manager is stopping", hand_back=True)
         stoppers = [a.stopper for a in self.managed.values() if a.stopper is not None]

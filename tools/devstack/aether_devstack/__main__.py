@@ -131,6 +131,14 @@ async def up(args: argparse.Namespace) -> int:
     if agent_backend not in ("process", "docker", "none"):
         raise SystemExit(f"AETHER_AGENT_BACKEND must be process, docker or none, not {agent_backend!r}")
     services = [s for s in SERVICES if s != "container-manager" or agent_backend != "none"]
+    if agent_backend == "docker":
+        from .images import DEFAULT_BASE, build_images, image_exists
+
+        image = env("AETHER_AGENT_IMAGE", "aether-executor:latest")
+        if not image_exists(image):
+            base = env("AETHER_BASE_IMAGE", DEFAULT_BASE)
+            supervisor.log("devstack", f"the agent image {image} is missing: building it on {base}…", 97)
+            await asyncio.to_thread(build_images, ["executor"], base=base)
     per_service = {
         "executor": {"AETHER_EXECUTOR_ROLE": "all" if agent_backend == "none" else "scheduler"},
         "container-manager": {
@@ -149,7 +157,11 @@ async def up(args: argparse.Namespace) -> int:
                 gateway_ports.append(port)
                 extra |= {"AETHER_HTTP_PORT": str(port), "AETHER_HTTP_HOST": host}
             module = f"aether_{service.replace('-', '_')}"
-            await supervisor.start(ChildSpec(name, [sys.executable, "-m", module], {**common, **extra}))
+            # The container-manager stops its agents before it exits: give it the time to.
+            stop_timeout = 60.0 if service == "container-manager" else 15.0
+            await supervisor.start(
+                ChildSpec(name, [sys.executable, "-m", module], {**common, **extra}, stop_timeout=stop_timeout)
+            )
 
     base = f"http://{host}:{gateway_ports[0]}"
     healthy = await wait_http(f"{base}/api/health", 90)

@@ -26,6 +26,7 @@ class ChildSpec:
     argv: Sequence[str]
     env: dict[str, str] = field(default_factory=dict)
     restart: bool = True
+    stop_timeout: float = 15.0
 
 
 @dataclass
@@ -118,12 +119,13 @@ class Supervisor:
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
 
-    async def stop_all(self, order: Sequence[str], timeout: float = 15.0) -> None:
+    async def stop_all(self, order: Sequence[str]) -> None:
         """Stop children in `order` (the rest after), each with SIGTERM, then SIGKILL."""
         self.shutting_down.set()
         names = [n for n in order if n in self.children] + [n for n in self.children if n not in order]
         for name in names:
-            await self._stop(self.children[name], timeout)
+            child = self.children[name]
+            await self._stop(child, child.spec.stop_timeout)
 
     async def _stop(self, child: Child, timeout: float) -> None:
         child.stopping = True
