@@ -74,3 +74,31 @@ async def test_a_duplicate_subtask_finished_dispatches_dependents_once(fresh_nat
 
 async def _equals(read, expected) -> bool:
     return await read() == expected
+
+
+async def test_the_planner_waits_for_the_gateways_state_write_then_restores_it_if_it_never_comes(fresh_nats, simulator):
+    from datetime import timedelta
+
+    from aether_contracts.state import utcnow
+
+    nc = await nats.connect(fresh_nats.url)
+    js = nc.jetstream()
+    await topology.ensure_topology(js)
+    store = TaskStore(await js.key_value(topology.TASKS_BUCKET))
+    async with planner_app(fresh_nats, simulator):
+        # just ahead of the gateway's write: the planner waits for it
+        await js.publish(subjects.TASK_CREATED, TaskCreated(task_id="early", description="Build a FastAPI app").model_dump_json().encode())
+        await asyncio.sleep(0.5)
+        assert await store.get("early") is None
+        written = TaskState(id="early", description="Build a FastAPI app")
+        written.record("task.created", "Task created by the gateway")
+        await store.create(written)
+        early = await wait_status(store, "early", {TaskStatus.EXECUTING})
+        assert early.events[0].message == "Task created by the gateway"
+
+        # the gateway died between publishing and writing: the planner writes the state itself
+        orphan = TaskCreated(task_id="orphan", description="Build a FastAPI app", created_at=utcnow() - timedelta(seconds=30))
+        await js.publish(subjects.TASK_CREATED, orphan.model_dump_json().encode())
+        restored = await wait_status(store, "orphan", {TaskStatus.EXECUTING})
+        assert restored.events[0].message == "Task created (state restored by the planner)"
+    await nc.close()

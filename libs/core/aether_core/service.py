@@ -20,6 +20,7 @@ from aether_contracts.services import ServiceHeartbeat
 from aether_contracts.state import utcnow
 
 from .config import ServiceSettings
+from .errors import HandBack, RetryLater
 from .probe import Metrics, ProbeServer
 from .store import TaskStore
 
@@ -70,10 +71,6 @@ def subscription(spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 
     }
 
 
-class HandBack(Exception):
-    """Raised in a handler that gives its message back on purpose (its agent is stopping)."""
-
-
 def deliveries(msg: NatsMessage) -> int:
     try:
         return int(msg.raw_message.metadata.num_delivered)
@@ -103,6 +100,9 @@ async def settle(
     beat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s / 3)) if keep_alive else None
     try:
         yield
+    except RetryLater as early:
+        log.debug("%s: retrying later: %s", spec.durable, early)
+        await msg.nack(delay=early.delay_s)
     except HandBack:
         # The agent is stopping on purpose: no backoff, just long enough for its last pull
         # request to lapse, so that another agent takes the message.

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from aether_contracts.events import SubtaskFinished, SubtaskReady
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_core.errors import HandBack
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
-from aether_core.service import HandBack
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
 

@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aether_contracts.events import TaskCreated
-from aether_contracts.state import Subtask, TaskState, TaskStatus, Usage
+from aether_contracts.state import Subtask, TaskState, TaskStatus, Usage, utcnow
+from aether_core.errors import RetryLater
 from aether_core.llm import LLMCallError, LLMClient, LLMReply, aether_headers
 from aether_core.store import TaskExists, TaskStore, Unchanged
 from aether_core.templates import MasterConfig, Registry
 
+GATEWAY_GRACE_S = 5.0
+"""How long a task.created may wait for the gateway's state write before the planner writes it."""
 SUBTASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_DESCRIPTION_CHARS = 4000
 
@@ -357,8 +360,11 @@ class Planner:
 
     async def _ensure_state(self, event: TaskCreated) -> None:
         # The gateway publishes before it writes the state; if it died in between, we write it.
+        # A fresh event is more likely just ahead of the gateway's write: wait for that first.
         if await self.store.get(event.task_id) is not None:
             return
+        if (utcnow() - event.created_at).total_seconds() < GATEWAY_GRACE_S:
+            raise RetryLater(f"task {event.task_id} has no state yet")
         state = TaskState(
             id=event.task_id,
             description=event.description,
