@@ -38,7 +38,7 @@ async def wait_for(check, timeout: float = 60, interval: float = 0.2, what: str 
         await asyncio.sleep(interval)
 
 
-async def agent_events(nats_url: str, settle_s: float = 0.5) -> list[AgentEvent]:
+async def agent_events(nats_url: str, settle_s: float = 2.0) -> list[AgentEvent]:
     """Every agent event persisted on the stream so far."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()

@@ -112,8 +112,8 @@ class PoolManager:
                 backlog = await self.backlog(agent_type)
                 decision = decide(policy, backlog, self._views(agent_type, now), now)
                 self.last_decisions[agent_type] = decision
-                for _ in range(decision.start):
-                    await self._start(agent_type)
+                # Concurrently: a container's creation takes seconds on some storage drivers.
+                await asyncio.gather(*(self._start(agent_type) for _ in range(decision.start)))
                 for agent_id in decision.stop:
                     self._stop_later(self.managed[agent_id], f"idle for over {policy.idle_timeout_s:.0f}s")
 
@@ -165,8 +165,9 @@ class PoolManager:
 
     async def _start(self, agent_type: str) -> None:
         agent_id = f"{agent_type}-{secrets.token_hex(3)}"
+        begun = time.monotonic()  # before the backend call: creating a container is part of it
         runtime_id = await self.backend.start(agent_id, agent_type, self.agent_env)
-        self.managed[agent_id] = Managed(agent_id, agent_type, runtime_id)
+        self.managed[agent_id] = Managed(agent_id, agent_type, runtime_id, started=begun)
         record = AgentRecord(
             id=agent_id,
             name=f"{agent_type} agent {agent_id}",
