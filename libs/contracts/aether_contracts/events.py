@@ -26,16 +26,38 @@ class TaskCreated(BaseModel):
     master_id: str = "jason"
     tenant: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    round: int = 1
+    """Bumped when a task that failed in planning is retried (planned again from scratch)."""
 
     def dedup_id(self) -> str:
-        return f"created:{self.task_id}"
+        return f"created:{self.task_id}:{self.round}"
 
 
 class PlanReady(BaseModel):
     task_id: str
+    round: int = 1
+    """Bumped by every retry or replan, which changes the plan and needs a new dispatch."""
 
     def dedup_id(self) -> str:
-        return f"plan:{self.task_id}"
+        return f"plan:{self.task_id}:{self.round}"
+
+
+class ReplanRequested(BaseModel):
+    task_id: str
+    subtask_ids: list[str]
+    round: int = 1
+
+    def dedup_id(self) -> str:
+        return f"replan:{self.task_id}:{self.round}:{','.join(self.subtask_ids)}"
+
+
+class TaskExpired(BaseModel):
+    """The body of a task's deadline schedule, delivered by NATS when the deadline passes."""
+
+    task_id: str
+    timeout_s: float
+    round: int = 1
+    """A deadline armed for an earlier round (before a retry) no longer applies."""
 
 
 class SubtaskReady(BaseModel):
@@ -87,10 +109,15 @@ class TaskFinished(BaseModel):
 
 
 class TaskControl(BaseModel):
-    """Broadcast on core NATS to every worker; losing one is harmless (state is checked too)."""
+    """Broadcast on core NATS to every service: stop work on this task now.
+
+    Losing one is harmless: the state says the task is over, and every handler checks it before
+    it writes; the broadcast only saves the LLM calls still running.
+    """
 
     task_id: str
     action: Literal["cancel"]
+    reason: str = "cancelled"
 
 
 class AgentEvent(BaseModel):

@@ -77,12 +77,24 @@ class Subtask(BaseModel):
     """How many times the scheduler queued it; part of the dedup id of its ready event."""
     attempts: int = 0
     """How many times a worker started it (a redelivery after a crash adds one)."""
+    retryable: bool = False
+    """For a failure: whether running it again could help (a timeout) or not (a refusal)."""
+    replan_pending: bool = False
+    """Failed, and Jason is asked for a replacement: its dependents wait instead of failing."""
+    replans: int = 0
+    replaced_by: list[str] = Field(default_factory=list)
+    """The subtasks of the sub-plan that replaced this failed one."""
     agent_id: str | None = None
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)
     queued_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Terminal, and nothing more will come of it (no replacement being planned)."""
+        return self.status.terminal and not self.replan_pending
 
     @property
     def queued(self) -> bool:
@@ -123,6 +135,9 @@ class TaskState(BaseModel):
     status: TaskStatus = TaskStatus.PENDING
     master_id: str = "jason"
     tenant: str | None = None
+    round: int = 1
+    """Bumped by every retry or replan; part of the dedup ids of the events it causes."""
+    timeout_s: float | None = None
     plan: dict[str, Any] | None = None
     subtasks: list[Subtask] = Field(default_factory=list)
     final_result: str | None = None

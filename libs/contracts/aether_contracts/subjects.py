@@ -20,6 +20,15 @@ SYNTHESIS_REQUESTED = "aether.synthesis.requested"
 TASK_FINISHED = "aether.task.finished"
 """A task reached a terminal status (completed, failed, cancelled)."""
 
+TASK_EXPIRED = "aether.task.expired"
+"""Fired by NATS itself at a task's deadline (a JetStream message schedule set at creation)."""
+
+REPLAN_REQUESTED = "aether.plan.replan"
+"""Jason is asked for replacement sub-plans for failed subtasks."""
+
+DEADLINE_PREFIX = "aether.deadline"
+"""`aether.deadline.<task id>`: holds a task's deadline schedule (one per task, rolled up)."""
+
 TASK_CONTROL = "aether.control.task"
 """Core NATS (not persisted): broadcasts such as cancellation to every running worker."""
 
@@ -39,6 +48,10 @@ def subtask_ready(agent_type: str) -> str:
 
 def agent_event(kind: str) -> str:
     return f"{AGENT_EVENTS_PREFIX}.{kind}"
+
+
+def deadline(task_id: str) -> str:
+    return f"{DEADLINE_PREFIX}.{task_id}"
 
 
 def agent_control(agent_id: str) -> str:

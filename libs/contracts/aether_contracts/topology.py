@@ -38,6 +38,7 @@ STREAM_SUBJECTS = [
     "aether.subtask.>",
     "aether.synthesis.>",
     "aether.agent.>",
+    "aether.deadline.>",
 ]
 STREAM_MAX_AGE_S = 7 * 24 * 3600
 DUPLICATE_WINDOW_S = 15 * 60
@@ -97,6 +98,20 @@ SCHEDULER_FINISHED = ConsumerSpec(
     max_deliver=50,
     description="executor scheduler: finished subtasks whose dependents may now be ready",
 )
+SCHEDULER_EXPIRED = ConsumerSpec(
+    durable="scheduler-expired",
+    subject=subjects.TASK_EXPIRED,
+    ack_wait_s=30,
+    max_deliver=50,
+    description="executor scheduler: tasks whose deadline passed",
+)
+PLANNER_REPLAN = ConsumerSpec(
+    durable="planner-replan",
+    subject=subjects.REPLAN_REQUESTED,
+    ack_wait_s=20,
+    max_deliver=20,
+    description="planner: failed subtasks to replace with a new sub-plan",
+)
 SYNTHESIZER = ConsumerSpec(
     durable="synthesizer",
     subject=subjects.SYNTHESIS_REQUESTED,
@@ -120,7 +135,14 @@ def worker_consumer(agent_type: str) -> ConsumerSpec:
     )
 
 
-SERVICE_CONSUMERS = (PLANNER, SCHEDULER_PLANS, SCHEDULER_FINISHED, SYNTHESIZER)
+SERVICE_CONSUMERS = (
+    PLANNER,
+    PLANNER_REPLAN,
+    SCHEDULER_PLANS,
+    SCHEDULER_FINISHED,
+    SCHEDULER_EXPIRED,
+    SYNTHESIZER,
+)
 
 
 @dataclass(frozen=True)
@@ -163,6 +185,8 @@ def stream_config(replicas: int = 1) -> StreamConfig:
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_S,
+        # Task deadlines are message schedules (nats-server 2.12+): no sweeper to run or to lose.
+        allow_msg_schedules=True,
     )
 
 

@@ -15,9 +15,12 @@ from aether_contracts.events import (
     AgentControl,
     AgentControlReply,
     PlanReady,
+    ReplanRequested,
     SubtaskFinished,
     SubtaskReady,
     SynthesisRequested,
+    TaskControl,
+    TaskExpired,
     TaskFinished,
 )
 from aether_contracts.state import TaskState
@@ -30,7 +33,20 @@ from .running import Worker
 log = logging.getLogger("aether.executor")
 
 
-async def publish_decision(runtime: Runtime, task_id: str, decision: scheduling.Decision) -> None:
+async def publish_decision(
+    runtime: Runtime, state: TaskState, decision: scheduling.Decision
+) -> None:
+    task_id = state.id
+    if decision.cancel is not None:
+        # Core NATS, best effort: the state already says the task is over.
+        await runtime.broker.publish(
+            TaskControl(task_id=task_id, action="cancel", reason=decision.cancel), subjects.TASK_CONTROL
+        )
+    if decision.replan:
+        await runtime.publish(
+            ReplanRequested(task_id=task_id, subtask_ids=decision.replan, round=state.round),
+            subjects.REPLAN_REQUESTED,
+        )
     for subtask in decision.ready:
         await runtime.publish(
             SubtaskReady(
@@ -42,15 +58,18 @@ async def publish_decision(runtime: Runtime, task_id: str, decision: scheduling.
             subjects.subtask_ready(subtask.agent_type),
         )
     if decision.synthesize:
-        await runtime.publish(SynthesisRequested(task_id=task_id), subjects.SYNTHESIS_REQUESTED)
+        await runtime.publish(
+            SynthesisRequested(task_id=task_id, round=state.round), subjects.SYNTHESIS_REQUESTED
+        )
     if decision.finished is not None:
         await runtime.publish(
-            TaskFinished(task_id=task_id, status=decision.finished.value), subjects.TASK_FINISHED
+            TaskFinished(task_id=task_id, status=decision.finished.value, round=state.round),
+            subjects.TASK_FINISHED,
         )
 
 
 def build_scheduler_router(
-    runtime: Runtime, *, concurrency: int, has_agent: scheduling.HasAgent
+    runtime: Runtime, *, concurrency: int, policy: scheduling.Policy
 ) -> NatsRouter:
     router = NatsRouter()
 
@@ -59,20 +78,25 @@ def build_scheduler_router(
             mutation = await runtime.store.mutate(task_id, change)
         except TaskNotFound:
             return  # deleted: nothing left to schedule
-        await publish_decision(runtime, task_id, mutation.value)
+        await publish_decision(runtime, mutation.state, mutation.value)
 
     @router.subscriber(**subscription(topology.SCHEDULER_PLANS, max_workers=concurrency))
     async def on_plan_ready(event: PlanReady, msg: NatsMessage) -> None:
         async with settle(msg, topology.SCHEDULER_PLANS, keep_alive=False):
-            await decide(event.task_id, lambda s: scheduling.start_plan(s, has_agent))
+            await decide(event.task_id, lambda s: scheduling.reconcile(s, policy))
 
     @router.subscriber(**subscription(topology.SCHEDULER_FINISHED, max_workers=concurrency))
     async def on_subtask_finished(event: SubtaskFinished, msg: NatsMessage) -> None:
         def change(state: TaskState) -> scheduling.Decision:
-            return scheduling.finish_subtask(state, event, has_agent)
+            return scheduling.finish_subtask(state, event, policy)
 
         async with settle(msg, topology.SCHEDULER_FINISHED, keep_alive=False):
             await decide(event.task_id, change)
+
+    @router.subscriber(**subscription(topology.SCHEDULER_EXPIRED, max_workers=concurrency))
+    async def on_task_expired(event: TaskExpired, msg: NatsMessage) -> None:
+        async with settle(msg, topology.SCHEDULER_EXPIRED, keep_alive=False):
+            await decide(event.task_id, lambda s: scheduling.expire(s, event.timeout_s, event.round))
 
     return router
 
@@ -93,6 +117,12 @@ def build_worker_router(
         consumer = router.subscriber(**subscription(spec, max_workers=concurrency, batch=1))
         consumer(_subtask_handler(runtime, worker, spec))
         consumers.append(consumer)
+
+    @router.subscriber(subjects.TASK_CONTROL)
+    async def on_task_control(control: TaskControl) -> None:
+        stopped = worker.inflight.cancel(control.task_id, "cancelled")
+        if stopped:
+            log.info("stopped %d subtask(s) of task %s: %s", len(stopped), control.task_id, control.reason)
 
     @router.subscriber(subjects.agent_control(worker.agent_id))
     async def on_agent_control(request: AgentControl) -> AgentControlReply:

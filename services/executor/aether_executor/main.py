@@ -10,6 +10,7 @@ from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import load_registry
 
+from . import scheduling
 from .handlers import build_scheduler_router, build_worker_router
 from .presence import Presence
 from .running import Worker
@@ -41,10 +42,13 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
                     return True
             return False
 
+        policy = scheduling.Policy(
+            has_agent=has_agent,
+            auto_replan=settings.auto_replan,
+            token_budget=settings.task_token_budget,
+        )
         broker.include_router(
-            build_scheduler_router(
-                runtime, concurrency=settings.scheduler_concurrency, has_agent=has_agent
-            )
+            build_scheduler_router(runtime, concurrency=settings.scheduler_concurrency, policy=policy)
         )
         starters.append(lambda: agents.start(runtime.agents_kv))
         stoppers.append(agents.stop)

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from aether_contracts.events import SubtaskFinished, SubtaskReady
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
 from aether_core.errors import HandBack
+from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
 
 from .presence import Presence
 
+HAND_BACK = "hand-back"
 CONTEXT_RESULT_CHARS = 12_000
 """A dependency's result is cut to this many characters in a dependent's prompt (marked)."""
 
@@ -103,33 +105,24 @@ class Worker:
         self.model = model
         self.timeout_s = timeout_s
         self.presence = presence
-        self.inflight: dict[tuple[str, str], asyncio.Task] = {}
+        self.inflight = InFlight()
         self.handing_back = False
 
     async def run_tracked(self, event: SubtaskReady, *, redelivered: bool = False) -> SubtaskFinished | None:
-        """`run`, in a task of its own that `hand_back` can take away from us."""
+        """`run`, in a task of its own that a cancellation or a hand-back can take away."""
         if self.handing_back:
             raise HandBack()
-        key = (event.task_id, event.subtask_id)
-        inner = asyncio.create_task(self.run(event, redelivered=redelivered))
-        self.inflight[key] = inner
         try:
-            return await inner
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if inner.cancelled() and self.handing_back and not (current and current.cancelling()):
+            return await self.inflight.run(event.task_id, self.run(event, redelivered=redelivered))
+        except Cancelled as cancelled:
+            if cancelled.reason == HAND_BACK:
                 raise HandBack() from None
-            inner.cancel()
-            raise
-        finally:
-            self.inflight.pop(key, None)
+            return None  # the task was cancelled: its state says so already, nothing to report
 
     async def hand_back(self) -> int:
         """Stop working: cancel every subtask in flight so its message is redelivered elsewhere."""
         self.handing_back = True
-        running = list(self.inflight.values())
-        for task in running:
-            task.cancel()
+        running = self.inflight.cancel(None, HAND_BACK)
         if running:
             await asyncio.wait(running, timeout=10)
         return len(running)

@@ -2,7 +2,8 @@
 
 A subtask is dispatched the moment its own dependencies are complete, not when its "level" is:
 `queue_ready` is called after every single completion. A failed subtask fails the subtasks that
-depend on it (transitively) without running them, and blocks nothing else.
+depend on it (transitively) without running them, and blocks nothing else — unless Jason is
+asked for a replacement sub-plan (a replan), during which its dependents wait.
 
 Each function returns a `Decision` naming the events to publish. When the state already reflects
 the event (a redelivery), the function raises `Unchanged(decision)` with the events that may not
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_core.control import stop_task
 from aether_core.store import Unchanged
 
 HasAgent = Callable[[str], bool]
@@ -27,15 +29,30 @@ def _any_agent(agent_type: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Policy:
+    has_agent: HasAgent = _any_agent
+    auto_replan: bool = False
+    """Ask Jason once for a replacement when a subtask fails for a reason retrying cannot fix."""
+    token_budget: int | None = None
+    """Tokens a task may spend; past it no new subtask starts and the task is synthesized."""
+
+
+DEFAULT = Policy()
+
+
 @dataclass
 class Decision:
     ready: list[Subtask] = field(default_factory=list)
     synthesize: bool = False
     finished: TaskStatus | None = None
+    replan: list[str] = field(default_factory=list)
+    cancel: str | None = None
+    """Broadcast a stop for work still running on this task, with this reason."""
 
     @property
     def empty(self) -> bool:
-        return not self.ready and not self.synthesize and self.finished is None
+        return not (self.ready or self.synthesize or self.finished or self.replan or self.cancel)
 
 
 def queue_ready(state: TaskState, has_agent: HasAgent = _any_agent) -> list[Subtask]:
@@ -89,14 +106,29 @@ def block_dependents(state: TaskState, failed: Subtask) -> None:
         state.set_subtask_status(subtask, SubtaskStatus.FAILED, f"Subtask {subtask.id} {subtask.error}", level="warning")
 
 
+def enforce_budget(state: TaskState, budget: int | None) -> bool:
+    """Past the token budget, cancel what has not started; True if the budget is spent."""
+    if budget is None or state.usage.total_tokens < budget:
+        return False
+    reason = f"the task's token budget of {budget} is spent ({state.usage.total_tokens} used)"
+    now = utcnow()
+    for subtask in state.subtasks:
+        if subtask.status in (SubtaskStatus.PENDING, SubtaskStatus.CREATING_AGENT) or subtask.replan_pending:
+            subtask.replan_pending = False
+            subtask.error = f"not run: {reason}"
+            subtask.completed_at = now
+            state.set_subtask_status(subtask, SubtaskStatus.CANCELLED, f"Subtask {subtask.id} {subtask.error}", level="warning")
+    return True
+
+
 def settle_if_done(state: TaskState) -> Decision:
-    """When every subtask is terminal: synthesize if any succeeded, else fail the task."""
-    if not state.subtasks or not all(s.status.terminal for s in state.subtasks):
+    """When every subtask is settled: synthesize if any succeeded, else fail the task."""
+    if not state.subtasks or not all(s.settled for s in state.subtasks):
         return Decision()
     succeeded = [s for s in state.subtasks if s.status == SubtaskStatus.COMPLETED]
     if succeeded:
-        failed = len(state.subtasks) - len(succeeded)
-        note = f" ({failed} failed: the synthesis will say what is missing)" if failed else ""
+        missing = [s for s in state.subtasks if s.status != SubtaskStatus.COMPLETED and not s.replaced_by]
+        note = f" ({len(missing)} did not complete: the synthesis will say what is missing)" if missing else ""
         state.set_status(TaskStatus.SYNTHESIZING, f"All subtasks finished{note}; Jason is synthesizing")
         return Decision(synthesize=True)
     state.error = "no subtask succeeded: " + "; ".join(
@@ -106,19 +138,27 @@ def settle_if_done(state: TaskState) -> Decision:
     return Decision(finished=TaskStatus.FAILED)
 
 
-def start_plan(state: TaskState, has_agent: HasAgent = _any_agent) -> Decision:
-    """`plan.ready`: dispatch the subtasks that depend on nothing."""
+def reconcile(state: TaskState, policy: Policy = DEFAULT) -> Decision:
+    """`plan.ready` (a new plan, a retry, a replan): fail what cannot run, dispatch what can."""
     if state.status != TaskStatus.EXECUTING:
         raise Unchanged(_replay(state))
-    ready = queue_ready(state, has_agent)
-    if not ready:
+    events_before = len(state.events)
+    for subtask in state.subtasks:
+        if subtask.status in (SubtaskStatus.FAILED, SubtaskStatus.CANCELLED) and subtask.settled and not subtask.replaced_by:
+            block_dependents(state, subtask)
+    spent = enforce_budget(state, policy.token_budget)
+    ready = [] if spent else queue_ready(state, policy.has_agent)
+    decision = settle_if_done(state)
+    decision.ready = ready
+    if len(state.events) == events_before:
         raise Unchanged(_replay(state))
-    return Decision(ready=ready)
+    return decision
 
 
-def finish_subtask(
-    state: TaskState, event: SubtaskFinished, has_agent: HasAgent = _any_agent
-) -> Decision:
+start_plan = reconcile
+
+
+def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DEFAULT) -> Decision:
     """`subtask.finished`: record the outcome, dispatch what became ready, settle the task."""
     subtask = state.find_subtask(event.subtask_id)
     if subtask is None or state.status != TaskStatus.EXECUTING:
@@ -132,6 +172,7 @@ def finish_subtask(
     subtask.model = event.model
     subtask.usage.add(event.usage)
     state.usage.add(event.usage)
+    decision = Decision()
     if event.outcome == "completed":
         subtask.result = event.result
         subtask.error = None
@@ -142,23 +183,45 @@ def finish_subtask(
             + (f" in {subtask.duration_ms / 1000:.1f}s" if subtask.duration_ms is not None else ""),
             data={"usage": event.usage.model_dump(), "duration_ms": subtask.duration_ms},
         )
-        ready = queue_ready(state, has_agent)
     else:
         subtask.error = event.error or "failed"
+        subtask.retryable = event.retryable
         state.set_subtask_status(
             subtask, SubtaskStatus.FAILED, f"Subtask {subtask.id} failed: {subtask.error}", level="error"
         )
-        block_dependents(state, subtask)
-        ready = []
-    decision = settle_if_done(state)
-    decision.ready = ready
+        if policy.auto_replan and not event.retryable and subtask.replans == 0:
+            subtask.replan_pending = True
+            decision.replan.append(subtask.id)
+            state.record(
+                "subtask.replan",
+                f"Subtask {subtask.id} failed for a reason retrying cannot fix; Jason is asked for a replacement plan",
+                subtask_id=subtask.id,
+            )
+        else:
+            block_dependents(state, subtask)
+    if not enforce_budget(state, policy.token_budget):
+        decision.ready = queue_ready(state, policy.has_agent)
+    settled = settle_if_done(state)
+    decision.synthesize, decision.finished = settled.synthesize, settled.finished
     return decision
+
+
+def expire(state: TaskState, timeout_s: float, round_: int = 1) -> Decision:
+    """The task's deadline passed: fail it and stop whatever still runs."""
+    if state.status.terminal or round_ != state.round:
+        raise Unchanged(Decision())
+    reason = f"timed out: the task did not finish within {timeout_s:.0f}s"
+    stop_task(state, TaskStatus.FAILED, reason)
+    return Decision(finished=TaskStatus.FAILED, cancel=reason)
 
 
 def _replay(state: TaskState) -> Decision:
     """The events a previous, interrupted handling of this state may not have published."""
     if state.status == TaskStatus.EXECUTING:
-        return Decision(ready=[s for s in state.subtasks if s.queued])
+        return Decision(
+            ready=[s for s in state.subtasks if s.queued],
+            replan=[s.id for s in state.subtasks if s.replan_pending],
+        )
     if state.status == TaskStatus.SYNTHESIZING:
         return Decision(synthesize=True)
     return Decision()

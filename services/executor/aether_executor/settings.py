@@ -24,6 +24,12 @@ class ExecutorSettings(ServiceSettings, LLMSettings):
     scheduler_concurrency: int = Field(64, ge=1, description="Events the scheduler handles at once.")
     expert_model: str | None = Field(None, description="Expert model; default AETHER_LLM_MODEL.")
     subtask_timeout_s: float = Field(900.0, gt=0, description="Time one subtask may take, retries included.")
+    auto_replan: bool = Field(
+        True, description="Ask Jason once for a replacement when a subtask fails for good."
+    )
+    task_token_budget: int | None = Field(
+        None, ge=1, description="Tokens a task may spend before it stops starting subtasks."
+    )
 
     @property
     def model(self) -> str:

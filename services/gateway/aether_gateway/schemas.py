@@ -22,6 +22,17 @@ class TaskSubmission(BaseModel):
     )
 
 
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subtask_ids: list[StrictStr] | None = Field(
+        None, description="Failed subtasks to retry; default every one that failed itself."
+    )
+    replan: bool = Field(
+        False, description="Ask Jason for a replacement sub-plan of each, instead of running it again."
+    )
+
+
 class Progress(BaseModel):
     total: int
     completed: int
@@ -39,6 +50,10 @@ class SubtaskBody(BaseModel):
     result: str | None = None
     error: str | None = None
     blocked_by: list[str] = []
+    retryable: bool = False
+    replan_pending: bool = False
+    replans: int = 0
+    replaced_by: list[str] = []
     agent_id: str | None = None
     attempts: int = 0
     model: str | None = None
@@ -65,6 +80,7 @@ class TaskBody(BaseModel):
     updated_at: datetime
     completed_at: datetime | None = None
     trace_id: str | None = None
+    round: int = Field(1, description="1, plus one for every retry or replan.")
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
 
 
@@ -165,6 +181,7 @@ def task_body(state: TaskState, revision: int) -> TaskBody:
         updated_at=state.updated_at,
         completed_at=state.completed_at,
         trace_id=state.trace_id,
+        round=state.round,
         revision=revision,
     )
 

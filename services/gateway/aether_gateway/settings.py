@@ -17,6 +17,9 @@ class GatewaySettings(ServiceSettings):
     max_description_chars: int = Field(20_000, ge=1, description="Longest task description accepted.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted.")
     default_master: str = Field(DEFAULT_MASTER_ID, description="Master used when a task names none.")
+    task_timeout_s: float = Field(
+        3600.0, gt=0, description="A task not finished this long after its start (or retry) fails."
+    )
     ui_dir: Path | None = Field(None, description="Built Mission Board to serve at / (ui/dist).")
 
     @property

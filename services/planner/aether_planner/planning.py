@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aether_contracts.events import TaskCreated
-from aether_contracts.state import Subtask, TaskState, TaskStatus, Usage, utcnow
+from aether_contracts.events import ReplanRequested, TaskCreated
+from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage, utcnow
 from aether_core.errors import RetryLater
+from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, LLMReply, aether_headers
 from aether_core.store import TaskExists, TaskStore, Unchanged
 from aether_core.templates import MasterConfig, Registry
@@ -266,9 +267,10 @@ async def make_plan(
     master: MasterConfig,
     registry: Registry,
     max_subtasks: int,
+    messages: list[dict[str, str]] | None = None,
 ) -> PlanOutcome:
     """Ask for a plan; on an invalid one ask once more with the error; else `PlanningFailed`."""
-    messages = planning_messages(description, master, registry, max_subtasks)
+    messages = messages or planning_messages(description, master, registry, max_subtasks)
     reply = await ask(messages)
     usage = Usage()
     usage.add(reply.usage)
@@ -306,9 +308,28 @@ class Planner:
         self.model = model
         self.max_subtasks = max_subtasks
         self.timeout_s = timeout_s
+        self.inflight = InFlight()
 
-    async def plan(self, event: TaskCreated, *, redelivered: bool = False) -> bool:
-        """Returns whether `plan.ready` must be (re)published.
+    def cancel(self, task_id: str, reason: str) -> int:
+        return len(self.inflight.cancel(task_id, reason))
+
+    def _asker(self, task_id: str, model: str):
+        deadline = time.monotonic() + self.timeout_s
+
+        async def ask(messages: list[dict[str, str]]) -> LLMReply:
+            return await self.llm.chat(
+                messages,
+                model=model,
+                headers=aether_headers("planner", task_id),
+                json_mode=True,
+                on_retry=self._note_retry(task_id),
+                deadline=deadline,
+            )
+
+        return ask
+
+    async def plan(self, event: TaskCreated, *, redelivered: bool = False) -> int | None:
+        """The round for which `plan.ready` must be (re)published, or None.
 
         `redelivered` is whether this very message was delivered before: a task found in
         `planning` is then re-planned (the earlier attempt died); a first delivery finding it in
@@ -317,37 +338,91 @@ class Planner:
         await self._ensure_state(event)
         begun = await self.store.mutate(event.task_id, lambda s: _begin_planning(s, redelivered))
         if not begun.value:  # planned already: republishing is harmless (deduplicated)
-            return begun.state.plan is not None and not begun.state.status.terminal
+            state = begun.state
+            return state.round if state.plan is not None and not state.status.terminal else None
         master = self.registry.master(begun.state.master_id)
         if master is None:
             await self.fail(event.task_id, f"unknown master agent '{begun.state.master_id}'")
-            return False
+            return None
 
-        deadline = time.monotonic() + self.timeout_s
-
-        async def ask(messages: list[dict[str, str]]) -> LLMReply:
-            return await self.llm.chat(
-                messages,
-                model=master.model or self.model,
-                headers=aether_headers("planner", event.task_id),
-                json_mode=True,
-                on_retry=self._note_retry(event.task_id),
-                deadline=deadline,
-            )
-
+        ask = self._asker(event.task_id, master.model or self.model)
         try:
-            outcome = await make_plan(
-                begun.state.description,
-                ask,
-                master=master,
-                registry=self.registry,
-                max_subtasks=self.max_subtasks,
+            outcome = await self.inflight.run(
+                event.task_id,
+                make_plan(
+                    begun.state.description,
+                    ask,
+                    master=master,
+                    registry=self.registry,
+                    max_subtasks=self.max_subtasks,
+                ),
             )
+        except Cancelled:
+            return None  # the task was cancelled while Jason planned; its state says so
         except (PlanningFailed, LLMCallError) as exc:
             await self.fail(event.task_id, f"planning failed: {exc}")
-            return False
+            return None
         stored = await self.store.mutate(event.task_id, lambda s: _store_plan(s, outcome))
-        return bool(stored.value)
+        return stored.state.round if stored.value else None
+
+    async def replan(self, event: ReplanRequested) -> int | None:
+        """Replace each failed subtask with a sub-plan; the new round for `plan.ready`, or None."""
+        found = await self.store.get(event.task_id)
+        if found is None or found[0].status != TaskStatus.EXECUTING:
+            return None
+        state = found[0]
+        master = self.registry.master(state.master_id)
+        if master is None:
+            return None
+        outcomes: dict[str, PlanOutcome | str] = {}
+        ask = self._asker(state.id, master.model or self.model)
+        for subtask_id in event.subtask_ids:
+            failed = state.find_subtask(subtask_id)
+            if failed is None or not failed.replan_pending:
+                continue
+            limit = min(MAX_REPLAN_SUBTASKS, self.max_subtasks)
+            messages = replan_messages(state, failed, master, self.registry, limit)
+            try:
+                outcomes[subtask_id] = await self.inflight.run(
+                    state.id,
+                    make_plan(state.description, ask, master=master, registry=self.registry, max_subtasks=limit, messages=messages),
+                )
+            except Cancelled:
+                return None
+            except (PlanningFailed, LLMCallError) as exc:
+                outcomes[subtask_id] = str(exc)
+        if not outcomes:
+            # Nothing left to replan (done by a twin): let the scheduler look at the state again.
+            return state.round if state.status == TaskStatus.EXECUTING else None
+
+        def change(state: TaskState) -> int:
+            if state.status != TaskStatus.EXECUTING:
+                raise Unchanged(None)
+            applied = False
+            for subtask_id, outcome in outcomes.items():
+                failed = state.find_subtask(subtask_id)
+                if failed is None or not failed.replan_pending:
+                    continue
+                applied = True
+                if isinstance(outcome, str):
+                    failed.replan_pending = False
+                    failed.replans += 1
+                    state.record("subtask.replan_failed", f"Replanning {subtask_id} failed: {outcome}", level="error", subtask_id=subtask_id)
+                    continue
+                state.usage.add(outcome.usage)
+                new_ids = splice(state, failed, outcome.plan)
+                state.record(
+                    "subtask.replanned",
+                    f"Subtask {subtask_id} replaced by {', '.join(new_ids)}",
+                    subtask_id=subtask_id,
+                    data={"replaced_by": new_ids},
+                )
+            if not applied:
+                raise Unchanged(state.round)
+            state.round += 1
+            return state.round
+
+        return (await self.store.mutate(event.task_id, change)).value
 
     async def fail(self, task_id: str, reason: str) -> None:
         def change(state: TaskState) -> None:
@@ -432,3 +507,76 @@ def _store_plan(state: TaskState, outcome: PlanOutcome) -> bool:
     )
     state.set_status(TaskStatus.EXECUTING, "Executing the plan")
     return True
+
+
+# -- replanning: a failed subtask replaced by a sub-plan spliced into the DAG ----------------------
+
+MAX_REPLAN_SUBTASKS = 4
+
+
+def replan_messages(
+    state: TaskState, failed: Subtask, master: MasterConfig, registry: Registry, max_subtasks: int
+) -> list[dict[str, str]]:
+    messages = planning_messages(state.description, master, registry, max_subtasks)
+    deps = ", ".join(failed.depends_on) or "none"
+    messages[1]["content"] += (
+        "\n\nYou planned this task before, and one subtask of that plan failed:\n"
+        f"- id: {failed.id}\n- agent type: {failed.agent_type}\n"
+        f"- description: {failed.description}\n- error: {failed.error or 'unknown'}\n"
+        f"- its dependencies (whose results the replacement receives): {deps}\n\n"
+        "Reply with a replacement sub-plan in the same JSON format that achieves what this "
+        "subtask was meant to while avoiding the failure, for instance by splitting it into "
+        f"smaller subtasks or choosing another agent type. At most {max_subtasks} subtasks; "
+        "depends_on may name only subtasks of the replacement sub-plan."
+    )
+    return messages
+
+
+def splice(state: TaskState, failed: Subtask, plan: Plan) -> list[str]:
+    """Put `plan` in the failed subtask's place: its roots take the failed subtask's dependencies,
+    and whatever depended on the failed subtask now depends on the sub-plan's final subtasks."""
+    n = failed.replans + 1
+    existing = {s.id for s in state.subtasks}
+    ids: dict[str, str] = {}
+    for index, planned in enumerate(plan.subtasks, 1):
+        new_id = f"{failed.id}.{n}.{planned.id}"
+        if len(new_id) > 64 or new_id in existing:
+            new_id = f"{failed.id[:40]}.{n}.{index}"
+        ids[planned.id] = new_id
+    depended_on = {d for planned in plan.subtasks for d in planned.depends_on}
+    sinks = [ids[p.id] for p in plan.subtasks if p.id not in depended_on]
+    created = [
+        Subtask(
+            id=ids[planned.id],
+            description=planned.description,
+            agent_type=planned.agent_type,
+            depends_on=[ids[d] for d in planned.depends_on] or list(failed.depends_on),
+        )
+        for planned in plan.subtasks
+    ]
+    position = state.subtasks.index(failed) + 1
+    state.subtasks[position:position] = created
+    for subtask in state.subtasks:
+        if failed.id not in subtask.depends_on:
+            continue
+        rewired = []
+        for dep in subtask.depends_on:
+            for replacement in sinks if dep == failed.id else [dep]:
+                if replacement not in rewired:
+                    rewired.append(replacement)
+        subtask.depends_on = rewired
+    for subtask in state.subtasks:
+        if failed.id in subtask.blocked_by:
+            subtask.blocked_by = [b for b in subtask.blocked_by if b != failed.id]
+            if not subtask.blocked_by and subtask.status == SubtaskStatus.FAILED:
+                subtask.error = None
+                subtask.completed_at = None
+                state.set_subtask_status(subtask, SubtaskStatus.PENDING, f"Subtask {subtask.id} will run after the replacement")
+    failed.replan_pending = False
+    failed.replans = n
+    failed.replaced_by = [c.id for c in created]
+    if state.plan is not None:
+        state.plan.setdefault("replans", []).append(
+            {"replaced": failed.id, "analysis": plan.analysis, "subtasks": [c.model_dump(include={"id", "description", "agent_type", "depends_on"}) for c in created]}
+        )
+    return failed.replaced_by

@@ -3,7 +3,7 @@
 from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
-from aether_contracts.events import SynthesisRequested
+from aether_contracts.events import SynthesisRequested, TaskControl
 from aether_core.service import Runtime, deliveries, settle, subscription
 
 from .synthesis import Synthesizer
@@ -18,5 +18,9 @@ def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int
             finished = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
             if finished is not None:
                 await runtime.publish(finished, subjects.TASK_FINISHED)
+
+    @router.subscriber(subjects.TASK_CONTROL)
+    async def on_task_control(control: TaskControl) -> None:
+        synthesizer.cancel(control.task_id, control.reason)
 
     return router

@@ -10,6 +10,7 @@ import time
 
 from aether_contracts.events import SynthesisRequested, TaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import JASON, MasterConfig, Registry
@@ -24,7 +25,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def missing_parts(state: TaskState) -> list[Subtask]:
-    return [s for s in state.subtasks if s.status != SubtaskStatus.COMPLETED]
+    """What did not complete; a failed subtask replaced by a sub-plan is not missing."""
+    return [s for s in state.subtasks if s.status != SubtaskStatus.COMPLETED and not s.replaced_by]
 
 
 def synthesis_messages(state: TaskState, master: MasterConfig, *, result_chars: int = RESULT_CHARS) -> list[dict[str, str]]:
@@ -100,6 +102,10 @@ class Synthesizer:
         self.registry = registry
         self.model = model
         self.timeout_s = timeout_s
+        self.inflight = InFlight()
+
+    def cancel(self, task_id: str, reason: str) -> int:
+        return len(self.inflight.cancel(task_id, reason))
 
     async def synthesize(self, event: SynthesisRequested, *, redelivered: bool = False) -> TaskFinished | None:
         try:
@@ -115,14 +121,19 @@ class Synthesizer:
         master = self.registry.master(state.master_id) or JASON
         usage, note = Usage(), None
         try:
-            reply = await self.llm.chat(
-                synthesis_messages(state, master),
-                model=master.model or self.model,
-                headers=aether_headers("synthesizer", state.id),
-                on_retry=self._note_retry(state.id),
-                deadline=time.monotonic() + self.timeout_s,
+            reply = await self.inflight.run(
+                state.id,
+                self.llm.chat(
+                    synthesis_messages(state, master),
+                    model=master.model or self.model,
+                    headers=aether_headers("synthesizer", state.id),
+                    on_retry=self._note_retry(state.id),
+                    deadline=time.monotonic() + self.timeout_s,
+                ),
             )
             text, usage = reply.text, reply.usage
+        except Cancelled:
+            return None  # the task was cancelled (or timed out) meanwhile; its state says so
         except LLMCallError as exc:
             note = f"Synthesis LLM call failed ({exc}); the results were concatenated instead"
             text = concatenate(state, str(exc))

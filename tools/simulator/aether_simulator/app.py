@@ -8,7 +8,9 @@ millisecond per request and can serve as the benchmark's LLM.
 Behaviour can be scripted from inside the prompt, so tests and the benchmark drive it through
 Aether's real API:
 
-- a line `SIM-PLAN: {json}` in the task description makes the planner reply with that plan;
+- a line `SIM-PLAN: {json}` in the task description makes the planner reply with that plan, and
+  `SIM-REPLAN: {json}` with that replacement sub-plan when asked to replan a failed subtask
+  (default: one subtask doing the failed one's work, without its directives);
 - `[[sim key=value ...]]` in a subtask's (or the task's) description sets, for requests whose
   prompt contains it: `latency_ms`, `fail` (an HTTP status) with `times` (the first N requests
   of that role, task and subtask; default every one), `malformed=1` (invalid JSON once, for the
@@ -41,6 +43,9 @@ SIMULATED_NOTICE = (
 )
 DIRECTIVE = re.compile(r"\[\[sim\s+([^\]]*)\]\]")
 PLAN_LINE = re.compile(r"^\s*SIM-PLAN:\s*(\{.*\})\s*$", re.MULTILINE)
+REPLAN_LINE = re.compile(r"^\s*SIM-REPLAN:\s*(\{.*\})\s*$", re.MULTILINE)
+REPLAN_MARK = "one subtask of that plan failed"
+FAILED_FIELD = re.compile(r"^- (id|agent type|description): (.*)$", re.MULTILINE)
 TYPE_LINE = re.compile(r"^- ([a-z0-9][a-z0-9_-]*): ", re.MULTILINE)
 DEP_RESULT = re.compile(r"^### Result of (\S+) \(([^)]+)\)", re.MULTILINE)
 SUBTASK_LINE = re.compile(r"^Your subtask \(([^)]+)\): (.*)$", re.MULTILINE)
@@ -94,6 +99,9 @@ class SimState:
     rng: random.Random = field(init=False)
     requests: deque = field(init=False)
     counters: Counter = field(default_factory=Counter)
+    """Requests per role."""
+    seen: Counter = field(default_factory=Counter)
+    """Requests per (role, task, subtask): what `times=` counts."""
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -167,11 +175,33 @@ def _task_text(messages: list[dict[str, Any]]) -> str:
     return match.group(1) if match else text
 
 
+def replan_reply(messages: list[dict[str, Any]]) -> str:
+    """A replacement sub-plan: the task's `SIM-REPLAN:` line, or one cleaned-up subtask."""
+    task = _task_text(messages)
+    scripted = REPLAN_LINE.search(task)
+    if scripted:
+        return scripted.group(1)
+    user = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
+    failed = dict(FAILED_FIELD.findall(user))
+    description = DIRECTIVE.sub("", failed.get("description", "the failed part")).strip()
+    return json.dumps({
+        "analysis": f"(simulated) replacing {failed.get('id', 'the failed subtask')}",
+        "subtasks": [{
+            "id": "fix",
+            "description": f"Replacement for {failed.get('id', '?')}: {description}",
+            "agent_type": failed.get("agent type", "fullstack"),
+            "depends_on": [],
+        }],
+    })
+
+
 def plan_reply(messages: list[dict[str, Any]], opts: dict[str, str], repairing: bool) -> str:
     task = _task_text(messages)
     scripted = PLAN_LINE.search(task)
     if opts.get("malformed") and (not repairing or opts["malformed"] == "always"):
         return '{"analysis": "simulated malformed plan", "subtasks": [ {"id": "subtask-1", '
+    if any(REPLAN_MARK in (m.get("content") or "") for m in messages if m.get("role") == "user"):
+        return replan_reply(messages)
     if scripted:
         return scripted.group(1)
     system = next((m.get("content") or "" for m in messages if m.get("role") == "system"), "")
@@ -247,6 +277,7 @@ class Simulator:
         elif method == "POST" and path == "/_sim/reset":
             self.state.requests.clear()
             self.state.counters.clear()
+            self.state.seen.clear()
             self.state.max_in_flight = 0
             await _json(send, 200, {"reset": True})
         elif method == "GET" and path in ("", "/health"):
@@ -291,7 +322,7 @@ class Simulator:
         prompt = "\n".join(str(m.get("content") or "") for m in messages)
         # Directives come from the task's own text (not the scripted plan inside it), and for an
         # expert also from its subtask's description, never from quoted dependency results.
-        task_text = PLAN_LINE.sub("", _task_text(messages))
+        task_text = REPLAN_LINE.sub("", PLAN_LINE.sub("", _task_text(messages)))
         opts = directives(task_text, role)
         if role == "expert":
             match = SUBTASK_LINE.search(prompt)
@@ -301,20 +332,22 @@ class Simulator:
         st = self.state
         key = (role, task_id, subtask_id)
         st.counters[role] += 1
-        seen = st.counters[key]
-        st.counters[key] += 1
+        seen = st.seen[key]
+        st.seen[key] += 1
         status = 200
         if "fail" in opts and (("times" not in opts) or seen < int(opts["times"])):
             status = int(opts["fail"])
-        st.requests.append(
-            Recorded(time.time(), role, task_id, subtask_id, agent_type, model, headers, messages, status, json_mode, stream)
-        )
+        record = Recorded(time.time(), role, task_id, subtask_id, agent_type, model, headers, messages, status, json_mode, stream)
+        st.requests.append(record)
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
             delay = _latency_s(st, opts)
-            if delay:
-                await asyncio.sleep(delay)
+            if delay and await _client_left(receive, delay):
+                # The caller gave up (a cancelled task aborts its LLM calls): record it as nginx
+                # does, 499, so tests can see the abort.
+                record.status = 499
+                return
             if status != 200:
                 extra = [(b"retry-after", b"0")] if status == 429 else []
                 await _json(send, status, {"error": {"message": f"simulated HTTP {status}", "type": "simulated_error"}}, extra)
@@ -369,6 +402,23 @@ class Simulator:
         if (request.get("stream_options") or {}).get("include_usage"):
             await send({"type": "http.response.body", "body": chunk({}, with_usage=usage), "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _client_left(receive, delay: float) -> bool:
+    """Sleep `delay`, unless the client disconnects first (then True)."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait_for(asyncio.shield(watcher), delay)
+    except TimeoutError:
+        return False
+    finally:
+        watcher.cancel()
+    return True
 
 
 def _completion(model: str, text: str, usage: dict) -> dict:

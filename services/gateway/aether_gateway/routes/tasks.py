@@ -1,15 +1,30 @@
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 
-from aether_contracts import subjects
-from aether_contracts.events import TaskCreated
-from aether_contracts.state import TaskState, TaskStatus
+from aether_contracts import subjects, topology
+from aether_contracts.events import (
+    PlanReady,
+    ReplanRequested,
+    TaskControl,
+    TaskCreated,
+    TaskExpired,
+    TaskFinished,
+)
+from aether_contracts.state import TaskState, TaskStatus, utcnow
+from aether_core.control import (
+    ControlError,
+    prepare_replan_from_scratch,
+    prepare_retry,
+    select_retry,
+    stop_task,
+)
 from aether_core.ids import stable_task_id, uuid7
-from aether_core.store import TaskExists
+from aether_core.store import TaskExists, TaskNotFound
 
-from ..deps import GatewayDep
-from ..schemas import ErrorBody, TaskBody, TaskSubmission, TaskSummary, task_body
+from ..deps import Gateway, GatewayDep
+from ..schemas import ErrorBody, RetryRequest, TaskBody, TaskSubmission, TaskSummary, task_body
 
 router = APIRouter(prefix="/api/orchestrate", tags=["tasks"])
 
@@ -49,7 +64,9 @@ async def submit_task(
     if idempotency_key and (found := await gw.store.get(task_id)) is not None:
         return task_body(*found)
 
-    state = TaskState(id=task_id, description=description, master_id=master_id)
+    state = TaskState(
+        id=task_id, description=description, master_id=master_id, timeout_s=gw.settings.task_timeout_s
+    )
     state.record("task.created", f"Task created for master {master_id}")
     # Published first: if we die before writing the state, the planner writes it from the event.
     await gw.runtime.publish(
@@ -67,6 +84,7 @@ async def submit_task(
         found = await gw.store.get(task_id)
         assert found is not None
         state, revision = found
+    await arm_deadline(gw, state)
     gw.index.upsert(state, revision)
     response.headers["Location"] = f"/api/orchestrate/task/{task_id}"
     return task_body(state, revision)
@@ -96,6 +114,107 @@ async def list_tasks(
     items, total = gw.index.page(limit=limit, offset=offset, status=status)
     response.headers["X-Total-Count"] = str(total)
     return items
+
+
+CONTROL_RESPONSES = {
+    404: {"model": ErrorBody, "description": "No task with this id"},
+    409: {"model": ErrorBody, "description": "The task's state does not allow this"},
+    422: {"model": ErrorBody, "description": "Invalid request"},
+}
+
+
+@router.post(
+    "/task/{task_id}/cancel",
+    response_model=TaskBody,
+    responses=CONTROL_RESPONSES,
+    summary="Cancel a task: pending subtasks never start, running ones are stopped",
+)
+async def cancel_task(task_id: str, gw: GatewayDep) -> TaskBody:
+    reason = "cancelled through the API"
+    mutation = await _control(gw, task_id, lambda s: stop_task(s, TaskStatus.CANCELLED, reason))
+    state = mutation.state
+    await gw.runtime.broker.publish(
+        TaskControl(task_id=task_id, action="cancel", reason=reason), subjects.TASK_CONTROL
+    )
+    await gw.runtime.publish(
+        TaskFinished(task_id=task_id, status="cancelled", round=state.round), subjects.TASK_FINISHED
+    )
+    return task_body(state, mutation.revision)
+
+
+@router.post(
+    "/task/{task_id}/retry",
+    status_code=202,
+    response_model=TaskBody,
+    responses=CONTROL_RESPONSES,
+    summary="Retry a task's failed subtasks (and the dependents that never ran), or replan them",
+)
+async def retry_task(
+    task_id: str, gw: GatewayDep, request: Annotated[RetryRequest | None, Body()] = None
+) -> TaskBody:
+    request = request or RetryRequest()
+
+    def change(state: TaskState) -> tuple[str, list[str]]:
+        if not state.subtasks:
+            prepare_replan_from_scratch(state)
+            return "plan", []
+        selected = select_retry(state, request.subtask_ids)
+        prepare_retry(state, selected, replan=request.replan)
+        return ("replan" if request.replan else "run"), [s.id for s in selected]
+
+    mutation = await _control(gw, task_id, change)
+    state = mutation.state
+    action, selected = mutation.value
+    if action == "plan":
+        await gw.runtime.publish(
+            TaskCreated(
+                task_id=task_id,
+                description=state.description,
+                master_id=state.master_id,
+                tenant=state.tenant,
+                created_at=state.created_at,
+                round=state.round,
+            ),
+            subjects.TASK_CREATED,
+        )
+    elif action == "replan":
+        await gw.runtime.publish(
+            ReplanRequested(task_id=task_id, subtask_ids=selected, round=state.round),
+            subjects.REPLAN_REQUESTED,
+        )
+    else:
+        await gw.runtime.publish(PlanReady(task_id=task_id, round=state.round), subjects.PLAN_READY)
+    await arm_deadline(gw, state)
+    return task_body(state, mutation.revision)
+
+
+async def _control(gw: Gateway, task_id: str, change):
+    if not _plausible_id(task_id):
+        raise HTTPException(404, f"no task with id '{task_id}'")
+    try:
+        mutation = await gw.store.mutate(task_id, change)
+    except TaskNotFound:
+        raise HTTPException(404, f"no task with id '{task_id}'") from None
+    except ControlError as refused:
+        raise HTTPException(refused.status, refused.message) from None
+    gw.index.upsert(mutation.state, mutation.revision)
+    return mutation
+
+
+async def arm_deadline(gw: Gateway, state: TaskState) -> None:
+    """NATS delivers `task.expired` at the deadline (a message schedule; one per task, replaced
+    on retry), so no sweeper has to run for a task to end when it hangs."""
+    timeout = state.timeout_s or gw.settings.task_timeout_s
+    at = utcnow() + timedelta(seconds=timeout)
+    await gw.runtime.broker.publish(
+        TaskExpired(task_id=state.id, timeout_s=timeout, round=state.round),
+        subjects.deadline(state.id),
+        headers={
+            "Nats-Schedule": f"@at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            "Nats-Schedule-Target": subjects.TASK_EXPIRED,
+        },
+        stream=topology.STREAM,
+    )
 
 
 def _plausible_id(task_id: str) -> bool:
