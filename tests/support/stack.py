@@ -130,8 +130,19 @@ class Stack:
         raise TimeoutError(f"{name} was not restarted")
 
     # -- REST ----------------------------------------------------------------------------------
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=30)
+    @property
+    def api_key(self) -> str | None:
+        """The development key `make up` generated (None with AETHER_AUTH=off)."""
+        path = self.data_dir / "api-key"
+        return path.read_text().strip() if path.exists() else None
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def client(self, *, key: str | None = None, anonymous: bool = False) -> httpx.AsyncClient:
+        headers = {} if anonymous else ({"Authorization": f"Bearer {key}"} if key else self.auth_headers())
+        return httpx.AsyncClient(base_url=self.url, timeout=30, headers=headers)
 
     async def submit(self, client: httpx.AsyncClient, description: str, **extra: Any) -> dict:
         response = await client.post("/api/orchestrate/task", json={"description": description, **extra})

@@ -1,13 +1,14 @@
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime
 from aether_core.store import TaskStore
 from aether_core.templates import Registry
 
+from .auth import KeyRing, Principal
 from .index import TaskIndex
 from .settings import GatewaySettings
 
@@ -22,6 +23,7 @@ class Gateway:
     """The `services` bucket (heartbeats), mirrored for /api/health."""
     agents: KVMirror
     """The `agents` bucket (the pool), mirrored for /api/agents."""
+    keys: KeyRing
 
     @property
     def store(self) -> TaskStore:
@@ -33,3 +35,19 @@ def get_gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_principal(request: Request) -> Principal:
+    return request.app.state.gateway.keys.principal(request)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if not principal.admin:
+        raise HTTPException(403, f"tenant '{principal.tenant}' may not manage the agent pool (admin keys only)")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -24,6 +24,7 @@ Listener = Callable[[str, TaskState | None, int], None]
 class TaskIndex:
     def __init__(self) -> None:
         self._summaries: dict[str, TaskSummary] = {}
+        self._tenants: dict[str, str | None] = {}
         self._order: list[str] | None = None
         """Task ids, newest first; only a new or removed task invalidates it (order never changes)."""
         self.mirror = KVMirror("tasks", keep_values=False)
@@ -41,6 +42,7 @@ class TaskIndex:
         if current is None:
             self._order = None
         self._summaries[state.id] = task_summary(state, revision)
+        self._tenants[state.id] = state.tenant
 
     def masters_at_work(self) -> dict[str, int]:
         """How many tasks each master is planning or synthesizing right now."""
@@ -51,11 +53,25 @@ class TaskIndex:
         return busy
 
     def remove(self, task_id: str) -> None:
+        self._tenants.pop(task_id, None)
         if self._summaries.pop(task_id, None) is not None:
             self._order = None
 
+    def active(self, tenant: str | None) -> int:
+        """Tasks of `tenant` not finished yet (all tenants' when None)."""
+        return sum(
+            1
+            for task_id, summary in self._summaries.items()
+            if not summary.status.terminal and (tenant is None or self._tenants.get(task_id) == tenant)
+        )
+
     def page(
-        self, *, limit: int, offset: int, status: TaskStatus | None = None
+        self,
+        *,
+        limit: int,
+        offset: int,
+        status: TaskStatus | None = None,
+        tenant: str | None = None,
     ) -> tuple[list[TaskSummary], int]:
         if self._order is None:
             self._order = [
@@ -64,11 +80,12 @@ class TaskIndex:
                     self._summaries.values(), key=lambda s: (s.created_at, s.id), reverse=True
                 )
             ]
-        summaries = self._summaries
-        if status is None:
-            ids = self._order
-        else:
-            ids = [i for i in self._order if summaries[i].status == status]
+        summaries, tenants = self._summaries, self._tenants
+        ids = self._order
+        if tenant is not None:
+            ids = [i for i in ids if tenants.get(i) == tenant]
+        if status is not None:
+            ids = [i for i in ids if summaries[i].status == status]
         return [summaries[i] for i in ids[offset : offset + limit]], len(ids)
 
     async def start(self, kv: KeyValue) -> None:

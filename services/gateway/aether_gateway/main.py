@@ -17,6 +17,7 @@ from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import Registry, load_registry
 
+from .auth import KeyRing
 from .deps import Gateway
 from .index import TaskIndex
 from .routes import agents as agent_routes
@@ -31,6 +32,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level)
     registry = load_registry(settings.agents_dir)
+    keys = KeyRing.load(enabled=settings.auth, keys=settings.api_keys, keys_file=settings.api_keys_file)
     broker = make_broker(settings, SERVICE)
     runtime = Runtime(settings, broker, SERVICE)
     index = TaskIndex()
@@ -62,7 +64,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="An orchestrator for coding work done by LLM agents",
         lifespan=lifespan,
     )
-    app.state.gateway = Gateway(settings, runtime, registry, index, services, agent_pool)
+    app.state.gateway = Gateway(settings, runtime, registry, index, services, agent_pool, keys)
 
     if settings.cors_origin_list:
         app.add_middleware(

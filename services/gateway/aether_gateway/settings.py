@@ -21,6 +21,12 @@ class GatewaySettings(ServiceSettings):
         3600.0, gt=0, description="A task not finished this long after its start (or retry) fails."
     )
     ui_dir: Path | None = Field(None, description="Built Mission Board to serve at / (ui/dist).")
+    auth: bool = Field(True, description="Require an API key (Bearer) on the API; 'off' to disable.")
+    api_keys: str = Field("", description="API keys: 'tenant:key[:admin]', comma-separated.")
+    api_keys_file: Path | None = Field(None, description="File of API keys, one 'tenant key [admin]' per line.")
+    max_active_tasks: int = Field(
+        50, ge=1, description="Tasks one tenant may have in progress; more get 429 with Retry-After."
+    )
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -121,6 +122,18 @@ async def up(args: argparse.Namespace) -> int:
         common["OPENAI_API_KEY"] = "simulator"
         await wait_http(f"http://127.0.0.1:{sim_port}/health", 30)
 
+    # Authentication stays on: unless told otherwise, a development key is made once and kept.
+    auth = env("AETHER_AUTH", "on").lower() not in ("off", "false", "0", "no")
+    dev_key = None
+    if auth and not (os.environ.get("AETHER_API_KEYS") or os.environ.get("AETHER_API_KEYS_FILE")):
+        key_file = data_dir / "api-key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(32) + "\n")
+            key_file.chmod(0o600)
+        dev_key = key_file.read_text().strip()
+        common["AETHER_API_KEYS"] = f"dev:{dev_key}:admin"
+    common["AETHER_AUTH"] = "on" if auth else "off"
+
     ui_dist = Path(env("AETHER_UI_DIR", "ui/dist")).resolve()
     if (ui_dist / "index.html").is_file():
         common["AETHER_UI_DIR"] = str(ui_dist)
@@ -173,6 +186,8 @@ async def up(args: argparse.Namespace) -> int:
         f"  NATS:      {nats_url}",
         "  LLM:       " + ("built-in simulator (results are marked as simulated)" if simulated else os.environ.get("OPENAI_BASE_URL", "OpenAI")),
         f"  agents:    {agent_backend} backend ({base}/api/agents)",
+        "  API key:   "
+        + (f"{dev_key}  (dev tenant, admin; in {data_dir / 'api-key'})" if dev_key else "configured" if auth else "off (AETHER_AUTH=off)"),
         f"  data:      {data_dir}",
         "  Ctrl-C stops everything.",
         "",

@@ -9,7 +9,7 @@ from aether_contracts.agents import AgentRecord, AgentStatus, agent_key
 from aether_contracts.events import AgentControl, AgentControlReply
 from aether_contracts.state import utcnow
 
-from ..deps import Gateway, GatewayDep
+from ..deps import AdminDep, Gateway, GatewayDep, PrincipalDep
 from ..schemas import AgentBody, AgentStopBody, AgentTemplateBody, ErrorBody
 
 router = APIRouter(tags=["agents"])
@@ -20,7 +20,7 @@ router = APIRouter(tags=["agents"])
     response_model=list[AgentTemplateBody],
     summary="List the expert agent templates",
 )
-async def list_agent_templates(gw: GatewayDep) -> list[AgentTemplateBody]:
+async def list_agent_templates(gw: GatewayDep, principal: PrincipalDep) -> list[AgentTemplateBody]:
     return [AgentTemplateBody(**t.public()) for t in gw.registry.templates.values()]
 
 
@@ -38,7 +38,7 @@ def pool(gw: Gateway) -> list[AgentRecord]:
 
 
 @router.get("/api/agents", response_model=list[AgentBody], summary="The agent pool: masters and experts")
-async def list_agents(gw: GatewayDep) -> list[AgentBody]:
+async def list_agents(gw: GatewayDep, principal: PrincipalDep) -> list[AgentBody]:
     now = utcnow()
     return [AgentBody(**r.model_dump(), deletable=r.deletable, alive=r.alive(now)) for r in pool(gw)]
 
@@ -48,13 +48,14 @@ async def list_agents(gw: GatewayDep) -> list[AgentBody]:
     status_code=202,
     response_model=AgentStopBody,
     responses={
+        403: {"model": ErrorBody, "description": "Only admin keys may manage the pool"},
         404: {"model": ErrorBody, "description": "No such agent"},
         409: {"model": ErrorBody, "description": "A master agent cannot be deleted"},
         503: {"model": ErrorBody, "description": "Nobody could stop the agent"},
     },
     summary="Stop an expert agent; its work in flight goes to another agent",
 )
-async def delete_agent(agent_id: str, gw: GatewayDep) -> Any:
+async def delete_agent(agent_id: str, gw: GatewayDep, admin: AdminDep) -> Any:
     raw = gw.agents.values.get(agent_key(agent_id))
     record = AgentRecord.model_validate_json(raw) if raw else None
     if record is None or record.id != agent_id:

@@ -2,6 +2,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
 
 from aether_contracts import subjects, topology
 from aether_contracts.events import (
@@ -23,24 +24,31 @@ from aether_core.control import (
 from aether_core.ids import stable_task_id, uuid7
 from aether_core.store import TaskExists, TaskNotFound
 
-from ..deps import Gateway, GatewayDep
+from ..auth import Principal, visible
+from ..deps import Gateway, GatewayDep, PrincipalDep
 from ..schemas import ErrorBody, RetryRequest, TaskBody, TaskSubmission, TaskSummary, task_body
 
 router = APIRouter(prefix="/api/orchestrate", tags=["tasks"])
 
 NOT_FOUND = {404: {"model": ErrorBody, "description": "No task with this id"}}
+RETRY_AFTER_S = 5
 
 
 @router.post(
     "/task",
     status_code=202,
     response_model=TaskBody,
-    responses={422: {"model": ErrorBody, "description": "Invalid submission"}},
+    responses={
+        401: {"model": ErrorBody, "description": "Missing or invalid API key"},
+        422: {"model": ErrorBody, "description": "Invalid submission"},
+        429: {"model": ErrorBody, "description": "Too many tasks in progress; see Retry-After"},
+    },
     summary="Submit a coding task for orchestration",
 )
 async def submit_task(
     submission: TaskSubmission,
     gw: GatewayDep,
+    principal: PrincipalDep,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -60,12 +68,23 @@ async def submit_task(
         known = ", ".join(sorted(gw.registry.masters))
         raise HTTPException(422, f"unknown master_deployment_id '{master_id}'; known: {known}")
 
-    task_id = stable_task_id("default", idempotency_key) if idempotency_key else uuid7()
+    task_id = stable_task_id(principal.tenant or "-", idempotency_key) if idempotency_key else uuid7()
     if idempotency_key and (found := await gw.store.get(task_id)) is not None:
         return task_body(*found)
+    active, limit = gw.index.active(principal.tenant), gw.settings.max_active_tasks
+    if active >= limit:
+        return JSONResponse(
+            {"detail": f"{active} tasks in progress; at most {limit} may run at once: retry later"},
+            status_code=429,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     state = TaskState(
-        id=task_id, description=description, master_id=master_id, timeout_s=gw.settings.task_timeout_s
+        id=task_id,
+        description=description,
+        master_id=master_id,
+        tenant=principal.tenant,
+        timeout_s=gw.settings.task_timeout_s,
     )
     state.record("task.created", f"Task created for master {master_id}")
     # Published first: if we die before writing the state, the planner writes it from the event.
@@ -74,6 +93,7 @@ async def submit_task(
             task_id=task_id,
             description=description,
             master_id=master_id,
+            tenant=principal.tenant,
             created_at=state.created_at,
         ),
         subjects.TASK_CREATED,
@@ -91,9 +111,9 @@ async def submit_task(
 
 
 @router.get("/task/{task_id}", response_model=TaskBody, responses=NOT_FOUND, summary="Get a task")
-async def get_task(task_id: str, gw: GatewayDep) -> TaskBody:
+async def get_task(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> TaskBody:
     found = await gw.store.get(task_id) if _plausible_id(task_id) else None
-    if found is None:
+    if found is None or not visible(principal, found[0].tenant):
         raise HTTPException(404, f"no task with id '{task_id}'")
     return task_body(*found)
 
@@ -106,12 +126,13 @@ async def get_task(task_id: str, gw: GatewayDep) -> TaskBody:
 )
 async def list_tasks(
     gw: GatewayDep,
+    principal: PrincipalDep,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     status: TaskStatus | None = None,
 ) -> list[TaskSummary]:
-    items, total = gw.index.page(limit=limit, offset=offset, status=status)
+    items, total = gw.index.page(limit=limit, offset=offset, status=status, tenant=principal.tenant)
     response.headers["X-Total-Count"] = str(total)
     return items
 
@@ -129,9 +150,9 @@ CONTROL_RESPONSES = {
     responses=CONTROL_RESPONSES,
     summary="Cancel a task: pending subtasks never start, running ones are stopped",
 )
-async def cancel_task(task_id: str, gw: GatewayDep) -> TaskBody:
+async def cancel_task(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> TaskBody:
     reason = "cancelled through the API"
-    mutation = await _control(gw, task_id, lambda s: stop_task(s, TaskStatus.CANCELLED, reason))
+    mutation = await _control(gw, principal, task_id, lambda s: stop_task(s, TaskStatus.CANCELLED, reason))
     state = mutation.state
     await gw.runtime.broker.publish(
         TaskControl(task_id=task_id, action="cancel", reason=reason), subjects.TASK_CONTROL
@@ -150,7 +171,10 @@ async def cancel_task(task_id: str, gw: GatewayDep) -> TaskBody:
     summary="Retry a task's failed subtasks (and the dependents that never ran), or replan them",
 )
 async def retry_task(
-    task_id: str, gw: GatewayDep, request: Annotated[RetryRequest | None, Body()] = None
+    task_id: str,
+    gw: GatewayDep,
+    principal: PrincipalDep,
+    request: Annotated[RetryRequest | None, Body()] = None,
 ) -> TaskBody:
     request = request or RetryRequest()
 
@@ -162,7 +186,7 @@ async def retry_task(
         prepare_retry(state, selected, replan=request.replan)
         return ("replan" if request.replan else "run"), [s.id for s in selected]
 
-    mutation = await _control(gw, task_id, change)
+    mutation = await _control(gw, principal, task_id, change)
     state = mutation.state
     action, selected = mutation.value
     if action == "plan":
@@ -188,11 +212,16 @@ async def retry_task(
     return task_body(state, mutation.revision)
 
 
-async def _control(gw: Gateway, task_id: str, change):
+async def _control(gw: Gateway, principal: Principal, task_id: str, change):
+    def guarded(state: TaskState):
+        if not visible(principal, state.tenant):
+            raise TaskNotFound(task_id)
+        return change(state)
+
     if not _plausible_id(task_id):
         raise HTTPException(404, f"no task with id '{task_id}'")
     try:
-        mutation = await gw.store.mutate(task_id, change)
+        mutation = await gw.store.mutate(task_id, guarded)
     except TaskNotFound:
         raise HTTPException(404, f"no task with id '{task_id}'") from None
     except ControlError as refused:

@@ -1,0 +1,144 @@
+"""Issue 8, security: API keys as tenants, isolation, limits, and secrets that never leak."""
+
+import asyncio
+import json
+
+import nats
+import pytest
+
+from tests.support.plans import scripted, subtask
+from tests.support.simulator import SimulatorServer
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+ALICE, BOB, OPS = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef", "ops-key-0123456789abcdef"
+LLM_SECRET = "sk-aether-test-SECRET-7f3a9c1e5b"
+
+
+@pytest.fixture(scope="module")
+def llm():
+    server = SimulatorServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tenant_stack(llm):
+    running = Stack(
+        env={
+            "AETHER_API_KEYS": f"alice:{ALICE},bob:{BOB},ops:{OPS}:admin",
+            "AETHER_MAX_ACTIVE_TASKS": "2",
+            "OPENAI_API_KEY": LLM_SECRET,
+            "OPENAI_BASE_URL": llm.base_url,
+            "AETHER_LLM_MAX_ATTEMPTS": "2",
+            "AETHER_LLM_BACKOFF_BASE_S": "0.05",
+        }
+    ).start()
+    yield running
+    running.stop()
+
+
+async def test_the_api_needs_a_key_but_health_and_docs_stay_open(tenant_stack):
+    async with tenant_stack.client(anonymous=True) as client:
+        for method, path in (("GET", "/api/orchestrate/tasks"), ("POST", "/api/orchestrate/task"), ("GET", "/api/agents"), ("GET", "/api/orchestrate/agents")):
+            response = await client.request(method, path, json={"description": "x"})
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert "Authorization: Bearer" in response.json()["detail"]
+        for path in ("/api/health", "/docs", "/openapi.json"):
+            assert (await client.get(path)).status_code == 200, path
+    async with tenant_stack.client(key="not-a-key-at-all-000000") as client:
+        assert (await client.get("/api/orchestrate/tasks")).status_code == 401
+    async with tenant_stack.client(key=ALICE) as client:
+        assert (await client.get("/api/orchestrate/tasks", params={"access_token": "ignored"})).status_code == 200
+
+
+async def test_a_tenant_sees_and_touches_only_its_own_tasks(tenant_stack):
+    stack = tenant_stack
+    async with stack.client(key=ALICE) as alice, stack.client(key=BOB) as bob:
+        mine = await stack.submit(alice, scripted("Alice's", [subtask("a", "fullstack")]))
+        await stack.wait_task(alice, mine["id"])
+        assert (await bob.get(f"/api/orchestrate/task/{mine['id']}")).status_code == 404
+        assert (await bob.post(f"/api/orchestrate/task/{mine['id']}/cancel")).status_code == 404
+        assert (await bob.post(f"/api/orchestrate/task/{mine['id']}/retry")).status_code == 404
+        assert mine["id"] not in [t["id"] for t in (await bob.get("/api/orchestrate/tasks")).json()]
+        assert mine["id"] in [t["id"] for t in (await alice.get("/api/orchestrate/tasks")).json()]
+        # the same idempotency key in two tenants names two tasks
+        headers = {"Idempotency-Key": "shared-key"}
+        a = await alice.post("/api/orchestrate/task", json={"description": "same"}, headers=headers)
+        b = await bob.post("/api/orchestrate/task", json={"description": "same"}, headers=headers)
+        assert a.json()["id"] != b.json()["id"]
+        for client, created in ((alice, a.json()), (bob, b.json())):
+            await stack.wait_task(client, created["id"])
+
+
+async def test_only_admin_keys_manage_the_agent_pool(tenant_stack):
+    async with tenant_stack.client(key=BOB) as bob, tenant_stack.client(key=OPS) as ops:
+        assert (await bob.get("/api/agents")).status_code == 200
+        refused = await bob.delete("/api/agents/jason")
+        assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+        assert (await ops.delete("/api/agents/jason")).status_code == 409
+
+
+async def test_too_many_tasks_in_progress_get_429_with_retry_after(tenant_stack):
+    stack = tenant_stack
+    slow = scripted("Slow", [subtask("a", "fullstack", sim="latency_ms=4000")])
+    async with stack.client(key=ALICE) as alice, stack.client(key=BOB) as bob:
+        running = [await stack.submit(alice, slow) for _ in range(2)]
+        refused = await alice.post("/api/orchestrate/task", json={"description": slow})
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) > 0 and "at most 2" in refused.json()["detail"]
+        other = await bob.post("/api/orchestrate/task", json={"description": "Bob is not limited by Alice"})
+        assert other.status_code == 202
+        for task in running:
+            await stack.wait_task(alice, task["id"])
+        await stack.wait_task(bob, other.json()["id"])
+        again = await alice.post("/api/orchestrate/task", json={"description": "room again"})
+        assert again.status_code == 202
+        await stack.wait_task(alice, again.json()["id"])
+
+
+async def test_secrets_never_appear_in_logs_state_events_or_error_bodies(tenant_stack):
+    stack = tenant_stack
+    bodies = []
+    async with stack.client(key=ALICE) as alice:
+        for plan in (
+            scripted("Secrets", [subtask("ok", "fullstack"), subtask("bad", "python-backend", sim="fail=401")]),
+            scripted("More", [subtask("flaky", "fullstack", sim="fail=500")]),
+        ):
+            bodies.append((await alice.post("/api/orchestrate/task", json={"description": plan})).text)
+        for task in [json.loads(b) for b in bodies]:
+            bodies.append(json.dumps(await stack.wait_task(alice, task["id"])))
+        for bad in ({"description": 1}, {"nope": True}):
+            bodies.append((await alice.post("/api/orchestrate/task", json=bad)).text)
+        bodies.append((await alice.get("/api/orchestrate/task/does-not-exist")).text)
+        bodies.append((await alice.get("/api/health")).text)
+        bodies.append((await alice.get("/api/agents")).text)
+        bodies.append((await alice.get("/api/orchestrate/tasks")).text)
+    async with stack.client(key="wrong-key-but-long-enough") as stranger:
+        bodies.append((await stranger.get("/api/orchestrate/tasks")).text)
+
+    nc = await nats.connect(stack.nats_url)
+    js = nc.jetstream()
+    stored = []
+    for bucket in ("tasks", "agents", "services"):
+        kv = await js.key_value(bucket)
+        for key in await kv.keys():
+            stored.append((await kv.get(key)).value.decode(errors="replace"))
+    sub = await js.subscribe(">", ordered_consumer=True, stream="AETHER")
+    while True:
+        try:
+            msg = await sub.next_msg(timeout=1)
+        except nats.errors.TimeoutError:
+            break
+        stored.append(msg.data.decode(errors="replace") + json.dumps(dict(msg.headers or {})))
+    await nc.close()
+
+    await asyncio.sleep(1)  # let the services flush their logs
+    logs = stack.log_tail(10_000_000)
+    logs += "".join(p.read_text(errors="replace") for p in (stack.data_dir / "agents").glob("*.log"))
+    assert "Task failed" in logs or "HTTP 401" in json.dumps(bodies) or stored, "the check must look at real output"
+    for secret in (LLM_SECRET, ALICE, BOB, OPS):
+        for where, text in (("logs", logs), ("API bodies", "\n".join(bodies)), ("NATS (state, events)", "\n".join(stored))):
+            assert secret not in text, f"a secret leaked into {where}"
