@@ -20,8 +20,9 @@ def test_keys_from_the_environment_and_a_file(tmp_path):
     ],
 )
 def test_bad_key_configurations_refuse_to_start(keys, error):
-    with pytest.raises(AuthConfigError, match=error):
+    with pytest.raises(AuthConfigError) as refused:
         KeyRing.load(enabled=True, keys=keys, keys_file=None)
+    assert error in str(refused.value)
 
 
 def test_a_missing_keys_file_is_named(tmp_path):
