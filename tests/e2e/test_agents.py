@@ -60,7 +60,7 @@ async def test_subtasks_of_three_types_run_on_agents_of_those_types(pool_stack):
     for s in task["subtasks"]:
         agent = agents[s["agent_id"]]
         assert agent["agent_type"] == s["agent_type"] and agent["backend"] == "process"
-        assert agent["subtasks_done"] >= 1 and alive(int(agent["runtime_id"]))
+        assert agent["subtasks_done"] >= 1 and int(agent["runtime_id"]) > 0  # a pid (it may be idle-stopped already)
     # the first subtask found no agent of its type and said so
     assert any("waiting for a database-expert agent to start" in line for line in task["logs"])
     started = {e.agent_id for e in await agent_events(pool_stack.nats_url) if e.kind == "started"}

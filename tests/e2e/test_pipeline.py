@@ -119,9 +119,14 @@ async def test_fifty_tasks_of_eight_subtasks_at_once_all_complete_without_lost_u
         assert task["usage"]["calls"] == 10
 
 
+# A 4xx from the LLM cannot be fixed by running the same call again: Jason is asked once for a
+# replacement sub-plan. Here the replacement fails too, so the failure then takes its course.
+STILL_BROKEN = 'SIM-REPLAN: {"subtasks": [{"id": "fix", "description": "still broken [[sim fail=400]]", "agent_type": "python-backend"}]}'
+
+
 async def test_a_failed_subtask_blocks_only_its_dependents_and_the_synthesis_says_what_is_missing(stack):
     plan = scripted(
-        "Partial failure",
+        "Partial failure\n" + STILL_BROKEN,
         [
             subtask("bad", "python-backend", sim="fail=400"),
             subtask("after-bad", "react-frontend", ["bad"]),
@@ -134,14 +139,16 @@ async def test_a_failed_subtask_blocks_only_its_dependents_and_the_synthesis_say
     by_id = {s["id"]: s for s in task["subtasks"]}
     assert task["status"] == "completed"
     assert by_id["bad"]["status"] == "failed" and "HTTP 400" in by_id["bad"]["error"]
-    assert by_id["after-bad"]["status"] == "failed" and by_id["after-bad"]["blocked_by"] == ["bad"]
+    assert by_id["bad"]["replaced_by"] == ["bad.1.fix"]
+    assert by_id["bad.1.fix"]["status"] == "failed" and by_id["bad.1.fix"]["replans"] == 0, "replanned once only"
+    assert by_id["after-bad"]["status"] == "failed" and by_id["after-bad"]["blocked_by"] == ["bad.1.fix"]
     assert by_id["after-bad"]["result"] is None and by_id["after-bad"]["started_at"] is None
     assert by_id["good"]["status"] == by_id["after-good"]["status"] == "completed"
-    assert "Missing parts: bad (python-backend), after-bad (react-frontend)" in task["final_result"]
+    assert "Missing parts: bad.1.fix (python-backend), after-bad (react-frontend)" in task["final_result"]
 
 
 async def test_when_every_subtask_fails_the_task_fails_with_a_reason(stack):
-    plan = scripted("All fail", [subtask("only", "fullstack", sim="fail=403")])
+    plan = scripted("All fail\n" + STILL_BROKEN.replace("fail=400", "fail=403"), [subtask("only", "fullstack", sim="fail=403")])
     async with stack.client() as client:
         task = await stack.wait_task(client, (await stack.submit(client, plan))["id"])
     assert task["status"] == "failed"

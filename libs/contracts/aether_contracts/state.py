@@ -84,6 +84,8 @@ class Subtask(BaseModel):
     replans: int = 0
     replaced_by: list[str] = Field(default_factory=list)
     """The subtasks of the sub-plan that replaced this failed one."""
+    replacement_of: str | None = None
+    """The failed subtask whose sub-plan this one belongs to (replacements are not replanned)."""
     agent_id: str | None = None
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)

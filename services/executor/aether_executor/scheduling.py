@@ -189,7 +189,8 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
         state.set_subtask_status(
             subtask, SubtaskStatus.FAILED, f"Subtask {subtask.id} failed: {subtask.error}", level="error"
         )
-        if policy.auto_replan and not event.retryable and subtask.replans == 0:
+        # Once: neither a subtask replanned before nor a replacement is replanned on its own.
+        if policy.auto_replan and not event.retryable and not subtask.replans and subtask.replacement_of is None:
             subtask.replan_pending = True
             decision.replan.append(subtask.id)
             state.record(

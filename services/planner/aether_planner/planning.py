@@ -551,6 +551,7 @@ def splice(state: TaskState, failed: Subtask, plan: Plan) -> list[str]:
             description=planned.description,
             agent_type=planned.agent_type,
             depends_on=[ids[d] for d in planned.depends_on] or list(failed.depends_on),
+            replacement_of=failed.id,
         )
         for planned in plan.subtasks
     ]
