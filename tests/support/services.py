@@ -20,11 +20,12 @@ def planner_app(nats, simulator, **kw):
 
 
 def executor_app(nats, simulator, role="all", **kw):
+    kw.setdefault("instance_id", f"executor-{role}-test")
     from aether_executor.main import create_app
     from aether_executor.settings import ExecutorSettings
 
     return create_app(
-        ExecutorSettings(nats_url=nats.url, executor_role=role, instance_id=f"executor-{role}-test", **llm_env(simulator), **kw)
+        ExecutorSettings(nats_url=nats.url, executor_role=role, **llm_env(simulator), **kw)
     )
 
 
