@@ -81,9 +81,10 @@ async def test_retry_reruns_the_failed_and_the_never_run_and_keeps_the_rest(cont
         assert subtasks["needs-flaky"]["blocked_by"] == ["flaky"]
         fine_result = subtasks["fine"]["result"]
 
-        assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"subtask_ids": ["fine"]})).status_code == 422
-        assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"subtask_ids": ["nope"]})).status_code == 422
-        assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"subtask_ids": ["needs-flaky"]})).status_code == 422
+        assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"subtask_ids": ["fine"]})).status_code == 409
+        assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"subtask_ids": ["nope"]})).status_code == 404
+        assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"subtask_ids": ["needs-flaky"]})).status_code == 409
+        assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"subtask_ids": [""]})).status_code == 422
         assert (await client.post(f"/api/orchestrate/task/{first['id']}/retry", json={"surprise": 1})).status_code == 422
 
         response = await client.post(f"/api/orchestrate/task/{first['id']}/retry")

@@ -64,7 +64,7 @@ def select_retry(state: TaskState, subtask_ids: list[str] | None) -> list[Subtas
     known = {s.id: s for s in state.subtasks}
     unknown = [i for i in subtask_ids if i not in known]
     if unknown:
-        raise ControlError(422, f"task {state.id} has no subtask {', '.join(repr(i) for i in unknown)}")
+        raise ControlError(404, f"task {state.id} has no subtask {', '.join(repr(i) for i in unknown)}")
     refused = []
     for subtask_id in subtask_ids:
         if subtask_id in candidates:
@@ -77,7 +77,7 @@ def select_retry(state: TaskState, subtask_ids: list[str] | None) -> list[Subtas
         else:
             refused.append(f"'{subtask_id}' never ran (retry {', '.join(subtask.blocked_by)}, it runs again with them)")
     if refused:
-        raise ControlError(422, "cannot retry " + "; ".join(refused))
+        raise ControlError(409, "cannot retry " + "; ".join(refused))
     return [candidates[i] for i in subtask_ids]
 
 

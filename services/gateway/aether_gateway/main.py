@@ -9,8 +9,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentStatus, agent_key
 from aether_core.mirror import KVMirror
@@ -95,8 +97,47 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"detail": message, "errors": _json_safe(errors)}, status_code=422
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def readable_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # Starlette's answer to an undecodable body; everything else about a bad body is 422.
+            return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     for module in (tasks, agent_routes, health, probes):
         app.include_router(module.router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            # Our 422s carry a readable `detail` string and the raw errors beside it.
+            components["HTTPValidationError"] = {
+                "title": "HTTPValidationError",
+                "type": "object",
+                "properties": {
+                    "detail": {"type": "string"},
+                    "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                },
+                "required": ["detail"],
+            }
+            # The masters are configured, not fixed: say which ones this deployment knows; and
+            # document the description's limits, checked in the route with readable messages.
+            submission = components.get("TaskSubmission", {}).get("properties", {})
+            if "description" in submission:
+                submission["description"].update(
+                    minLength=1, maxLength=settings.max_description_chars, pattern=r"\S"
+                )
+            if "master_deployment_id" in submission:
+                submission["master_deployment_id"] = {
+                    "anyOf": [{"type": "string", "enum": sorted(registry.masters)}, {"type": "null"}],
+                    "title": "Master Deployment Id",
+                    "description": "The master agent that plans and synthesizes; default `jason`.",
+                }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     ui_dir = settings.ui_dir
     if ui_dir is not None and Path(ui_dir, "index.html").is_file():

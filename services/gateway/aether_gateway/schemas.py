@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from aether_contracts.agents import AgentStatus
 from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
@@ -25,7 +25,7 @@ class TaskSubmission(BaseModel):
 class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subtask_ids: list[StrictStr] | None = Field(
+    subtask_ids: list[Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]] | None = Field(
         None, description="Failed subtasks to retry; default every one that failed itself."
     )
     replan: bool = Field(

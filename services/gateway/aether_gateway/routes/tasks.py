@@ -246,6 +246,10 @@ async def arm_deadline(gw: Gateway, state: TaskState) -> None:
     )
 
 
+ID_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
 def _plausible_id(task_id: str) -> bool:
-    # KV keys allow a limited alphabet; anything else cannot be a task and must not reach NATS.
-    return 0 < len(task_id) <= 128 and all(c.isalnum() or c in "-_" for c in task_id)
+    # KV keys allow a limited ASCII alphabet; anything else cannot be a task and must not reach
+    # NATS (found by schemathesis: 'Æ' is alphanumeric to Python, and an invalid key to NATS).
+    return 0 < len(task_id) <= 128 and all(c in ID_ALPHABET for c in task_id)
