@@ -42,6 +42,14 @@ test: install ## run every test (unit, integration against a real nats-server, e
 images: install ## build every service's image, aether-<service> (BASE_IMAGE=aether-base:bookworm: a base made here)
 	$(PY) -m aether_devstack images --base $(BASE_IMAGE) $(SERVICES)
 
+.PHONY: chaos
+chaos: install ## kill every service at its worst moment, restart NATS, take the LLM down (figures in artifacts/)
+	$(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
+
+.PHONY: fuzz
+fuzz: install ## a longer schemathesis run against the gateway (AETHER_FUZZ_SECONDS, default 600)
+	AETHER_FUZZ_SECONDS=$${AETHER_FUZZ_SECONDS:-600} $(PY) -m pytest tests/e2e/test_api_fuzz.py -s
+
 .PHONY: lint
 lint: install ## static checks
 	$(VENV)/bin/ruff check libs services tools tests

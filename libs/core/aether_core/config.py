@@ -61,7 +61,9 @@ class LLMSettings(BaseSettings):
     )
     llm_model: str = Field(DEFAULT_MODEL, description="Model for every role without its own.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Timeout of one LLM request.")
-    llm_max_attempts: int = Field(6, ge=1, description="Attempts per LLM call (429, 5xx, timeouts).")
+    llm_max_attempts: int = Field(
+        20, ge=1, description="Attempts per LLM call (429, 5xx, timeouts); the retry budget bounds it too."
+    )
     llm_retry_budget_s: float = Field(300.0, gt=0, description="Time one LLM call may spend retrying.")
     llm_backoff_base_s: float = Field(1.0, gt=0, description="First retry delay (doubles each time).")
     llm_backoff_max_s: float = Field(30.0, gt=0, description="Longest delay between two retries.")

@@ -18,7 +18,7 @@ Aether's real API:
   file an expert writes).
 
 Test hooks: `GET /_sim/requests` (recorded requests, filter by `task_id`, `role`), `GET
-/_sim/stats`, `POST /_sim/reset`.
+/_sim/stats`, `POST /_sim/reset`, `POST /_sim/outage?seconds=60` (every completion a 503 meanwhile).
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ class SimState:
     """Requests per (role, task, subtask): what `times=` counts."""
     in_flight: int = 0
     max_in_flight: int = 0
+    down_until: float = 0.0
+    """While `time.monotonic()` is below this, every completion is a 503 (an outage)."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.config.seed)
@@ -274,6 +276,11 @@ class Simulator:
         elif method == "GET" and path == "/_sim/stats":
             st = self.state
             await _json(send, 200, {"requests": dict(st.counters), "in_flight": st.in_flight, "max_in_flight": st.max_in_flight})
+        elif method == "POST" and path == "/_sim/outage":
+            query = parse_qs(scope.get("query_string", b"").decode())
+            seconds = float(query.get("seconds", ["60"])[0])
+            self.state.down_until = time.monotonic() + seconds
+            await _json(send, 200, {"down_for_s": seconds})
         elif method == "POST" and path == "/_sim/reset":
             self.state.requests.clear()
             self.state.counters.clear()
@@ -337,6 +344,8 @@ class Simulator:
         status = 200
         if "fail" in opts and (("times" not in opts) or seen < int(opts["times"])):
             status = int(opts["fail"])
+        if time.monotonic() < st.down_until:
+            status = 503
         record = Recorded(time.time(), role, task_id, subtask_id, agent_type, model, headers, messages, status, json_mode, stream)
         st.requests.append(record)
         st.in_flight += 1
