@@ -1,0 +1,282 @@
+"""`make bench`: Aether measured against the lower bound and against the alternatives, side by
+side in one run. Prints a table and writes JSON (artifacts/bench.json).
+
+1. makespan / critical path on a fixed seed of random DAGs (8-32 subtasks, log-normal latencies),
+   for Aether, the Phase 1 level-by-level loop and LangGraph, same simulator, same latencies;
+2. overhead per subtask with a zero-latency simulator: a dependency's completion to its
+   dependent's LLM request;
+3. throughput with 1, 2 and 4 executor replicas, zero latency, and the CPU each service used;
+4. memory for 10,000 finished tasks, and the time of listing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import nats
+
+from aether_devstack.harness import ROOT, Stack
+
+from .baselines import Llm, langgraph, phase1
+from .dags import Dag, Node, workload
+
+TERMINAL = {"completed", "failed", "cancelled"}
+SEED = 20261124
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "p95": pct(values, 0.95), "n": len(values)}
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def submit(client: httpx.AsyncClient, description: str) -> str:
+    while True:
+        response = await client.post("/api/orchestrate/task", json={"description": description})
+        if response.status_code == 202:
+            return response.json()["id"]
+        if response.status_code != 429:
+            raise RuntimeError(f"submit failed: {response.status_code} {response.text}")
+        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+
+
+async def wait_task(client: httpx.AsyncClient, task_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = (await client.get(f"/api/orchestrate/task/{task_id}")).json()
+        if body["status"] in TERMINAL:
+            return body
+        await asyncio.sleep(0.05)
+    raise TimeoutError(task_id)
+
+
+def stack_env(**extra: str) -> dict[str, str]:
+    # Agents without a pool limit, as the baselines have none: this measures orchestration.
+    return {
+        "AETHER_AGENT_BACKEND": "none",
+        "AETHER_WORKER_CONCURRENCY": "64",
+        "AETHER_MAX_ACTIVE_TASKS": "1000000",
+        "AETHER_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+# -- 1. makespan / critical path ------------------------------------------------------------------
+async def makespan(stack: Stack, dags: list[Dag]) -> dict:
+    llm = Llm(f"{stack.sim_url}/v1")
+    rows = []
+    async with stack.client() as client:
+
+        async def aether(dag: Dag) -> float:
+            task = await wait_task(client, await submit(client, dag.description()))
+            assert task["status"] == "completed", task["logs"][-5:]
+            return (when(task["completed_at"]) - when(task["created_at"])).total_seconds()
+
+        for dag in dags:
+            a, p, g = await asyncio.gather(aether(dag), phase1(llm, dag), langgraph(llm, dag))
+            cp = dag.critical_path_ms() / 1000
+            rows.append({"dag": dag.name, "subtasks": len(dag.nodes), "critical_path_s": cp,
+                         "level_by_level_bound_s": dag.level_by_level_ms() / 1000,
+                         "aether_s": a, "phase1_s": p, "langgraph_s": g})
+    await llm.close()
+    result = {"rows": rows}
+    for system in ("aether", "phase1", "langgraph"):
+        ratios = [r[f"{system}_s"] / r["critical_path_s"] for r in rows]
+        result[system] = {"ratio": summary(ratios), "makespan_s": summary([r[f"{system}_s"] for r in rows])}
+    result["level_by_level_bound"] = {"ratio": summary([r["level_by_level_bound_s"] / r["critical_path_s"] for r in rows])}
+    return result
+
+
+# -- 2. overhead per subtask --------------------------------------------------------------------
+async def overhead(stack: Stack, chains: int, length: int) -> dict:
+    gaps: list[float] = []
+    async with stack.client() as client:
+        for c in range(chains):
+            nodes = tuple(Node(f"s{i}", "fullstack", (f"s{i - 1}",) if i else (), 0) for i in range(length))
+            dag = Dag(f"chain-{c}", nodes, 0, 0)
+            task = await wait_task(client, await submit(client, dag.description()))
+            requests = (await client.get(f"{stack.sim_url}/_sim/requests", params={"task_id": task["id"], "role": "expert"})).json()["requests"]
+            asked = {r["subtask_id"]: r["at"] for r in requests}
+            by_id = {s["id"]: s for s in task["subtasks"]}
+            for i in range(1, length):
+                done = when(by_id[f"s{i - 1}"]["completed_at"]).timestamp()
+                gaps.append((asked[f"s{i}"] - done) * 1000)
+    return {"ms": summary(gaps)}
+
+
+# -- 3. throughput ----------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def eight_subtasks(n: int) -> str:
+    shape = [[], ["s0"], ["s0"], ["s0"], ["s1", "s3"], ["s1"], ["s2", "s4"], ["s5", "s6"]]
+    nodes = tuple(Node(f"s{i}", "fullstack", tuple(deps), 0) for i, deps in enumerate(shape))
+    return Dag(f"throughput-{n}", nodes, 0, 0).description()
+
+
+async def throughput(replicas: int, tasks: int) -> dict:
+    stack = Stack(env=stack_env(), scale=f"executor={replicas}", prefix="aether-bench-").start()
+    try:
+        async with stack.client() as client:
+            warm = [await submit(client, eight_subtasks(-1))]
+            await wait_task(client, warm[0])
+            pids = {c["name"]: c["pid"] for c in stack.children().values()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            started = time.perf_counter()
+            ids = await asyncio.gather(*(submit(client, eight_subtasks(n)) for n in range(tasks)))
+            done = await asyncio.gather(*(wait_task(client, i) for i in ids))
+            wall = time.perf_counter() - started
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        assert all(t["status"] == "completed" for t in done)
+        return {
+            "replicas": replicas,
+            "tasks": tasks,
+            "seconds": wall,
+            "tasks_per_s": tasks / wall,
+            "subtasks_per_s": tasks * 8 / wall,
+            "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        }
+    finally:
+        stack.stop()
+
+
+# -- 4. memory and listing at 10,000 tasks ---------------------------------------------------------
+async def memory(count: int) -> dict:
+    stack = Stack(env=stack_env(), prefix="aether-bench-").start()
+    try:
+        one = Dag("tiny", (Node("s0", "fullstack", (), 0),), 0, 0).description()
+        started = time.perf_counter()
+        async with stack.client() as client:
+            semaphore = asyncio.Semaphore(200)
+
+            async def run_one() -> None:
+                async with semaphore:
+                    await wait_task(client, await submit(client, one))
+
+            await asyncio.gather(*(run_one() for _ in range(count)))
+            filled = time.perf_counter() - started
+            timings, deep = [], []
+            for _ in range(100):
+                t = time.perf_counter()
+                response = await client.get("/api/orchestrate/tasks", params={"limit": 50})
+                timings.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                await client.get("/api/orchestrate/tasks", params={"limit": 50, "offset": count - 50})
+                deep.append((time.perf_counter() - t) * 1000)
+            total = int(response.headers["x-total-count"])
+        nc = await nats.connect(stack.nats_url)
+        info = await nc.jetstream().stream_info("KV_tasks")
+        await nc.close()
+        return {
+            "tasks": total,
+            "fill_seconds": filled,
+            "kv_tasks_mb": info.state.bytes / 2**20,
+            "kv_bytes_per_task": info.state.bytes / max(1, total),
+            "rss_mb": {c["name"]: round(rss_mb(c["pid"]), 1) for c in stack.children().values()},
+            "list_first_page_ms": summary(timings),
+            "list_last_page_ms": summary(deep),
+        }
+    finally:
+        stack.stop()
+
+
+def table(results: dict) -> str:
+    m = results["makespan"]
+    lines = [
+        f"Aether benchmark — {results['machine']}",
+        "",
+        "| Makespan / critical path | median | p95 | median makespan |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, label in (("aether", "Aether"), ("phase1", "Phase 1 loop (asyncio.gather per level)"), ("langgraph", "LangGraph")):
+        r = m[name]
+        lines.append(f"| {label} | {r['ratio']['median']:.3f} | {r['ratio']['p95']:.3f} | {r['makespan_s']['median']:.2f} s |")
+    b = m["level_by_level_bound"]["ratio"]
+    lines.append(f"| (level-by-level lower bound) | {b['median']:.3f} | {b['p95']:.3f} | |")
+    o = results["overhead"]["ms"]
+    lines += ["", f"Overhead per subtask (dependency done -> dependent's LLM request): median {o['median']:.2f} ms, p95 {o['p95']:.2f} ms (n={o['n']})", ""]
+    lines += ["| Executor replicas | tasks/s | subtasks/s | CPU s per service |", "| --- | --- | --- | --- |"]
+    for t in results["throughput"]:
+        cpu = ", ".join(f"{k} {v}" for k, v in sorted(t["cpu_s"].items()) if v >= 0.05)
+        lines.append(f"| {t['replicas']} | {t['tasks_per_s']:.1f} | {t['subtasks_per_s']:.0f} | {cpu} |")
+    mem = results["memory"]
+    lines += [
+        "",
+        f"{mem['tasks']} finished tasks: KV {mem['kv_tasks_mb']:.1f} MiB ({mem['kv_bytes_per_task']:.0f} B/task); "
+        f"RSS MiB {', '.join(f'{k} {v}' for k, v in sorted(mem['rss_mb'].items()))}; "
+        f"GET /api/orchestrate/tasks first page median {mem['list_first_page_ms']['median']:.1f} ms "
+        f"(p95 {mem['list_first_page_ms']['p95']:.1f}), last page median {mem['list_last_page_ms']['median']:.1f} ms",
+    ]
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> dict:
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "seed": SEED,
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+    dags = workload(SEED, args.dags, mean_ms=args.mean_ms, sigma=0.6)
+    stack = Stack(env=stack_env(), prefix="aether-bench-").start()
+    try:
+        results["makespan"] = await makespan(stack, dags)
+        results["overhead"] = await overhead(stack, args.chains, 20)
+    finally:
+        stack.stop()
+    results["throughput"] = [await throughput(r, args.tasks) for r in (1, 2, 4)]
+    results["memory"] = await memory(args.memory_tasks)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="aether-bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the bench itself")
+    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.dags, args.mean_ms, args.chains, args.tasks, args.memory_tasks = 2, 200, 2, 5, 50
+    else:
+        args.dags, args.mean_ms, args.chains, args.tasks, args.memory_tasks = 12, 1500, 10, 100, 10_000
+    started = time.perf_counter()
+    results = asyncio.run(run(args))
+    results["bench_seconds"] = round(time.perf_counter() - started)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"\n(full results in {args.out}; the bench took {results['bench_seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()

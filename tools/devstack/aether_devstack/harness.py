@@ -1,0 +1,129 @@
+"""The whole stack as `make up` starts it, on free ports and a private data directory, for the
+tests and the benchmark to drive through its public API (REST; NATS only to observe)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None, prefix: str = "aether-stack-") -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.http_port = free_port()
+        self.sim_port = free_port()
+        self.nats_port = free_port()
+        self.monitor_port = free_port()
+        self.scale = scale
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},
+            "AETHER_DATA_DIR": str(self.data_dir),
+            "AETHER_HTTP_PORT": str(self.http_port),
+            "AETHER_SIM_PORT": str(self.sim_port),
+            "AETHER_NATS_PORT": str(self.nats_port),
+            "AETHER_NATS_MONITOR_PORT": str(self.monitor_port),
+            "AETHER_SIM_LATENCY_MS": "0",
+            "AETHER_SIM_LATENCY_DIST": "fixed",
+            "AETHER_UI_DIR": str(self.data_dir / "no-ui"),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.data_dir / "stack.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def start(self, timeout: float = 120) -> Stack:
+        argv = [sys.executable, "-m", "aether_devstack", "up"]
+        if self.scale:
+            argv += ["--scale", self.scale]
+        self.process = subprocess.Popen(
+            argv, env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the stack exited early:\n{self.log_tail()}")
+            crashing = [c["name"] for c in self._children_or_empty() if c["restarts"] >= 3]
+            if crashing:
+                self.stop()
+                raise RuntimeError(f"{', '.join(crashing)} keep crashing:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"the stack did not become healthy:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(150)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def _children_or_empty(self) -> list[dict[str, Any]]:
+        try:
+            return list(self.children().values())
+        except (OSError, ValueError, KeyError):
+            return []
+
+    def children(self) -> dict[str, dict[str, Any]]:
+        state = json.loads((self.data_dir / "devstack.json").read_text())
+        return {c["name"]: c for c in state["children"]}
+
+    def pid(self, name: str) -> int:
+        return self.children()[name]["pid"]
+
+    @property
+    def api_key(self) -> str | None:
+        """The development key `make up` generated (None with AETHER_AUTH=off)."""
+        path = self.data_dir / "api-key"
+        return path.read_text().strip() if path.exists() else None
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def client(self, *, key: str | None = None, anonymous: bool = False) -> httpx.AsyncClient:
+        headers = {} if anonymous else ({"Authorization": f"Bearer {key}"} if key else self.auth_headers())
+        return httpx.AsyncClient(base_url=self.url, timeout=60, headers=headers)
