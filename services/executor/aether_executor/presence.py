@@ -38,6 +38,8 @@ class Presence:
         self.kv: KeyValue | None = None
         self.current: dict[tuple[str, str], None] = {}
         self._beat: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
 
     @property
@@ -48,15 +50,17 @@ class Presence:
         self.kv = kv
         await self.write()
         self._beat = asyncio.create_task(self._beat_forever())
+        self._writer = asyncio.create_task(self._write_changes())
 
-    async def busy(self, task_id: str, subtask_id: str) -> None:
+    def busy(self, task_id: str, subtask_id: str) -> None:
+        """Noted at once, written in the background: a subtask must not wait for the pool's view."""
         self.current[(task_id, subtask_id)] = None
         self.record.status = AgentStatus.BUSY
         self.record.current_task, self.record.current_subtask = task_id, subtask_id
         self.record.idle_since = None
-        await self.write()
+        self._changed.set()
 
-    async def idle(self, task_id: str, subtask_id: str, *, done: bool) -> None:
+    def idle(self, task_id: str, subtask_id: str, *, done: bool) -> None:
         self.current.pop((task_id, subtask_id), None)
         if done:
             self.record.subtasks_done += 1
@@ -68,7 +72,7 @@ class Presence:
             self.record.status = AgentStatus.IDLE
             self.record.current_task = self.record.current_subtask = None
             self.record.idle_since = utcnow()
-        await self.write()
+        self._changed.set()
 
     async def stopping(self, reason: str) -> None:
         self.record.status = AgentStatus.STOPPING
@@ -76,10 +80,11 @@ class Presence:
         await self.write()
 
     async def stop(self) -> None:
-        if self._beat is not None:
-            self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
+        for task in (self._beat, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.kv is not None:
             self.record.status = AgentStatus.STOPPED
             self.record.current_task = self.record.current_subtask = None
@@ -92,6 +97,18 @@ class Presence:
         async with self._lock:
             self.record.last_seen = utcnow()
             await self.kv.put(self.key, self.record.to_bytes())
+
+    async def _write_changes(self) -> None:
+        """Coalesce bursts of busy/idle into one write each time the previous one is done."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self.write()
+            except Exception as exc:
+                log.warning("agent record write failed: %r", exc)
+                self._changed.set()
+                await asyncio.sleep(1)
 
     async def _beat_forever(self) -> None:
         while True:

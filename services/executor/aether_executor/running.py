@@ -142,7 +142,7 @@ class Worker:
         if claim is None:
             return None
         if self.presence is not None:
-            await self.presence.busy(event.task_id, event.subtask_id)
+            self.presence.busy(event.task_id, event.subtask_id)
         done = False
         try:
             finished = await self._execute(event, claim)
@@ -150,7 +150,7 @@ class Worker:
             return finished
         finally:
             if self.presence is not None:
-                await asyncio.shield(self.presence.idle(event.task_id, event.subtask_id, done=done))
+                self.presence.idle(event.task_id, event.subtask_id, done=done)
 
     async def _execute(self, event: SubtaskReady, claim: Claim) -> SubtaskFinished:
         subtask = claim.subtask
