@@ -1,0 +1,351 @@
+"""The Kubernetes manifests (deploy/k8s): every overlay renders and is valid, KEDA scales each
+service on a consumer that exists, every setting a service reads is provided (and only those),
+and every pod runs restricted, probed, limited and stops gracefully."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tomllib
+from urllib.parse import urlsplit
+
+import pytest
+from aether_contracts import topology
+from aether_core.templates import load_registry
+
+from tests.support.k8s import (
+    KUBERNETES_VERSIONS,
+    OVERLAYS,
+    ROOT,
+    env_of,
+    nats_conf,
+    of_kind,
+    problems,
+    render,
+)
+from tests.support.settings import env_names, service_settings
+
+SERVICES = ("gateway", "planner", "executor", "synthesizer")
+AGENT_TYPES = load_registry(None).agent_types
+FASTSTREAM_GRACEFUL_TIMEOUT_S = 30
+
+UNSET_ON_PURPOSE = {
+    "AETHER_AGENTS_DIR": "the built-in templates; custom ones come with a volume of your own",
+    "AETHER_PLANNER_MODEL": "AETHER_LLM_MODEL",
+    "AETHER_EXPERT_MODEL": "AETHER_LLM_MODEL",
+    "AETHER_SYNTHESIZER_MODEL": "AETHER_LLM_MODEL",
+    "AETHER_AGENT_ID": "the instance id, which is the pod name",
+}
+GATEWAY_UNSET = {
+    "AETHER_PROBE_PORT": "the gateway serves /livez and /readyz on its HTTP port",
+    "AETHER_PROBE_HOST": "the gateway serves /livez and /readyz on its HTTP port",
+}
+
+
+def aether_pods(docs):
+    """(deployment name, service name, pod spec) of every Aether service's Deployment."""
+    for name, deployment in of_kind(docs, "Deployment").items():
+        service = deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        if service in SERVICES:
+            yield name, service, deployment["spec"]["template"]["spec"]
+
+
+def workloads(docs):
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            yield doc["metadata"]["name"], doc["spec"]["template"]
+
+
+def configured(docs, config_map_prefix: str, key: str) -> str:
+    for name, config_map in of_kind(docs, "ConfigMap").items():
+        if name.startswith(config_map_prefix + "-") and key in config_map["data"]:
+            return config_map["data"][key]
+    raise KeyError(f"{key} in {config_map_prefix}")
+
+
+# -- valid ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_renders_and_validates_strictly(overlay, version):
+    docs = render(overlay)
+    assert len(docs) > 40
+    found = {f"{d['kind']}/{d['metadata']['name']}": problems(d, version) for d in docs}
+    assert not {k: v for k, v in found.items() if v}
+
+
+def test_the_validation_rejects_what_a_cluster_would_not_take():
+    docs = render("prod")
+    deployment = copy.deepcopy(of_kind(docs, "Deployment")["gateway"])
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/"
+    assert problems(deployment, KUBERNETES_VERSIONS[-1])
+
+    scaled = copy.deepcopy(of_kind(docs, "ScaledObject")["planner"])
+    assert not problems(scaled, KUBERNETES_VERSIONS[-1])
+    scaled["spec"]["triggers"][0]["metadata"]["lagTreshold"] = "5"
+    assert any("lagTreshold" in p for p in problems(scaled, KUBERNETES_VERSIONS[-1]))
+    scaled = copy.deepcopy(of_kind(docs, "ScaledObject")["planner"])
+    scaled["spec"]["minReplicas"] = 1
+    assert problems(scaled, KUBERNETES_VERSIONS[-1])
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    assert problems(unknown, KUBERNETES_VERSIONS[-1])
+
+
+# -- scaling ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_scales_each_deployment_on_a_consumer_that_exists(overlay):
+    docs = render(overlay)
+    namespace = of_kind(docs, "Namespace")
+    assert len(namespace) == 1
+    deployments = of_kind(docs, "Deployment")
+    consumers = {spec.durable for spec in topology.SERVICE_CONSUMERS}
+    consumers |= {topology.worker_consumer(t).durable for t in AGENT_TYPES}
+    scaled = of_kind(docs, "ScaledObject")
+    for name, scaled_object in scaled.items():
+        target = scaled_object["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments, name
+        assert not deployments[target]["spec"].get("replicas"), f"{target}: KEDA owns the count"
+        for trigger in scaled_object["spec"]["triggers"]:
+            assert trigger["type"] == "nats-jetstream"
+            meta = trigger["metadata"]
+            assert meta["stream"] == topology.STREAM
+            assert meta["consumer"] in consumers, meta["consumer"]
+            # KEDA asks the consumer's leader node directly, at <pod>.<this host>: the host
+            # must be the headless Service of the NATS StatefulSet, in this namespace.
+            host, port = meta["natsServerMonitoringEndpoint"].split(":")
+            statefulset = of_kind(docs, "StatefulSet")["nats"]
+            assert host == f"{statefulset['spec']['serviceName']}.{next(iter(namespace))}.svc.cluster.local"
+            monitor = next(
+                p["containerPort"]
+                for p in statefulset["spec"]["template"]["spec"]["containers"][0]["ports"]
+                if p["name"] == "monitor"
+            )
+            assert int(port) == monitor
+    # Every consumer is scaled on by exactly the Deployment that consumes it.
+    scaled_on = [t["metadata"]["consumer"] for s in scaled.values() for t in s["spec"]["triggers"]]
+    assert sorted(scaled_on) == sorted(consumers)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_agent_type_has_its_own_worker_deployment_scaled_to_zero_when_idle(overlay):
+    docs = render(overlay)
+    deployments = of_kind(docs, "Deployment")
+    scaled = of_kind(docs, "ScaledObject")
+    for agent_type in AGENT_TYPES:
+        name = f"executor-{agent_type}"
+        env = env_of(deployments[name]["spec"]["template"]["spec"]["containers"][0], docs)
+        assert env["AETHER_EXECUTOR_ROLE"] == "worker"
+        assert env["AETHER_AGENT_TYPES"] == agent_type
+        spec = scaled[name]["spec"]
+        assert spec["minReplicaCount"] == 0
+        assert spec["triggers"][0]["metadata"]["consumer"] == topology.worker_consumer(agent_type).durable
+        # One replica's worth of backlog is what one worker runs at once.
+        assert spec["triggers"][0]["metadata"]["lagThreshold"] == env["AETHER_WORKER_CONCURRENCY"]
+    scheduler = env_of(deployments["executor-scheduler"]["spec"]["template"]["spec"]["containers"][0], docs)
+    assert scheduler["AETHER_EXECUTOR_ROLE"] == "scheduler"
+    for name in ("planner", "synthesizer", "executor-scheduler"):
+        assert scaled[name]["spec"]["minReplicaCount"] >= 1, f"{name} is on every task's path"
+
+
+def test_the_gateway_scales_on_cpu():
+    for overlay in OVERLAYS:
+        hpa = of_kind(render(overlay), "HorizontalPodAutoscaler")["gateway"]["spec"]
+        assert hpa["scaleTargetRef"]["name"] == "gateway"
+        assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_manifests_provide_every_setting_a_service_reads_and_no_other(overlay, monkeypatch):
+    docs = render(overlay)
+    classes = service_settings()
+    seen = set()
+    for name, service, pod in aether_pods(docs):
+        seen.add(service)
+        settings = classes[service]
+        reads = env_names(settings)
+        env = env_of(pod["containers"][0], docs)
+        provided = set(env)
+        unknown = {n for n in provided - reads if n.startswith("AETHER_")}
+        assert not unknown, f"{name} sets {sorted(unknown)}, which {service} does not read"
+        unset = dict(UNSET_ON_PURPOSE) | (GATEWAY_UNSET if service == "gateway" else {})
+        if env.get("AETHER_EXECUTOR_ROLE") == "scheduler":
+            unset["AETHER_AGENT_TYPES"] = "a scheduler runs no subtask"
+        missing = reads - provided - unset.keys()
+        assert not missing, f"{name} does not set {sorted(missing)}"
+
+        # The values themselves must be what the service accepts.
+        for variable in list(os.environ):
+            if variable.startswith(("AETHER_", "OPENAI_", "OTEL_")) or variable == "CORS_ORIGINS":
+                monkeypatch.delenv(variable)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        loaded = settings()
+        if service == "executor" and loaded.executor_role == "worker":
+            assert loaded.served_types(AGENT_TYPES)
+    assert seen == set(SERVICES)
+
+
+def test_the_unset_settings_exist():
+    """An entry here for a setting no service reads any more would hide nothing: drop it."""
+    every = set().union(*(env_names(s) for s in service_settings().values()))
+    assert set(UNSET_ON_PURPOSE) | set(GATEWAY_UNSET) <= every
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_llm_credentials_come_from_a_secret_that_is_not_in_the_manifests(overlay):
+    docs = render(overlay)
+    assert not of_kind(docs, "Secret")
+    for _name, service, pod in aether_pods(docs):
+        container = pod["containers"][0]
+        keys = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        if service == "gateway":
+            assert not keys
+        else:
+            assert keys["OPENAI_API_KEY"]["name"] == "aether-llm"
+            assert not keys["OPENAI_API_KEY"].get("optional")
+    for config_map in of_kind(docs, "ConfigMap").values():
+        assert not {k for k in config_map.get("data", {}) if "KEY" in k or "TOKEN" in k}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_otel_points_every_service_at_jaeger_under_its_own_name(overlay):
+    docs = render(overlay)
+    jaeger = of_kind(docs, "Service")["jaeger"]
+    ports = {p["port"] for p in jaeger["spec"]["ports"]}
+    for name, service, pod in aether_pods(docs):
+        env = env_of(pod["containers"][0], docs)
+        assert env["OTEL_SERVICE_NAME"] == service, name
+        endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        assert endpoint.hostname == "jaeger" and endpoint.port in ports
+        assert (env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc") == (endpoint.port == 4317)
+
+
+# -- pods ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_restricted_limited_and_probed(overlay):
+    docs = render(overlay)
+    for name, template in workloads(docs):
+        spec = template["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec.get("automountServiceAccountToken") is False, name
+        assert spec["serviceAccountName"] in of_kind(docs, "ServiceAccount"), name
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), name
+            assert {"cpu", "memory"} <= container["resources"]["limits"].keys(), name
+            assert container["readinessProbe"] and container["livenessProbe"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_probes_ask_the_port_the_service_serves_them_on(overlay):
+    docs = render(overlay)
+    for name, service, pod in aether_pods(docs):
+        container = pod["containers"][0]
+        env = env_of(container, docs)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        served = int(env["AETHER_HTTP_PORT"] if service == "gateway" else env["AETHER_PROBE_PORT"])
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez"), ("startupProbe", "/livez")):
+            get = container[probe]["httpGet"]
+            assert get["path"] == path, (name, probe)
+            assert ports[get["port"]] == served, (name, probe)
+        annotations = of_kind(docs, "Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert int(annotations["prometheus.io/port"]) == served
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_outlive_faststreams_graceful_timeout_when_stopped(overlay):
+    for name, _, pod in aether_pods(render(overlay)):
+        assert pod["terminationGracePeriodSeconds"] > FASTSTREAM_GRACEFUL_TIMEOUT_S, name
+    service_py = (ROOT / "libs/core/aether_core/service.py").read_text()
+    assert f"graceful_timeout={FASTSTREAM_GRACEFUL_TIMEOUT_S:.1f}" in service_py
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_its_account_service_and_disruption_budget(overlay):
+    docs = render(overlay)
+    accounts, services, budgets = of_kind(docs, "ServiceAccount"), of_kind(docs, "Service"), of_kind(docs, "PodDisruptionBudget")
+    for name, service, pod in aether_pods(docs):
+        assert pod["serviceAccountName"] == service in accounts
+        assert services[service]["spec"]["selector"] == {"app.kubernetes.io/name": service}
+        labels = of_kind(docs, "Deployment")[name]["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            b for b in budgets.values()
+            if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(covering) == 1, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_gateway_is_reachable_from_outside(overlay):
+    docs = render(overlay)
+    ingresses = of_kind(docs, "Ingress")
+    assert list(ingresses) == ["gateway"]
+    paths = ingresses["gateway"]["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [("/", "gateway")]
+    assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in of_kind(docs, "Service").values())
+    policies = of_kind(docs, "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    gateway_from = [
+        p for p in policies.values()
+        if p["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "gateway"}
+    ]
+    assert [r["ports"] for p in gateway_from for r in p["spec"]["ingress"]] == [[{"protocol": "TCP", "port": 8000}]]
+
+
+# -- NATS -------------------------------------------------------------------------------------
+
+
+def test_prod_runs_a_three_node_jetstream_cluster_that_syncs_every_write():
+    docs = render("prod")
+    statefulset = of_kind(docs, "StatefulSet")["nats"]
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    conf = nats_conf(docs)
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", conf, re.MULTILINE)
+    routes = re.findall(r"nats://(nats-\d)\.nats-headless:6222", conf)
+    assert routes == [f"nats-{i}" for i in range(3)]
+    assert configured(docs, "aether-common", "AETHER_NATS_REPLICAS") == "3"
+    assert of_kind(docs, "PodDisruptionBudget")["nats"]["spec"]["maxUnavailable"] == 1
+
+
+def test_dev_runs_one_nats_node_that_syncs_every_write():
+    docs = render("dev")
+    assert of_kind(docs, "StatefulSet")["nats"]["spec"]["replicas"] == 1
+    conf = nats_conf(docs)
+    assert not re.search(r"^cluster\s*{", conf, re.MULTILINE)
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", conf, re.MULTILINE)
+    assert configured(docs, "aether-common", "AETHER_NATS_REPLICAS") == "1"
+
+
+def test_images_are_the_ones_this_checkout_builds():
+    from tests.support.containers import nats_version
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for overlay in OVERLAYS:
+        images = {
+            c["image"] for _, t in workloads(render(overlay)) for c in t["spec"]["containers"]
+        }
+        for service in SERVICES:
+            assert f"aether-{service}:{version}" in images
+            assert (ROOT / "services" / service / "Dockerfile").is_file()
+        # The NATS the tests run is the NATS the manifests deploy.
+        assert f"nats:{nats_version()}-alpine" in images
