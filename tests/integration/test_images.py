@@ -34,10 +34,11 @@ def running(images, simulator):
 
     nats = start_nats()
     client = docker_client()
-    ports = {name: free_port() for name in images}
+    ports = {name: free_port() for name in ("gateway", *NATS_SERVICES)}
     containers = {}
     try:
-        for name, image_id in images.items():
+        for name in ports:
+            image_id = images[name]
             env = {
                 "AETHER_NATS_URL": nats.url,
                 "AETHER_INSTANCE_ID": f"{name}-image-test",
