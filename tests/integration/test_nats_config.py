@@ -17,9 +17,9 @@ from pathlib import Path
 
 import nats
 import pytest
+
 from aether_contracts import topology
 from aether_core.templates import load_registry
-
 from tests.support.k8s import nats_conf, render
 from tests.support.nats import nats_binary
 from tests.support.ports import free_port

@@ -11,9 +11,9 @@ import tomllib
 from urllib.parse import urlsplit
 
 import pytest
+
 from aether_contracts import topology
 from aether_core.templates import load_registry
-
 from tests.support.k8s import (
     KUBERNETES_VERSIONS,
     OVERLAYS,
