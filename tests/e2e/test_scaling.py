@@ -1,6 +1,7 @@
-"""Scaling one service with real processes, as `SCALE=executor=3 make up` does: three executor
-replicas share one backlog (one durable consumer per agent type), each handles part of it, and
-no subtask runs twice."""
+"""Scaling one service with real processes, as `AETHER_AGENT_BACKEND=none SCALE=executor=3 make
+up` does: three executor replicas (each a scheduler and a worker of every type, no
+container-manager) share one backlog (one durable consumer per agent type), each handles part of
+it, and no subtask runs twice."""
 
 from collections import Counter
 
@@ -15,7 +16,7 @@ REPLICAS = ("executor-1", "executor-2", "executor-3")
 
 
 async def test_three_executors_share_one_backlog_and_run_no_subtask_twice():
-    stack = Stack(scale="executor=3").start()
+    stack = Stack(scale="executor=3", env={"AETHER_AGENT_BACKEND": "none"}).start()
     try:
         async with stack.client() as client:
             # One agent type, so one consumer and one backlog; every subtask takes a while, so

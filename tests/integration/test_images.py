@@ -14,7 +14,9 @@ from tests.support.containers import docker_client, need_docker
 from tests.support.plans import scripted, subtask
 from tests.support.ports import free_port
 
-pytestmark = pytest.mark.docker
+# A cold build of every image (a new lock, a fresh machine) takes minutes on a copying storage
+# driver and two shared cores; the first test pays for it.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 NATS_SERVICES = ("planner", "executor", "synthesizer")
 
