@@ -19,6 +19,8 @@ from tests.support.ports import free_port
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 NATS_SERVICES = ("planner", "executor", "synthesizer")
+API_KEY = "image-test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,11 @@ def running(images, simulator):
                 "OPENAI_API_KEY": "test",
             }
             if name == "gateway":
-                env |= {"AETHER_HTTP_HOST": "127.0.0.1", "AETHER_HTTP_PORT": str(ports[name])}
+                env |= {
+                    "AETHER_HTTP_HOST": "127.0.0.1",
+                    "AETHER_HTTP_PORT": str(ports[name]),
+                    "AETHER_API_KEYS": f"images:{API_KEY}",
+                }
             else:
                 env |= {"AETHER_PROBE_HOST": "127.0.0.1", "AETHER_PROBE_PORT": str(ports[name])}
             containers[name] = client.containers.run(
@@ -115,12 +121,14 @@ def test_the_images_together_complete_a_task(running):
         wait_healthy(container)
     gateway = f"http://127.0.0.1:{ports['gateway']}"
     plan = scripted("Images", [subtask("api"), subtask("tests", "testing-expert", ["api"])])
-    created = httpx.post(f"{gateway}/api/orchestrate/task", json={"description": plan}, timeout=10)
+    created = httpx.post(f"{gateway}/api/orchestrate/task", json={"description": plan}, headers=AUTH, timeout=10)
     assert created.status_code == 202, created.text
     deadline = time.monotonic() + 90
     task: dict = {}
     while time.monotonic() < deadline:
-        task = httpx.get(f"{gateway}/api/orchestrate/task/{created.json()['id']}", timeout=10).json()
+        task = httpx.get(
+            f"{gateway}/api/orchestrate/task/{created.json()['id']}", headers=AUTH, timeout=10
+        ).json()
         if task["status"] in ("completed", "failed"):
             break
         time.sleep(0.2)

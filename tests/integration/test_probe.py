@@ -43,7 +43,7 @@ async def test_gateway_readyz_follows_nats_while_api_health_asks_for_every_servi
 
     nats = NatsServer().start()
     port = free_port()
-    settings = GatewaySettings(nats_url=nats.url, http_port=port, instance_id="gateway-probe-test")
+    settings = GatewaySettings(nats_url=nats.url, http_port=port, instance_id="gateway-probe-test", auth=False)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     try:

@@ -36,6 +36,8 @@ UNSET_ON_PURPOSE = {
     "AETHER_EXPERT_MODEL": "AETHER_LLM_MODEL",
     "AETHER_SYNTHESIZER_MODEL": "AETHER_LLM_MODEL",
     "AETHER_AGENT_ID": "the instance id, which is the pod name",
+    "AETHER_TASK_TOKEN_BUDGET": "no budget",
+    "AETHER_API_KEYS": "the keys are a Secret, mounted where AETHER_API_KEYS_FILE points",
 }
 GATEWAY_UNSET = {
     "AETHER_PROBE_PORT": "the gateway serves /livez and /readyz on its HTTP port",
@@ -215,7 +217,20 @@ def test_llm_credentials_come_from_a_secret_that_is_not_in_the_manifests(overlay
             assert keys["OPENAI_API_KEY"]["name"] == "aether-llm"
             assert not keys["OPENAI_API_KEY"].get("optional")
     for config_map in of_kind(docs, "ConfigMap").values():
-        assert not {k for k in config_map.get("data", {}) if "KEY" in k or "TOKEN" in k}
+        assert not {k for k in config_map.get("data", {}) if k.endswith(("_KEY", "_KEYS", "TOKEN"))}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_keys_come_from_a_secret_mounted_where_the_gateway_reads_them(overlay):
+    docs = render(overlay)
+    pod = of_kind(docs, "Deployment")["gateway"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    keys_file = env_of(container, docs)["AETHER_API_KEYS_FILE"]
+    assert env_of(container, docs)["AETHER_AUTH"] == "true"
+    mount = next(m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "aether-api-keys"
+    assert mount["readOnly"] is True
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
