@@ -42,6 +42,10 @@ test: install ## run every test (unit, integration against a real nats-server, e
 images: install ## build every service's image, aether-<service> (BASE_IMAGE=aether-base:bookworm: a base made here)
 	$(PY) -m aether_devstack images --base $(BASE_IMAGE) $(SERVICES)
 
+.PHONY: k8s-secrets
+k8s-secrets: install ## print the Secrets giving each service its own NATS user (kubectl apply -f -)
+	@$(PY) -m aether_devstack nats-secrets $(if $(NAMESPACE),--namespace $(NAMESPACE))
+
 .PHONY: bench
 bench: install ## makespan vs critical path (vs the Phase 1 loop and LangGraph), overhead, throughput, memory
 	$(PY) -m aether_bench $(BENCH_ARGS)

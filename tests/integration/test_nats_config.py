@@ -18,7 +18,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from aether_contracts import topology
+from aether_contracts import subjects, topology
+from aether_devstack.nats_secrets import generate
 from aether_core.templates import load_registry
 from tests.support.k8s import nats_conf, render
 from tests.support.nats import nats_binary
@@ -49,11 +50,16 @@ class Node:
             assert conf.count(deployed) == 1, f"{deployed!r} not found once in nats.conf"
             conf = conf.replace(deployed, local)
         (self.dir / "nats.conf").write_text(conf)
+        # What the Secret aether-nats-users holds, made by the same generator as `make k8s-secrets`.
+        users, _, self.passwords = generate("aether", "unused")
+        (self.dir / "auth").mkdir()
+        (self.dir / "auth" / "users.conf").write_text(users)
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.client}"
+        """As the gateway: the deployed configuration admits no anonymous client."""
+        return f"nats://gateway:{self.passwords['gateway']}@127.0.0.1:{self.client}"
 
     def start(self) -> Node:
         self.process = subprocess.Popen(
@@ -110,13 +116,17 @@ def test_the_config_parses_as_nats_server_reads_it():
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dev_runs_one_node_that_syncs_every_write():
+async def test_dev_runs_one_node_that_syncs_every_write_and_admits_only_its_users():
     node = Node("nats-0", nats_conf(render("dev"))).start()
     try:
         wait_healthy([node])
         varz = node.get("/varz")
         assert varz["server_name"] == "nats-0"
         assert varz["jetstream"]["config"]["sync_always"] is True
+        with pytest.raises(Exception, match="(?i)authorization"):
+            await nats.connect(f"nats://127.0.0.1:{node.client}", max_reconnect_attempts=0, allow_reconnect=False)
+        client = await nats.connect(node.url)
+        await client.close()
     finally:
         node.stop()
 
@@ -168,7 +178,7 @@ async def test_prod_nodes_form_one_cluster_that_keeps_the_topology_with_a_node_d
         leader.stop()  # a node drained or lost: two of three keep the quorum
         await _eventually(lambda: kv.put("after", b"2"))
         assert (await kv.get("before")).value == b"1"
-        await _eventually(lambda: js.publish(topology.STREAM_SUBJECTS[0].replace(">", "probe"), b"x"))
+        await _eventually(lambda: js.publish(subjects.TASK_CREATED, b"{}"))
     finally:
         await client.close()
 

@@ -209,7 +209,7 @@ def test_llm_credentials_come_from_a_secret_that_is_not_in_the_manifests(overlay
         keys = {
             e["name"]: e["valueFrom"]["secretKeyRef"]
             for e in container.get("env", [])
-            if "secretKeyRef" in e.get("valueFrom", {})
+            if "secretKeyRef" in e.get("valueFrom", {}) and e["name"] != "AETHER_NATS_URL"
         }
         if service == "gateway":
             assert not keys
@@ -218,6 +218,31 @@ def test_llm_credentials_come_from_a_secret_that_is_not_in_the_manifests(overlay
             assert not keys["OPENAI_API_KEY"].get("optional")
     for config_map in of_kind(docs, "ConfigMap").values():
         assert not {k for k in config_map.get("data", {}) if k.endswith(("_KEY", "_KEYS", "TOKEN"))}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_connects_to_nats_as_its_own_user(overlay):
+    from aether_contracts.permissions import GRANTS
+    from aether_devstack.nats_secrets import URL_KEYS, generate
+
+    docs = render(overlay)
+    used = set()
+    for name, service, pod in aether_pods(docs):
+        container = pod["containers"][0]
+        [url] = [e for e in container["env"] if e["name"] == "AETHER_NATS_URL"]
+        ref = url["valueFrom"]["secretKeyRef"]
+        role = "agent" if env_of(container, docs).get("AETHER_EXECUTOR_ROLE") == "worker" else service
+        assert ref == {"name": "aether-nats-urls", "key": role}, name
+        used.add(role)
+    assert used == set(URL_KEYS) and used <= set(GRANTS)
+    users, urls, _ = generate("aether", "nats:4222")
+    assert set(urls) == used and all(f'user: "{role}"' in users for role in used)
+
+    assert 'include "auth/users.conf"' in nats_conf(docs)
+    nats = of_kind(docs, "StatefulSet")["nats"]["spec"]["template"]["spec"]
+    mount = next(m for m in nats["containers"][0]["volumeMounts"] if m["mountPath"] == "/etc/nats-config/auth")
+    volume = next(v for v in nats["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "aether-nats-users" and mount["readOnly"] is True
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

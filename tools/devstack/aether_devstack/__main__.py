@@ -208,6 +208,7 @@ def main() -> None:
     up_parser.add_argument("--scale", help="replicas per service, e.g. executor=3,gateway=2 (env AETHER_SCALE)")
     up_parser.add_argument("--quiet", action="store_true", help="do not print the services' output")
     sub.add_parser("images", help="build every service's container image", add_help=False)
+    sub.add_parser("nats-secrets", help="Kubernetes Secrets: a NATS user per service", add_help=False)
     args, rest = parser.parse_known_args()
     if args.command == "up":
         if rest:
@@ -217,6 +218,10 @@ def main() -> None:
         from .images import main as images
 
         raise SystemExit(images(rest))
+    if args.command == "nats-secrets":
+        from .nats_secrets import main as nats_secrets
+
+        raise SystemExit(nats_secrets(rest))
 
 
 if __name__ == "__main__":
