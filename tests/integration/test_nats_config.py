@@ -19,8 +19,8 @@ import nats
 import pytest
 
 from aether_contracts import subjects, topology
-from aether_devstack.nats_secrets import generate
 from aether_core.templates import load_registry
+from aether_devstack.nats_secrets import generate
 from tests.support.k8s import nats_conf, render
 from tests.support.nats import nats_binary
 from tests.support.ports import free_port
