@@ -123,7 +123,7 @@ async def test_dev_runs_one_node_that_syncs_every_write_and_admits_only_its_user
         varz = node.get("/varz")
         assert varz["server_name"] == "nats-0"
         assert varz["jetstream"]["config"]["sync_always"] is True
-        with pytest.raises(Exception, match="(?i)authorization"):
+        with pytest.raises(Exception, match=r"(?i)authorization"):
             await nats.connect(f"nats://127.0.0.1:{node.client}", max_reconnect_attempts=0, allow_reconnect=False)
         client = await nats.connect(node.url)
         await client.close()
