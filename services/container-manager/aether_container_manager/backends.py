@@ -317,3 +317,17 @@ class DockerBackend:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.client.close)
+
+
+async def sweep(backend: AgentBackend, timeout: float) -> int:
+    """Stop and remove every agent of the backend's scope; returns how many there were."""
+    found = await backend.discover()
+
+    async def remove(agent: Found) -> None:
+        if agent.running:
+            await backend.stop(agent.runtime_id, timeout)
+        await backend.remove(agent.runtime_id)
+
+    await asyncio.gather(*(remove(a) for a in found))
+    await backend.close()
+    return len(found)

@@ -198,6 +198,15 @@ async def up(args: argparse.Namespace) -> int:
     await stop.wait()
     supervisor.log("devstack", "stopping…", 97)
     await supervisor.stop_all(STOP_ORDER)
+    if agent_backend != "none":
+        # A container-manager killed while it started could not stop its agents: sweep them.
+        sweep = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aether_container_manager", "sweep",
+            env={**os.environ, **common, **per_service["container-manager"]},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await sweep.communicate()
+        supervisor.log("devstack", out.decode(errors="replace").strip().splitlines()[-1] if out else "sweep done", 97)
     return 0
 
 
