@@ -1,0 +1,18 @@
+"""`python -m aether_gateway.openapi`: print the gateway's OpenAPI document (ui/openapi.json).
+
+The Mission Board's TypeScript types are generated from it (`make api-types`), and a test fails
+when the committed copy and the app disagree.
+"""
+
+import json
+import sys
+
+from .main import create_app
+
+
+def document() -> str:
+    return json.dumps(create_app().openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(document())
