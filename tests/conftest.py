@@ -50,7 +50,7 @@ def simulator():
 
 @pytest.fixture(scope="session")
 def stack():
-    """One stack for the end-to-end tests that do not need their own configuration."""
-    running = Stack().start()
+    """One stack for the end-to-end tests that do not need their own configuration (with the UI)."""
+    running = Stack(ui=True).start()
     yield running
     running.stop()

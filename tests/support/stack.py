@@ -19,10 +19,11 @@ import httpx
 from .ports import free_port
 
 TERMINAL = {"completed", "failed", "cancelled"}
+UI_DIST = Path(__file__).resolve().parents[2] / "ui" / "dist"
 
 
 class Stack:
-    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None) -> None:
+    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None, ui: bool = False) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="aether-stack-"))
         self.http_port = free_port()
         self.sim_port = free_port()
@@ -38,7 +39,8 @@ class Stack:
             "AETHER_NATS_MONITOR_PORT": str(self.monitor_port),
             "AETHER_SIM_LATENCY_MS": "0",
             "AETHER_SIM_LATENCY_DIST": "fixed",
-            "AETHER_UI_DIR": str(self.data_dir / "no-ui"),
+            # The Mission Board as `make ui` built it, for the browser tests; else none.
+            "AETHER_UI_DIR": str(UI_DIST if ui else self.data_dir / "no-ui"),
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None

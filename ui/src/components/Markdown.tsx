@@ -1,9 +1,11 @@
 // Results are LLM output: rendered as markdown with highlighted code, never as raw HTML.
+import { memo } from "react";
 import ReactMarkdown from "react-markdown";
 import rehypeHighlight from "rehype-highlight";
 import remarkGfm from "remark-gfm";
 
-export function Markdown({ text, className = "" }: { text: string; className?: string }) {
+// Memoized: parsing and highlighting a long result on every live update would cost each frame.
+export const Markdown = memo(function Markdown({ text, className = "" }: { text: string; className?: string }) {
   return (
     <div className={`markdown ${className}`}>
       <ReactMarkdown
@@ -17,4 +19,4 @@ export function Markdown({ text, className = "" }: { text: string; className?: s
       </ReactMarkdown>
     </div>
   );
-}
+});

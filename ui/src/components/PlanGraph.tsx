@@ -115,7 +115,7 @@ export function PlanGraph({
               <text x={16} y={43} className="fill-slate-300 text-[12px]">
                 {clip(subtask.agent_type, chars + 3)}
               </text>
-              <text x={16} y={63} className="text-[12px] font-medium" fill={look.stroke}>
+              <text x={16} y={63} className="text-[12px] font-medium" fill={look.text}>
                 {look.label}
               </text>
               {time && (

@@ -167,7 +167,7 @@ export function AgentsPage() {
   );
 }
 
-function AgentCard({ agent, onDelete }: { agent: AgentRecord; onDelete: () => void }) {
+export function AgentCard({ agent, onDelete }: { agent: AgentRecord; onDelete: () => void }) {
   const master = agent.role === "master";
   return (
     <li

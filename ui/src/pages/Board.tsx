@@ -4,7 +4,7 @@ import { ConnectionBadge, Empty, ErrorState } from "../components/States";
 import { StatusBadge, taskLook } from "../components/Status";
 import { SubmitForm } from "../components/SubmitForm";
 import { ago, firstLine, tokens } from "../format";
-import { useDocumentTitle } from "../hooks";
+import { useDocumentTitle, useNow } from "../hooks";
 import { useBoardStream } from "../live";
 import { Link, navigate } from "../router";
 import { newestFirst } from "../stream";
@@ -20,6 +20,7 @@ type Filter = keyof typeof FILTERS;
 export function BoardPage() {
   useDocumentTitle("Mission Board");
   const { board, connection, error, retry } = useBoardStream();
+  useNow(true, 30_000); // keeps "2 min ago" true
   const [filter, setFilter] = useState<Filter>("all");
   const tasks = useMemo(() => newestFirst(board), [board]);
   const shown = tasks.filter(FILTERS[filter].match);
@@ -76,7 +77,7 @@ export function BoardPage() {
   );
 }
 
-function TaskCard({ task }: { task: OrchestratorTaskSummary }) {
+export function TaskCard({ task }: { task: OrchestratorTaskSummary }) {
   const look = taskLook(task.status);
   const { total, completed, failed } = task.progress;
   const percent = total ? Math.round(((completed + failed) / total) * 100) : 0;

@@ -1,0 +1,273 @@
+"""The Mission Board in a real headless Chromium against the running stack, as a person uses it:
+submit a task, watch every node of its plan reach completed without reloading, open a result, and
+read the log; deep links; the Agent Hub. Screenshots land in artifacts/ (gitignored), with the
+measured latency from a KV change to the screen."""
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.browser import (
+    CONTRAST_AUDIT,
+    RENDER_MARKS,
+    KVClock,
+    chromium,
+    render_latencies,
+    summary,
+)
+from tests.support.plans import scripted, subtask
+from tests.support.stack import UI_DIST
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+ORDER = ["pending", "creating_agent", "executing", "completed"]
+
+# Runs in the page before its scripts: notes every status a plan node shows, and marks the page
+# load, so the test can tell that the statuses changed in place and nothing reloaded.
+WATCH_NODES = """
+window.__pageLoad = Math.random();
+window.__statuses = {};
+const note = (el) => {
+  if (!(el instanceof Element) || el.getAttribute("data-testid") !== "plan-node") return;
+  const seen = (window.__statuses[el.dataset.subtask] ||= []);
+  if (seen.at(-1) !== el.dataset.status) seen.push(el.dataset.status);
+};
+new MutationObserver((records) => {
+  for (const record of records) {
+    if (record.type === "attributes") note(record.target);
+    for (const added of record.addedNodes) {
+      if (added instanceof Element) { note(added); added.querySelectorAll("[data-testid=plan-node]").forEach(note); }
+    }
+  }
+}).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"] });
+"""
+
+
+SHOWN = """({ view, finals }) => {
+  const seen = {};
+  for (const mark of performance.getEntriesByName("aether:render"))
+    if (mark.detail.view === view) for (const c of mark.detail.changes) seen[c.task] = Math.max(seen[c.task] || 0, c.revision);
+  return Object.entries(finals).every(([task, revision]) => (seen[task] || 0) >= revision);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert (UI_DIST / "index.html").is_file(), "the Mission Board is not built: run `make ui`"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium() as browser:
+        yield browser
+
+
+def open_page(browser, errors: list[str]):
+    # A context of its own: headless Chromium barely draws a page that is not in front.
+    context = browser.new_context(viewport=DESKTOP)
+    context.add_init_script(WATCH_NODES)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    errors: list[str] = []
+    page = open_page(browser, errors)
+    yield page
+    page.context.close()
+    assert not errors, errors
+
+
+def diamond(title: str) -> str:
+    return scripted(
+        title,
+        [
+            subtask("schema", "database-expert", sim="latency_ms=400"),
+            subtask("api", "python-backend", deps=["schema"], sim="latency_ms=1500"),
+            subtask("ui", "react-frontend", deps=["schema"], sim="latency_ms=500"),
+            subtask("tests", "testing-expert", deps=["api", "ui"], sim="latency_ms=400"),
+        ],
+    )
+
+
+def short_tokens(value: int) -> str:
+    """As the board writes token counts (ui/src/format.ts)."""
+    if value < 1000:
+        return str(value)
+    return f"{value / 1000:.1f}k" if value < 10_000 else f"{value / 1000:.0f}k"
+
+
+def assert_contrast(page, where: str) -> None:
+    failures = page.evaluate(CONTRAST_AUDIT)
+    assert not failures, f"text below WCAG AA contrast on {where}: {failures}"
+
+
+def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, page):
+    with KVClock(stack.nats_url) as clock:
+        page.goto(f"{stack.url}/")
+        page.get_by_role("heading", name="Tasks").wait_for()
+        page.get_by_text("Live", exact=True).wait_for()
+        load = page.evaluate("window.__pageLoad")
+
+        field = page.get_by_label("New task for Jason")
+        field.fill(diamond("Browser diamond"))
+        field.press("Control+Enter")
+        page.wait_for_url(re.compile(r"/tasks/[^/]+$"))
+        task_id = page.url.rsplit("/", 1)[1]
+        page.get_by_role("heading", name="Plan").wait_for()
+        page.locator("[data-testid=plan-node]").first.wait_for()
+        assert_contrast(page, "the task view while it runs")
+        page.wait_for_function(
+            """() => { const nodes = [...document.querySelectorAll("[data-testid=plan-node]")];
+                       return nodes.length === 4 && nodes.every(n => n.dataset.status === "completed"); }""",
+            timeout=120_000,
+        )
+        page.get_by_role("heading", name="Final result").wait_for()
+        task = httpx.get(f"{stack.url}/api/orchestrate/task/{task_id}", timeout=30).json()
+        assert task["status"] == "completed"
+
+        # Every node changed in place, in order, and the slow one was seen running.
+        seen = page.evaluate("window.__statuses")
+        assert set(seen) == {"schema", "api", "ui", "tests"}
+        for subtask_id, history in seen.items():
+            assert history[-1] == "completed", (subtask_id, history)
+            assert [ORDER.index(s) for s in history] == sorted(ORDER.index(s) for s in history), (subtask_id, history)
+        assert "executing" in seen["api"], seen
+        assert page.evaluate("window.__pageLoad") == load
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+
+        # Open a result from the keyboard: focus the node, Enter.
+        node = page.get_by_role("button", name=re.compile(r"^Subtask api, python-backend, Completed"))
+        node.focus()
+        page.keyboard.press("Enter")
+        panel = page.locator("[data-testid=subtask-panel]")
+        assert panel.get_attribute("data-subtask") == "api"
+        panel.get_by_role("heading", name="Subtask api").wait_for()
+        result = next(s["result"] for s in task["subtasks"] if s["id"] == "api")
+        assert "Simulated work on" in panel.inner_text() and "Simulated work on" in result
+        assert panel.locator("pre code.hljs .hljs-keyword").count() > 0  # highlighted code
+        assert "from fastapi import FastAPI" in panel.locator("pre code").first.inner_text()
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        assert panel.get_attribute("data-subtask") != "api"  # Tab moved to the next node
+
+        final = page.locator("section", has=page.get_by_role("heading", name="Final result"))
+        assert "Integrated result (simulated)" in final.inner_text()
+        log = page.locator("[data-testid=task-log] li")
+        assert [int(s) for s in log.evaluate_all("items => items.map(i => i.dataset.seq)")] == list(range(1, len(task["logs"]) + 1))
+        usage = page.locator("section", has=page.get_by_role("heading", name="Durations and tokens"))
+        rows = usage.locator("tbody tr").all_inner_texts()
+        assert len(rows) == 4 and all(re.search(r"\d s\s", row) for row in rows), rows  # a duration each
+        assert short_tokens(task["usage"]["total_tokens"]) in usage.locator("tfoot").inner_text()
+        assert_contrast(page, "the task view")
+        page.screenshot(path=str(ARTIFACTS / "ui-task.png"), full_page=True)
+
+        page.set_viewport_size(PHONE)
+        page.wait_for_function("document.documentElement.scrollWidth <= 375")
+        page.screenshot(path=str(ARTIFACTS / "ui-task-375.png"), full_page=True)
+        page.set_viewport_size(DESKTOP)
+
+        page.get_by_role("link", name="Mission Board").first.click()
+        card = page.locator(f"[data-testid=task-card][data-task='{task_id}']")
+        card.wait_for()
+        assert card.get_attribute("data-status") == "completed"
+        assert page.evaluate("window.__pageLoad") == load
+        assert_contrast(page, "the board")
+        page.screenshot(path=str(ARTIFACTS / "ui-board.png"), full_page=True)
+        page.set_viewport_size(PHONE)
+        page.wait_for_function("document.documentElement.scrollWidth <= 375")
+        page.screenshot(path=str(ARTIFACTS / "ui-board-375.png"), full_page=True)
+
+        page.wait_for_function(SHOWN, arg={"view": "task", "finals": {task_id: task["revision"]}})
+        marks = page.evaluate(RENDER_MARKS)
+    latencies = render_latencies(clock, marks, "task", {task_id})
+    assert latencies, "no revision of the task was matched to a frame"
+    _record("ui-latency-single-task.json", {"task_view": summary(latencies)})
+
+
+def test_deep_links_reloads_and_unknown_pages(stack, page):
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        task = client.post("/api/orchestrate/task", json={"description": scripted("Deep link", [subtask("only", "fullstack")])}).json()
+    page.goto(f"{stack.url}/tasks/{task['id']}")
+    page.get_by_role("heading", name="Deep link").wait_for()
+    page.get_by_role("heading", name="Final result").wait_for(timeout=60_000)
+    page.reload()
+    page.get_by_role("heading", name="Final result").wait_for()
+    assert page.locator("[data-testid=plan-node][data-status=completed]").count() == 1
+
+    page.goto(f"{stack.url}/tasks/00000000-0000-7000-8000-000000000000")
+    page.get_by_text("No such task").wait_for()
+    assert_contrast(page, "the missing-task page")
+    page.goto(f"{stack.url}/no/such/page")
+    page.get_by_text("Nothing here").wait_for()
+    assert httpx.get(f"{stack.url}/api/no-such-endpoint").status_code == 404  # the API keeps its 404s
+
+
+def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, page):
+    page.goto(f"{stack.url}/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.get_by_role("link", name="Agent Hub").click()
+    page.get_by_role("heading", name="Agent Hub", exact=True).wait_for()
+    templates = page.locator("[data-testid=agent-templates] > li")
+    templates.first.wait_for()
+    assert templates.count() == len(httpx.get(f"{stack.url}/api/orchestrate/agents").json()) == 6
+    body = page.inner_text("body")
+    assert "Neural Link" not in body and "System Metrics" not in body
+    page.get_by_role("heading", name="Agents pool").wait_for()
+    page.wait_for_function("!document.querySelector('[role=status]')?.textContent?.includes('Loading the agent pool')")
+    assert_contrast(page, "the Agent Hub")
+    page.screenshot(path=str(ARTIFACTS / "ui-agents.png"), full_page=True)
+
+
+def test_delete_an_agent_through_the_confirmation_dialog(stack, page):
+    if httpx.get(f"{stack.url}/api/agents").status_code == 404:
+        pytest.skip("pending: GET/DELETE /api/agents (the container issue) has not landed on main yet")
+    pytest.fail("the agent pool endpoint exists: write this test against it")
+
+
+def test_kv_change_to_screen_latency_over_a_run(stack, browser):
+    """Measured, not asserted: the figures go to artifacts/ui-latency.json and the report. Both
+    pages are open and live before the tasks start, so page loads are not in the figures."""
+    errors: list[str] = []
+    board, watched = open_page(browser, errors), open_page(browser, errors)
+    with KVClock(stack.nats_url) as clock, httpx.Client(base_url=stack.url, timeout=30) as client:
+        board.goto(f"{stack.url}/")
+        board.get_by_text("Live", exact=True).wait_for()
+        # The first task plans slowly, so its page is live before its plan runs.
+        first = client.post(
+            "/api/orchestrate/task", json={"description": diamond("Latency run 0 [[sim planner.latency_ms=1500]]")}
+        ).json()["id"]
+        watched.goto(f"{stack.url}/tasks/{first}")
+        watched.get_by_text("Live", exact=True).wait_for()
+        since = board.evaluate("Date.now()")
+        tasks = [first] + [
+            client.post("/api/orchestrate/task", json={"description": diamond(f"Latency run {n}")}).json()["id"]
+            for n in range(1, 6)
+        ]
+        for task_id in tasks:
+            board.locator(f"[data-testid=task-card][data-task='{task_id}'][data-status=completed]").wait_for(timeout=120_000)
+        watched.get_by_role("heading", name="Final result").wait_for(timeout=60_000)
+        finals = {t: client.get(f"/api/orchestrate/task/{t}").json()["revision"] for t in tasks}
+        # A frame is marked just after it is drawn: wait for the marks of the final revisions.
+        board.wait_for_function(SHOWN, arg={"view": "board", "finals": finals})
+        watched.wait_for_function(SHOWN, arg={"view": "task", "finals": {first: finals[first]}})
+        board_marks, task_marks = board.evaluate(RENDER_MARKS), watched.evaluate(RENDER_MARKS)
+    board.context.close()
+    watched.context.close()
+    assert not errors, errors
+    on_board = render_latencies(clock, board_marks, "board", set(tasks), since)
+    on_task = render_latencies(clock, task_marks, "task", {first}, since)
+    expected = sum(1 for task, stored in clock.stored.values() if task in tasks and stored * 1000 >= since)
+    assert len(on_board) == expected, "a revision never reached the board"
+    _record("ui-latency.json", {"board": summary(on_board), "task_view": summary(on_task), "tasks": len(tasks)})
+
+
+def _record(name: str, figures: dict) -> None:
+    (ARTIFACTS / name).write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\n{name}: {json.dumps(figures)}")
