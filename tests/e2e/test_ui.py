@@ -226,9 +226,42 @@ def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, p
 
 
 def test_delete_an_agent_through_the_confirmation_dialog(stack, page):
-    if httpx.get(f"{stack.url}/api/agents").status_code == 404:
-        pytest.skip("pending: GET/DELETE /api/agents (the container issue) has not landed on main yet")
-    pytest.fail("the agent pool endpoint exists: write this test against it")
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        task = client.post("/api/orchestrate/task", json={"description": scripted("Needs an agent", [subtask("only", "fullstack")])}).json()
+        page.goto(f"{stack.url}/tasks/{task['id']}")
+        page.get_by_role("heading", name="Final result").wait_for(timeout=90_000)
+        agent_id = client.get(f"/api/orchestrate/task/{task['id']}").json()["subtasks"][0]["agent_id"]
+        agent = next(a for a in client.get("/api/agents").json() if a["id"] == agent_id)
+        assert agent["role"] == "expert" and agent["deletable"]
+
+        page.get_by_role("link", name="Agent Hub").click()
+        card = page.locator(f"[data-testid=agent-card][data-agent='{agent_id}']")
+        card.wait_for()
+        master = page.locator("[data-testid=agent-card][data-agent=jason]")
+        assert master.get_by_role("button").count() == 0 and "Master" in master.inner_text()
+
+        trash = card.get_by_role("button", name=f"Delete agent {agent['name']}")
+        trash.click()
+        dialog = page.get_by_role("dialog", name=f"Delete agent {agent['name']}?")
+        dialog.wait_for()
+        assert page.evaluate("document.activeElement.textContent") == "Cancel"
+        page.keyboard.press("Escape")  # changed my mind
+        dialog.wait_for(state="hidden")
+        assert next(a for a in client.get("/api/agents").json() if a["id"] == agent_id)["status"] not in ("stopping", "stopped")
+
+        trash.click()
+        dialog.get_by_role("button", name="Delete agent").click()
+        dialog.wait_for(state="hidden")
+        page.get_by_text(f"Agent {agent['name']} is stopping.").wait_for()
+        # The list refreshed: the agent is stopping or already gone, here and in the API.
+        page.wait_for_function(
+            """(id) => { const card = document.querySelector(`[data-testid=agent-card][data-agent="${id}"]`);
+                         return !card || /stopping|stopped/.test(card.textContent); }""",
+            arg=agent_id,
+        )
+        after = [a for a in client.get("/api/agents").json() if a["id"] == agent_id]
+        assert not after or after[0]["status"] in ("stopping", "stopped")
+        assert_contrast(page, "the Agent Hub after a deletion")
 
 
 def test_kv_change_to_screen_latency_over_a_run(stack, browser):

@@ -4,6 +4,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_gateway.streams import BoardFeed, BoardItem, StreamHub, TaskFeed, resume_position
 

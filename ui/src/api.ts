@@ -3,7 +3,7 @@
 import type { components, paths } from "./gen/openapi";
 
 type Schemas = components["schemas"];
-type JsonOf<P extends keyof paths, M extends "get" | "post", S extends number> = paths[P][M] extends {
+type JsonOf<P extends keyof paths, M extends "get" | "post" | "delete", S extends number> = paths[P][M] extends {
   responses: { [K in S]: { content: { "application/json": infer T } } };
 }
   ? T
@@ -31,24 +31,9 @@ export type BoardStreamMessage =
   | Schemas["BoardReadyMessage"]
   | Schemas["StreamErrorMessage"];
 
-/** An agent of the live pool (aether_contracts.agents.AgentRecord, served by GET /api/agents). */
-export interface AgentRecord {
-  id: string;
-  name: string;
-  role: "master" | "expert";
-  agent_type: string;
-  backend: string;
-  runtime_id?: string | null;
-  host?: string | null;
-  status: "starting" | "idle" | "busy" | "stopping" | "stopped" | "failed";
-  started_at: string;
-  last_seen: string;
-  current_task?: string | null;
-  current_subtask?: string | null;
-  subtasks_done: number;
-  error?: string | null;
-  deletable: boolean;
-}
+/** An agent of the live pool: a master (Jason) or an expert; only experts are `deletable`. */
+export type AgentRecord = JsonOf<"/api/agents", "get", 200>[number];
+export type AgentStop = Schemas["AgentStopBody"];
 
 export class ApiError extends Error {
   constructor(
@@ -108,13 +93,13 @@ export function fetchAgentTemplates(): Promise<JsonOf<"/api/orchestrate/agents",
   return request("/api/orchestrate/agents");
 }
 
-export function fetchAgents(): Promise<AgentRecord[]> {
+export function fetchAgents(): Promise<JsonOf<"/api/agents", "get", 200>> {
   return request("/api/agents");
 }
 
-/** Stops a non-master agent: 202 while it stops; 404 for an unknown agent, 409 for the master. */
-export async function deleteAgent(agentId: string): Promise<void> {
-  await request(`/api/agents/${encodeURIComponent(agentId)}`, { method: "DELETE" });
+/** Stops an expert agent (202 while it stops); 404 for an unknown agent, 409 for a master. */
+export function deleteAgent(agentId: string): Promise<JsonOf<"/api/agents/{agent_id}", "delete", 202>> {
+  return request(`/api/agents/${encodeURIComponent(agentId)}`, { method: "DELETE" });
 }
 
 export const streamPaths = {

@@ -6,7 +6,7 @@ import { AgentCard } from "./Agents";
 const base: AgentRecord = {
   id: "executor-python-backend-1", name: "Python Backend 1", role: "expert", agent_type: "python-backend", backend: "process",
   status: "busy", started_at: "2026-01-01T00:00:00Z", last_seen: new Date().toISOString(), current_task: "t1",
-  current_subtask: "api", subtasks_done: 3, deletable: true,
+  current_subtask: "api", subtasks_done: 3, deletable: true, alive: true,
 };
 
 describe("AgentCard", () => {

@@ -177,7 +177,9 @@ export function AgentCard({ agent, onDelete }: { agent: AgentRecord; onDelete: (
     >
       <div className="flex items-start justify-between gap-2">
         <div className="min-w-0">
-          <h3 className="truncate font-medium text-slate-100">{agent.name}</h3>
+          <h3 className="truncate font-medium text-slate-100" title={agent.name}>
+            {agent.name}
+          </h3>
           <p className="truncate font-mono text-xs text-slate-400">{agent.id}</p>
         </div>
         {master ? (
