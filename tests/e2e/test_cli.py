@@ -47,7 +47,9 @@ def test_submit_follow_prints_every_subtask_with_its_agent_and_the_final_result(
         assert out.count(line) == 1, line  # every event once, in the order of the log
     positions = [out.index(line) for line in task["logs"]]
     assert positions == sorted(positions)
-    assert "[database-expert]" in out and "[python-backend]" in out
+    for subtask_id, agent_type in (("schema", "database-expert"), ("api", "python-backend")):
+        lines = [line for line in out.splitlines() if f"Subtask {subtask_id} " in line]
+        assert lines and all(agent_type in line for line in lines), lines  # each line names the agent type
     assert "--- final result ---" in out and task["final_result"].strip().splitlines()[-1] in out
     assert out.rstrip().splitlines()[-1].startswith("completed · 2/2 subtasks done")
 

@@ -75,10 +75,14 @@ def open_page(browser, errors: list[str]):
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     errors: list[str] = []
     page = open_page(browser, errors)
     yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed and not page.is_closed():
+        # What the page showed when its test failed, next to the screenshots.
+        page.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"), full_page=True)
     page.context.close()
     assert not errors, errors
 
@@ -172,6 +176,8 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
         page.screenshot(path=str(ARTIFACTS / "ui-task-375.png"), full_page=True)
         page.set_viewport_size(DESKTOP)
 
+        # A title with no place to break must not widen the board on a phone.
+        httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": "Unbreakable" + "x" * 400}, timeout=30)
         page.get_by_role("link", name="Mission Board").first.click()
         card = page.locator(f"[data-testid=task-card][data-task='{task_id}']")
         card.wait_for()
@@ -192,10 +198,13 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
 
 def test_deep_links_reloads_and_unknown_pages(stack, page):
     with httpx.Client(base_url=stack.url, timeout=30) as client:
-        task = client.post("/api/orchestrate/task", json={"description": scripted("Deep link", [subtask("only", "fullstack")])}).json()
+        title = "Deep link " + "y" * 300  # nowhere to break a line
+        task = client.post("/api/orchestrate/task", json={"description": scripted(title, [subtask("only", "fullstack")])}).json()
+    page.set_viewport_size(PHONE)
     page.goto(f"{stack.url}/tasks/{task['id']}")
-    page.get_by_role("heading", name="Deep link").wait_for()
+    page.get_by_role("heading", name=title).wait_for()
     page.get_by_role("heading", name="Final result").wait_for(timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.reload()
     page.get_by_role("heading", name="Final result").wait_for()
     assert page.locator("[data-testid=plan-node][data-status=completed]").count() == 1

@@ -32,7 +32,7 @@ export function ErrorState({ title, detail, onRetry }: { title: string; detail?:
   return (
     <div role="alert" className="rounded-xl border border-rose-500/40 bg-rose-950/40 px-5 py-4">
       <p className="font-medium text-rose-100">{title}</p>
-      {detail && <p className="mt-1 text-sm break-words text-rose-200">{detail}</p>}
+      {detail && <p className="mt-1 text-sm wrap-anywhere text-rose-200">{detail}</p>}
       {onRetry && (
         <button type="button" onClick={onRetry} className="btn-secondary mt-3">
           Try again

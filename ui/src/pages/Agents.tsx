@@ -225,7 +225,7 @@ export function AgentCard({ agent, onDelete }: { agent: AgentRecord; onDelete: (
       <p className="mt-2 text-xs text-slate-400">
         {agent.backend} · seen {ago(agent.last_seen)}
       </p>
-      {agent.error && <p className="mt-2 text-xs break-words text-rose-300">{agent.error}</p>}
+      {agent.error && <p className="mt-2 text-xs wrap-anywhere text-rose-300">{agent.error}</p>}
     </li>
   );
 }

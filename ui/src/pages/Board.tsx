@@ -91,7 +91,7 @@ export function TaskCard({ task }: { task: OrchestratorTaskSummary }) {
         className="group block h-full rounded-xl border border-slate-800 bg-slate-900/60 p-4 transition hover:border-slate-600 hover:bg-slate-900 focus-visible:ring-2 focus-visible:ring-cyan-400 focus-visible:outline-none"
       >
         <div className="flex items-start justify-between gap-3">
-          <p className="line-clamp-2 font-medium break-words text-slate-100">{firstLine(task.description)}</p>
+          <p className="line-clamp-2 min-w-0 font-medium wrap-anywhere text-slate-100">{firstLine(task.description)}</p>
           <StatusBadge look={look} />
         </div>
         <div

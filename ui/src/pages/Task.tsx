@@ -113,13 +113,13 @@ function TaskHeader({ task, now, connection }: { task: TaskState; now: number; c
         <ConnectionBadge state={connection} />
       </div>
       <div className="flex flex-wrap items-start justify-between gap-3">
-        <h1 className="min-w-0 flex-1 text-xl font-semibold break-words sm:text-2xl">{title}</h1>
+        <h1 className="min-w-0 flex-1 text-xl font-semibold wrap-anywhere sm:text-2xl">{title}</h1>
         <StatusBadge look={taskLook(task.status)} className="mt-1 text-sm" />
       </div>
       {more && (
         <details className="text-sm text-slate-300">
           <summary className="cursor-pointer text-slate-200">Full description</summary>
-          <pre className="mt-2 font-sans break-words whitespace-pre-wrap">{task.description}</pre>
+          <pre className="mt-2 font-sans wrap-anywhere whitespace-pre-wrap">{task.description}</pre>
         </details>
       )}
       <dl className="grid grid-cols-2 gap-3 sm:grid-cols-4">
@@ -161,7 +161,7 @@ function SubtaskPanel({ subtask, now, onSelect }: { subtask: Subtask; now: numbe
         </h2>
         <StatusBadge look={look} />
       </div>
-      <p className="mt-2 text-sm break-words text-slate-200">{subtask.description}</p>
+      <p className="mt-2 text-sm wrap-anywhere text-slate-200">{subtask.description}</p>
       <dl className="mt-3 grid grid-cols-2 gap-x-4 gap-y-2 text-sm sm:grid-cols-3">
         <Detail label="Agent type">{subtask.agent_type}</Detail>
         <Detail label="Agent">{subtask.agent_id ?? "–"}</Detail>
@@ -187,7 +187,7 @@ function SubtaskPanel({ subtask, now, onSelect }: { subtask: Subtask; now: numbe
         {subtask.result ? (
           <Markdown text={subtask.result} />
         ) : subtask.error ? (
-          <p role="alert" className="text-sm break-words text-rose-200">
+          <p role="alert" className="text-sm wrap-anywhere text-rose-200">
             {subtask.error}
           </p>
         ) : running ? (
@@ -311,7 +311,7 @@ function LogPanel({ events, subtaskId, className = "" }: { events: TaskEvent[]; 
           className="max-h-[28rem] min-h-0 flex-1 space-y-1 overflow-y-auto pr-1 font-mono text-xs focus-visible:ring-2 focus-visible:ring-cyan-400 focus-visible:outline-none"
         >
           {shown.map((event) => (
-            <li key={event.seq} data-seq={event.seq} className={`break-words ${LEVEL[event.level]}`}>
+            <li key={event.seq} data-seq={event.seq} className={`wrap-anywhere ${LEVEL[event.level]}`}>
               <time dateTime={event.at} className="mr-2 text-slate-400">
                 {clock(event.at)}
               </time>
