@@ -176,9 +176,14 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
         page.screenshot(path=str(ARTIFACTS / "ui-task-375.png"), full_page=True)
         page.set_viewport_size(DESKTOP)
 
-        # A title with no place to break must not widen the board on a phone.
-        httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": "Unbreakable" + "x" * 400}, timeout=30)
+        # Neither a title with no place to break nor a long last event may widen the board on a phone.
+        wide = httpx.post(
+            f"{stack.url}/api/orchestrate/task",
+            json={"description": "Unbreakable" + "x" * 400 + " [[sim planner.fail=400]]"},
+            timeout=30,
+        ).json()["id"]
         page.get_by_role("link", name="Mission Board").first.click()
+        page.locator(f"[data-testid=task-card][data-task='{wide}'][data-status=failed]").wait_for()
         card = page.locator(f"[data-testid=task-card][data-task='{task_id}']")
         card.wait_for()
         assert card.get_attribute("data-status") == "completed"
@@ -232,6 +237,8 @@ def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, p
     page.wait_for_function("!document.querySelector('[role=status]')?.textContent?.includes('Loading the agent pool')")
     assert_contrast(page, "the Agent Hub")
     page.screenshot(path=str(ARTIFACTS / "ui-agents.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.wait_for_function("document.documentElement.scrollWidth <= 375")
 
 
 def test_delete_an_agent_through_the_confirmation_dialog(stack, page):

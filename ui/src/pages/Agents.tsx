@@ -98,7 +98,7 @@ export function AgentsPage() {
         ) : pool.value.length === 0 ? (
           <Empty title="No agents running">Agents start when tasks need them.</Empty>
         ) : (
-          <ul className="grid gap-3 sm:grid-cols-2 lg:grid-cols-3" data-testid="agent-pool">
+          <ul className="grid grid-cols-1 gap-3 sm:grid-cols-2 lg:grid-cols-3" data-testid="agent-pool">
             {pool.value.map((agent) => (
               <AgentCard
                 key={agent.id}
@@ -125,7 +125,7 @@ export function AgentsPage() {
         ) : templates.value.length === 0 ? (
           <Empty title="No expert templates">Add templates with AETHER_AGENTS_DIR.</Empty>
         ) : (
-          <ul className="grid gap-3 sm:grid-cols-2 lg:grid-cols-3" data-testid="agent-templates">
+          <ul className="grid grid-cols-1 gap-3 sm:grid-cols-2 lg:grid-cols-3" data-testid="agent-templates">
             {templates.value.map((template) => (
               <li key={template.type} className="rounded-xl border border-slate-800 bg-slate-900/60 p-4">
                 <div className="flex items-start justify-between gap-2">

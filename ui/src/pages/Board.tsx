@@ -66,7 +66,7 @@ export function BoardPage() {
             </button>
           </Empty>
         ) : (
-          <ul className="grid gap-3 md:grid-cols-2" data-testid="task-list">
+          <ul className="grid grid-cols-1 gap-3 md:grid-cols-2" data-testid="task-list">
             {shown.map((task) => (
               <TaskCard key={task.id} task={task} />
             ))}
@@ -127,7 +127,7 @@ export function TaskCard({ task }: { task: OrchestratorTaskSummary }) {
 
 function TaskListSkeleton() {
   return (
-    <div role="status" aria-label="Loading tasks" className="grid gap-3 md:grid-cols-2">
+    <div role="status" aria-label="Loading tasks" className="grid grid-cols-1 gap-3 md:grid-cols-2">
       {[0, 1, 2, 3].map((n) => (
         <div key={n} className="h-32 rounded-xl border border-slate-800 bg-slate-900/60 motion-safe:animate-pulse" />
       ))}

@@ -79,7 +79,7 @@ export function TaskPage({ taskId }: { taskId: string }) {
       )}
       {task.status === "synthesizing" && <Loading label="Jason is putting the results together…" />}
 
-      <div className="grid gap-6 lg:grid-cols-5">
+      <div className="grid grid-cols-1 gap-6 lg:grid-cols-5">
         <div className="min-w-0 space-y-6 lg:col-span-3">
           {selected && <SubtaskPanel subtask={selected} now={now} onSelect={setPicked} />}
           {task.subtasks.length > 0 && <UsageTable task={task} now={now} selected={selected?.id} onSelect={setPicked} />}
