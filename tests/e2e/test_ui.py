@@ -61,6 +61,8 @@ SHOWN = """({ view, finals }) => {
 def browser():
     assert (UI_DIST / "index.html").is_file(), "the Mission Board is not built: run `make ui`"
     ARTIFACTS.mkdir(exist_ok=True)
+    for stale in ARTIFACTS.glob("failed-*.png"):
+        stale.unlink()
     with chromium() as browser:
         yield browser
 
@@ -224,6 +226,7 @@ def test_deep_links_reloads_and_unknown_pages(stack, page):
 
 def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, page):
     page.goto(f"{stack.url}/")
+    page.get_by_role("navigation", name="Main").wait_for()  # React renders after the load event
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.get_by_role("link", name="Agent Hub").click()
