@@ -6,7 +6,6 @@ import pty
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -98,7 +97,7 @@ def test_follow_resumes_after_the_gateway_dies_and_prints_nothing_twice(stack):
     for line in process.stdout:
         lines.append(line)
     assert process.wait(120) == 0, "".join(lines)
-    _wait_restarted(stack, old)
+    stack.wait_healthy_again("gateway", old)
     out = "".join(lines)
     task_id = out.split("submitted task ", 1)[1].split()[0]
     task = rest(stack, f"/api/orchestrate/task/{task_id}")
@@ -175,15 +174,3 @@ def test_the_description_can_come_from_standard_input(stack):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["description"].startswith("From stdin")
 
-
-def _wait_restarted(stack, old_pid: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if stack.pid("gateway") != old_pid:
-            try:
-                if httpx.get(f"{stack.url}/api/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.2)
-    raise TimeoutError("the gateway did not come back")

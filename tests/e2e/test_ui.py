@@ -101,6 +101,12 @@ def diamond(title: str) -> str:
     )
 
 
+def statuses(page) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        "[data-testid=plan-node]", "nodes => Object.fromEntries(nodes.map(n => [n.dataset.subtask, n.dataset.status]))"
+    )
+
+
 def short_tokens(value: int) -> str:
     """As the board writes token counts (ui/src/format.ts)."""
     if value < 1000:
@@ -201,6 +207,31 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
     latencies = render_latencies(clock, marks, "task", {task_id})
     assert latencies, "no revision of the task was matched to a frame"
     _record("ui-latency-single-task.json", {"task_view": summary(latencies)})
+
+
+def test_the_page_resumes_after_the_gateway_dies_without_losing_or_repeating_an_event(stack, page):
+    plan = scripted(
+        "Survives a gateway restart",
+        [
+            subtask("first", "fullstack"),
+            subtask("slow", "fullstack", deps=["first"], sim="latency_ms=2500"),
+            subtask("last", "fullstack", deps=["slow"]),
+        ],
+    )
+    task = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": plan}, timeout=30).json()
+    page.goto(f"{stack.url}/tasks/{task['id']}")
+    page.locator("[data-testid=plan-node][data-subtask=slow][data-status=executing]").wait_for(timeout=90_000)
+    load = page.evaluate("window.__pageLoad")
+    old = stack.kill("gateway")
+    page.get_by_text("Reconnecting…").wait_for()
+    stack.wait_healthy_again("gateway", old)
+    page.get_by_role("heading", name="Final result").wait_for(timeout=90_000)
+
+    logs = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}", timeout=30).json()["logs"]
+    shown = page.locator("[data-testid=task-log] li").evaluate_all("items => items.map(i => Number(i.dataset.seq))")
+    assert shown == list(range(1, len(logs) + 1))  # every event once, in order, across the restart
+    assert statuses(page) == {"first": "completed", "slow": "completed", "last": "completed"}
+    assert page.evaluate("window.__pageLoad") == load  # resumed in place, not reloaded
 
 
 def test_deep_links_reloads_and_unknown_pages(stack, page):

@@ -131,6 +131,19 @@ class Stack:
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{name} was not restarted")
 
+    def wait_healthy_again(self, name: str, old_pid: int, timeout: float = 60) -> None:
+        """For synchronous tests: `name` runs under a new pid and the stack answers healthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.children()[name]["pid"] != old_pid:
+                try:
+                    if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} did not come back healthy:\n{self.log_tail(3000)}")
+
     # -- REST ----------------------------------------------------------------------------------
     @property
     def api_key(self) -> str | None:
