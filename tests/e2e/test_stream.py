@@ -74,7 +74,7 @@ async def test_a_websocket_client_that_leaves_mid_task_gets_every_missed_event_o
         task = await stack.submit(client, chain("WebSocket resume"))
         url = f"{ws_base}/api/orchestrate/task/{task['id']}/stream"
         before = []
-        async with connect(url) as websocket:
+        async with connect(url, additional_headers=stack.auth_headers()) as websocket:
             async for frame in websocket:
                 message = json.loads(frame)
                 before.append(message)
@@ -84,7 +84,7 @@ async def test_a_websocket_client_that_leaves_mid_task_gets_every_missed_event_o
         last_seq = max(int(m["id"]) for m in before if m["type"] == "task.event")
 
         after = []
-        async with connect(f"{url}?after={last_seq}") as websocket:
+        async with connect(f"{url}?after={last_seq}", additional_headers=stack.auth_headers()) as websocket:
             async for frame in websocket:
                 after.append(json.loads(frame))
             assert websocket.close_code == 1000
@@ -101,7 +101,8 @@ async def test_a_finished_task_replays_its_whole_history_over_both_transports(st
         final = await stack.wait_task(client, task["id"])
         async with client.stream("GET", f"/api/orchestrate/task/{task['id']}/stream") as response:
             over_sse = [m async for m in sse.messages(response)]
-    async with connect(f"{stack.url.replace('http', 'ws')}/api/orchestrate/task/{task['id']}/stream?after=0") as ws:
+    url = f"{stack.url.replace('http', 'ws')}/api/orchestrate/task/{task['id']}/stream?after=0&access_token={stack.api_key}"
+    async with connect(url) as ws:  # the key as a query parameter, as a browser must send it
         over_ws = [json.loads(frame) async for frame in ws]
     assert [(m.event, m.id, m.data) for m in over_sse] == [(m["type"], m["id"], m["data"]) for m in over_ws]
     assert_exactly_the_history([m.data for m in over_sse if m.event == "task.event"], final)
@@ -148,7 +149,7 @@ async def test_board_websocket_sends_the_backlog_then_ready(stack):
     async with stack.client() as client:
         task = await stack.submit(client, scripted("Board ws", [subtask("x", "fullstack")]))
         await stack.wait_task(client, task["id"])
-    async with connect(f"{stack.url.replace('http', 'ws')}/api/orchestrate/tasks/stream?limit=1") as ws:
+    async with connect(f"{stack.url.replace('http', 'ws')}/api/orchestrate/tasks/stream?limit=1", additional_headers=stack.auth_headers()) as ws:
         backlog = [json.loads(await ws.recv()) for _ in range(2)]
     assert [m["type"] for m in backlog] == ["board.task", "board.ready"]
     assert backlog[0]["data"]["id"] == task["id"]
@@ -166,6 +167,7 @@ async def test_board_websocket_sends_the_backlog_then_ready(stack):
     ],
 )
 async def test_bad_stream_requests_get_a_4xx_with_a_message(stack, path, headers, status, detail):
+    headers = {**stack.auth_headers(), **headers}
     async with stack.client() as client:
         response = await client.get(path, headers=headers)
     assert response.status_code == status
@@ -181,9 +183,21 @@ async def test_bad_stream_requests_get_a_4xx_with_a_message(stack, path, headers
     ],
 )
 async def test_bad_websocket_requests_are_told_why_before_the_close(stack, path, code, detail):
-    async with connect(f"{stack.url.replace('http', 'ws')}{path}") as ws:
+    async with connect(f"{stack.url.replace('http', 'ws')}{path}", additional_headers=stack.auth_headers()) as ws:
         message = json.loads(await ws.recv())
         with pytest.raises(ConnectionClosed):
             await ws.recv()
     assert message["type"] == "error" and detail in message["data"]["detail"]
     assert ws.close_code == code and detail in ws.close_reason
+
+
+@pytest.mark.parametrize("path", ["/api/orchestrate/tasks/stream", "/api/orchestrate/task/00000000-0000-7000-8000-000000000000/stream"])
+async def test_streams_need_an_api_key(stack, path):
+    async with stack.client(anonymous=True) as client:
+        response = await client.get(path)
+    assert response.status_code == 401 and "Authorization: Bearer" in response.json()["detail"]
+    async with connect(f"{stack.url.replace('http', 'ws')}{path}?access_token=not-a-key-0000000000") as ws:
+        message = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert message["data"]["status"] == 401 and ws.close_code == 4401

@@ -220,3 +220,19 @@ def test_resume_positions_parse(raw, expected):
 def test_malformed_resume_positions_are_refused_with_a_message(raw):
     with pytest.raises(ValueError, match="must be a non-negative integer"):
         resume_position(raw, "Last-Event-ID")
+
+
+def test_a_tenants_board_carries_only_its_own_tasks_deletions_included():
+    hub = StreamHub()
+    alices, bobs = new_task("a"), new_task("b")
+    alices.tenant, bobs.tenant = "alice", "bob"
+    hub.on_change("a", alices, 1)
+    hub.on_change("b", bobs, 2)
+    with hub.board_feed(after=0, tenant="alice") as alice, hub.board_feed(tenant="bob") as bob:
+        assert [(m.type, m.id) for m in alice.drain()] == [("board.task", "1"), ("board.ready", "1")]
+        hub.on_change("b", bobs, 3)
+        hub.on_change("a", None, 4)
+        assert [(m.type, m.id) for m in alice.drain()] == [("board.removed", "4")]
+        assert [(m.type, m.id) for m in bob.drain()] == [("board.task", "3"), ("board.ready", "3")]
+    with hub.board_feed(after=0) as everyone:  # authentication off: one anonymous tenant sees all
+        assert [m.id for m in everyone.drain()] == ["3", "4", "4"]

@@ -18,7 +18,7 @@ from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import Registry, load_registry
 
-from .auth import KeyRing
+from .auth import KeyRing, redact_tokens_in_logs
 from .deps import Gateway
 from .index import TaskIndex
 from .routes import agents as agent_routes
@@ -46,6 +46,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # After uvicorn configured its loggers: they would log stream URLs with their API keys.
+        redact_tokens_in_logs("uvicorn.error", "uvicorn.access")
         await runtime.start(registry.agent_types)
         assert runtime.tasks_kv is not None
         assert runtime.services_kv is not None

@@ -109,6 +109,7 @@ class BoardItem:
     revision: int
     summary: TaskSummary | None
     """None: the task was deleted."""
+    tenant: str | None = None
 
     def message(self) -> BoardTaskMessage | BoardRemovedMessage:
         if self.summary is None:
@@ -119,16 +120,18 @@ class BoardItem:
 
 
 class BoardFeed:
-    def __init__(self, after: int = 0) -> None:
+    def __init__(self, after: int = 0, *, tenant: str | None = None) -> None:
         self.revision = after
         """The client's position: every change up to this revision has been sent (or was not wanted)."""
+        self.tenant = tenant
+        """Only this tenant's tasks (None: every task, when authentication is off)."""
         self._pending: dict[str, BoardItem] = {}
         self._changed = asyncio.Event()
         self._greeted = False
         self._changed.set()  # the first drain answers at once, if only with `board.ready`
 
     def offer(self, item: BoardItem) -> None:
-        if item.revision <= self.revision:
+        if item.revision <= self.revision or (self.tenant is not None and item.tenant != self.tenant):
             return
         pending = self._pending.get(item.task_id)
         if pending is None or pending.revision < item.revision:
@@ -172,7 +175,11 @@ class StreamHub:
 
     def on_change(self, task_id: str, state: TaskState | None, revision: int) -> None:
         self.revision = max(self.revision, revision)
-        item = BoardItem(task_id, revision, task_summary(state, revision) if state is not None else None)
+        if state is not None:
+            item = BoardItem(task_id, revision, task_summary(state, revision), state.tenant)
+        else:
+            known = self._board.get(task_id)
+            item = BoardItem(task_id, revision, None, known.tenant if known else None)
         self._board[task_id] = item
         for board in self._board_feeds:
             board.offer(item)
@@ -198,18 +205,25 @@ class StreamHub:
                     del self._task_feeds[task_id]
 
     @contextlib.contextmanager
-    def board_feed(self, after: int | None = None, *, newest: int = 50) -> Iterator[BoardFeed]:
-        """`after`: every change since that revision. None: the `newest` tasks by creation."""
+    def board_feed(
+        self, after: int | None = None, *, newest: int = 50, tenant: str | None = None
+    ) -> Iterator[BoardFeed]:
+        """`after`: every change since that revision. None: the `newest` tasks by creation.
+
+        With a `tenant`, only that tenant's tasks (and their deletions) are sent.
+        """
         if after is None:
-            feed = BoardFeed(0)
-            live = [i for i in self._board.values() if i.summary is not None]
+            feed = BoardFeed(0, tenant=tenant)
+            live = [
+                i for i in self._board.values() if i.summary is not None and (tenant is None or i.tenant == tenant)
+            ]
             live.sort(key=lambda i: (i.summary.created_at, i.task_id), reverse=True)  # type: ignore[union-attr]
             for item in live[:newest]:
                 feed.offer(item)
             # Older tasks that are not sent are not wanted: the client starts from here.
             feed.revision = self.revision
         else:
-            feed = BoardFeed(after)
+            feed = BoardFeed(after, tenant=tenant)
             for item in self._board.values():
                 feed.offer(item)
         self._board_feeds.add(feed)

@@ -14,7 +14,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from ..deps import Gateway, GatewayDep
+from ..auth import Principal, visible
+from ..deps import Gateway, GatewayDep, PrincipalDep
 from ..schemas import STREAM_MESSAGES, ErrorBody, StreamError, StreamErrorMessage
 from ..streams import BoardFeed, TaskFeed, resume_position
 from .tasks import plausible_task_id
@@ -44,6 +45,7 @@ Message schemas: `BoardTaskMessage`, `BoardRemovedMessage`, `BoardReadyMessage`.
 
 POSITION_DOC = "Resume after this position (the `id` of the last message received)."
 BAD_REQUEST = {
+    401: {"model": ErrorBody, "description": "No valid API key (`?access_token=` works where headers cannot be set)"},
     404: {"model": ErrorBody, "description": "No task with this id"},
     422: {"model": ErrorBody, "description": "Malformed resume position"},
 }
@@ -60,10 +62,15 @@ def _position(after: str | None, last_event_id: str | None) -> int | None:
 
 
 @contextlib.asynccontextmanager
-async def open_task_feed(gw: Gateway, task_id: str, after: int | None) -> AsyncIterator[TaskFeed | None]:
-    """The task's feed, subscribed before its current state is read; None if there is no task."""
+async def open_task_feed(
+    gw: Gateway, principal: Principal, task_id: str, after: int | None
+) -> AsyncIterator[TaskFeed | None]:
+    """The task's feed, subscribed before its current state is read; None if there is no task
+    (another tenant's task does not exist for the caller)."""
     with gw.streams.task_feed(task_id, after or 0) as feed:
         found = await gw.store.get(task_id) if plausible_task_id(task_id) else None
+        if found is not None and not visible(principal, found[0].tenant):
+            found = None
         if found is not None:
             feed.offer(*found)
         yield feed if found is not None else None
@@ -72,11 +79,12 @@ async def open_task_feed(gw: Gateway, task_id: str, after: int | None) -> AsyncI
 async def task_feed(
     task_id: str,
     gw: GatewayDep,
+    principal: PrincipalDep,
     after: Annotated[str | None, Query(description=POSITION_DOC)] = None,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[TaskFeed]:
     position = _position(after, last_event_id)
-    async with open_task_feed(gw, task_id, position) as feed:
+    async with open_task_feed(gw, principal, task_id, position) as feed:
         if feed is None:
             raise HTTPException(404, f"no task with id '{task_id}'")
         yield feed
@@ -84,12 +92,13 @@ async def task_feed(
 
 async def board_feed(
     gw: GatewayDep,
+    principal: PrincipalDep,
     after: Annotated[str | None, Query(description=POSITION_DOC)] = None,
     limit: Annotated[int, Query(ge=1, le=BOARD_NEWEST_MAX, description="Backlog size without a position.")] = 50,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[BoardFeed]:
     position = _position(after, last_event_id)
-    with gw.streams.board_feed(position, newest=limit) as feed:
+    with gw.streams.board_feed(position, newest=limit, tenant=principal.tenant) as feed:
         yield feed
 
 
@@ -115,7 +124,7 @@ async def stream_task(feed: Annotated[TaskFeed, Depends(task_feed)]) -> AsyncIte
 @router.get(
     "/tasks/stream",
     response_class=EventSourceResponse,
-    responses={422: BAD_REQUEST[422]},
+    responses={401: BAD_REQUEST[401], 422: BAD_REQUEST[422]},
     summary="Follow every task live (SSE or WebSocket)",
     description=BOARD_STREAM_DOC,
 )
@@ -130,10 +139,13 @@ async def stream_task_ws(websocket: WebSocket, task_id: str) -> None:
     gw: Gateway = websocket.app.state.gateway
     await websocket.accept()
     try:
+        principal = gw.keys.principal(websocket)
         position = resume_position(websocket.query_params.get("after"))
+    except HTTPException as exc:
+        return await _refuse(websocket, exc.status_code, str(exc.detail))
     except ValueError as exc:
         return await _refuse(websocket, 422, str(exc))
-    async with open_task_feed(gw, task_id, position) as feed:
+    async with open_task_feed(gw, principal, task_id, position) as feed:
         if feed is None:
             return await _refuse(websocket, 404, f"no task with id '{task_id}'")
         await _pump(websocket, feed.next)
@@ -144,13 +156,16 @@ async def stream_board_ws(websocket: WebSocket) -> None:
     gw: Gateway = websocket.app.state.gateway
     await websocket.accept()
     try:
+        principal = gw.keys.principal(websocket)
         position = resume_position(websocket.query_params.get("after"))
         limit = resume_position(websocket.query_params.get("limit"), "limit") or 50
         if not 1 <= limit <= BOARD_NEWEST_MAX:
             raise ValueError(f"limit must be between 1 and {BOARD_NEWEST_MAX}")
+    except HTTPException as exc:
+        return await _refuse(websocket, exc.status_code, str(exc.detail))
     except ValueError as exc:
         return await _refuse(websocket, 422, str(exc))
-    with gw.streams.board_feed(position, newest=limit) as feed:
+    with gw.streams.board_feed(position, newest=limit, tenant=principal.tenant) as feed:
         await _pump(websocket, feed.next)
 
 
