@@ -21,7 +21,7 @@ DOTS = set("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")  # rich's "dots" spinner
 
 
 def env(stack, **extra: str) -> dict[str, str]:
-    return {**os.environ, "AETHER_URL": stack.url, "COLUMNS": "160", "NO_COLOR": "1", **extra}
+    return {**os.environ, "AETHER_URL": stack.url, "AETHER_API_KEY": stack.api_key or "", "COLUMNS": "160", "NO_COLOR": "1", **extra}
 
 
 def aether(stack, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -33,7 +33,7 @@ def two_step(title: str, sim: str = "") -> str:
 
 
 def rest(stack, path: str) -> dict:
-    return httpx.get(f"{stack.url}{path}", timeout=30).json()
+    return httpx.get(f"{stack.url}{path}", headers=stack.auth_headers(), timeout=30).json()
 
 
 def test_submit_follow_prints_every_subtask_with_its_agent_and_the_final_result(stack):
@@ -133,7 +133,7 @@ def test_agents_lists_the_templates_and_the_pool(stack):
     assert done.returncode == 0, done.stderr
     for template in ("python-backend", "react-frontend", "database-expert", "devops-expert", "fullstack", "testing-expert"):
         assert template in done.stdout
-    pool = httpx.get(f"{stack.url}/api/agents", timeout=10)
+    pool = httpx.get(f"{stack.url}/api/agents", headers=stack.auth_headers(), timeout=10)
     if pool.status_code == 200:
         for agent in pool.json():
             assert agent["id"] in done.stdout
@@ -142,9 +142,10 @@ def test_agents_lists_the_templates_and_the_pool(stack):
 
 
 def test_a_failed_task_exits_1_with_the_reason(stack):
-    done = aether(stack, "submit", scripted("CLI fail", [subtask("only", "fullstack", sim="fail=400")]), "--follow")
+    done = aether(stack, "submit", "CLI fail [[sim planner.fail=400]]", "--follow")
     assert done.returncode == 1
-    assert "Task failed" in done.stdout and "error: no subtask succeeded" in done.stdout
+    assert "planning failed" in done.stdout and "error: planning failed" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith("failed · no plan yet")
 
 
 @pytest.mark.parametrize(
@@ -167,6 +168,15 @@ def test_an_unreachable_gateway_exits_2_and_names_the_setting(stack):
     done = aether(stack, "--url", f"http://127.0.0.1:{free_port()}", "tasks")
     assert done.returncode == 2
     assert "cannot reach the Aether gateway" in done.stderr and "AETHER_URL" in done.stderr
+
+
+def test_without_a_valid_key_the_gateways_refusal_says_how_to_get_one(stack, tmp_path):
+    for key in ("", "not-the-key-0000000000"):
+        done = subprocess.run(
+            [AETHER, "tasks"], env=env(stack, AETHER_API_KEY=key), cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1
+        assert "missing or invalid API key" in done.stderr and "AETHER_API_KEY" in done.stderr
 
 
 def test_the_description_can_come_from_standard_input(stack):

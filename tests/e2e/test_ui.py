@@ -67,19 +67,21 @@ def browser():
         yield browser
 
 
-def open_page(browser, errors: list[str]):
+def open_page(browser, errors: list[str], key: str | None = None):
     # A context of its own: headless Chromium barely draws a page that is not in front.
     context = browser.new_context(viewport=DESKTOP)
     context.add_init_script(WATCH_NODES)
+    if key:  # signed in, as the sign-in form or `make up`'s link leaves a browser
+        context.add_init_script(f"localStorage.setItem('aether.apiKey', {json.dumps(key)})")
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return page
 
 
 @pytest.fixture
-def page(browser, request):
+def page(browser, request, stack):
     errors: list[str] = []
-    page = open_page(browser, errors)
+    page = open_page(browser, errors, stack.api_key)
     yield page
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed and not page.is_closed():
@@ -140,7 +142,7 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
             timeout=120_000,
         )
         page.get_by_role("heading", name="Final result").wait_for()
-        task = httpx.get(f"{stack.url}/api/orchestrate/task/{task_id}", timeout=30).json()
+        task = httpx.get(f"{stack.url}/api/orchestrate/task/{task_id}", headers=stack.auth_headers(), timeout=30).json()
         assert task["status"] == "completed"
 
         # Every node changed in place, in order, and the slow one was seen running.
@@ -188,6 +190,7 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
         wide = httpx.post(
             f"{stack.url}/api/orchestrate/task",
             json={"description": "Unbreakable" + "x" * 400 + " [[sim planner.fail=400]]"},
+            headers=stack.auth_headers(),
             timeout=30,
         ).json()["id"]
         page.get_by_role("link", name="Mission Board").first.click()
@@ -218,7 +221,7 @@ def test_the_page_resumes_after_the_gateway_dies_without_losing_or_repeating_an_
             subtask("last", "fullstack", deps=["slow"]),
         ],
     )
-    task = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": plan}, timeout=30).json()
+    task = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": plan}, headers=stack.auth_headers(), timeout=30).json()
     page.goto(f"{stack.url}/tasks/{task['id']}")
     page.locator("[data-testid=plan-node][data-subtask=slow][data-status=executing]").wait_for(timeout=90_000)
     load = page.evaluate("window.__pageLoad")
@@ -227,15 +230,39 @@ def test_the_page_resumes_after_the_gateway_dies_without_losing_or_repeating_an_
     stack.wait_healthy_again("gateway", old)
     page.get_by_role("heading", name="Final result").wait_for(timeout=90_000)
 
-    logs = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}", timeout=30).json()["logs"]
+    logs = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}", headers=stack.auth_headers(), timeout=30).json()["logs"]
     shown = page.locator("[data-testid=task-log] li").evaluate_all("items => items.map(i => Number(i.dataset.seq))")
     assert shown == list(range(1, len(logs) + 1))  # every event once, in order, across the restart
     assert statuses(page) == {"first": "completed", "slow": "completed", "last": "completed"}
     assert page.evaluate("window.__pageLoad") == load  # resumed in place, not reloaded
 
 
+def test_signing_in_with_a_key_from_the_form_or_the_link_make_up_prints(stack, browser):
+    errors: list[str] = []
+    page = open_page(browser, errors)  # a browser that has no key yet
+    page.goto(f"{stack.url}/")
+    page.get_by_role("heading", name="Sign in with an API key").wait_for()
+    assert_contrast(page, "the sign-in form")
+    field = page.get_by_label("API key")
+    field.fill("not-the-key-0000000000")
+    field.press("Enter")
+    page.get_by_role("alert").filter(has_text="does not accept this key").wait_for()
+    field.fill(stack.api_key)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Tasks").wait_for()
+    page.get_by_text("Live", exact=True).wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in with an API key").wait_for()
+
+    page.goto(f"{stack.url}/agents#access_token={stack.api_key}")
+    page.get_by_role("heading", name="Agent Hub", exact=True).wait_for()
+    assert "access_token" not in page.url  # the key does not stay in the address bar or history
+    page.context.close()
+    assert not errors, errors
+
+
 def test_deep_links_reloads_and_unknown_pages(stack, page):
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.auth_headers()) as client:
         title = "Deep link " + "y" * 300  # nowhere to break a line
         task = client.post("/api/orchestrate/task", json={"description": scripted(title, [subtask("only", "fullstack")])}).json()
     page.set_viewport_size(PHONE)
@@ -252,7 +279,7 @@ def test_deep_links_reloads_and_unknown_pages(stack, page):
     assert_contrast(page, "the missing-task page")
     page.goto(f"{stack.url}/no/such/page")
     page.get_by_text("Nothing here").wait_for()
-    assert httpx.get(f"{stack.url}/api/no-such-endpoint").status_code == 404  # the API keeps its 404s
+    assert httpx.get(f"{stack.url}/api/no-such-endpoint", headers=stack.auth_headers()).status_code == 404  # the API keeps its 404s
 
 
 def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, page):
@@ -264,7 +291,7 @@ def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, p
     page.get_by_role("heading", name="Agent Hub", exact=True).wait_for()
     templates = page.locator("[data-testid=agent-templates] > li")
     templates.first.wait_for()
-    assert templates.count() == len(httpx.get(f"{stack.url}/api/orchestrate/agents").json()) == 6
+    assert templates.count() == len(httpx.get(f"{stack.url}/api/orchestrate/agents", headers=stack.auth_headers()).json()) == 6
     body = page.inner_text("body")
     assert "Neural Link" not in body and "System Metrics" not in body
     page.get_by_role("heading", name="Agents pool").wait_for()
@@ -276,7 +303,7 @@ def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, p
 
 
 def test_delete_an_agent_through_the_confirmation_dialog(stack, page):
-    with httpx.Client(base_url=stack.url, timeout=30) as client:
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.auth_headers()) as client:
         task = client.post("/api/orchestrate/task", json={"description": scripted("Needs an agent", [subtask("only", "fullstack")])}).json()
         page.goto(f"{stack.url}/tasks/{task['id']}")
         page.get_by_role("heading", name="Final result").wait_for(timeout=90_000)
@@ -318,8 +345,8 @@ def test_kv_change_to_screen_latency_over_a_run(stack, browser):
     """Measured, not asserted: the figures go to artifacts/ui-latency.json and the report. Both
     pages are open and live before the tasks start, so page loads are not in the figures."""
     errors: list[str] = []
-    board, watched = open_page(browser, errors), open_page(browser, errors)
-    with KVClock(stack.nats_url) as clock, httpx.Client(base_url=stack.url, timeout=30) as client:
+    board, watched = open_page(browser, errors, stack.api_key), open_page(browser, errors, stack.api_key)
+    with KVClock(stack.nats_url) as clock, httpx.Client(base_url=stack.url, timeout=30, headers=stack.auth_headers()) as client:
         board.goto(f"{stack.url}/")
         board.get_by_text("Live", exact=True).wait_for()
         # The first task plans slowly, so its page is live before its plan runs.

@@ -1,5 +1,6 @@
 // The gateway's REST API, typed from its OpenAPI document (src/gen/openapi.ts is generated from
 // ui/openapi.json by `make api-types`; a test fails when either drifts from the gateway).
+import { apiKey, keyRefused } from "./auth";
 import type { components, paths } from "./gen/openapi";
 
 type Schemas = components["schemas"];
@@ -44,16 +45,22 @@ export class ApiError extends Error {
   }
 }
 
-async function request<T>(path: string, init?: RequestInit): Promise<T> {
+async function request<T>(path: string, init?: RequestInit & { key?: string }): Promise<T> {
+  const key = init?.key ?? apiKey();
   let response: Response;
   try {
     response = await fetch(path, {
       ...init,
-      headers: { accept: "application/json", ...(init?.body ? { "content-type": "application/json" } : {}) },
+      headers: {
+        accept: "application/json",
+        ...(init?.body ? { "content-type": "application/json" } : {}),
+        ...(key ? { authorization: `Bearer ${key}` } : {}),
+      },
     });
   } catch {
     throw new ApiError(0, "The Aether gateway cannot be reached");
   }
+  if (response.status === 401 && init?.key === undefined) keyRefused();
   if (!response.ok) {
     let detail = response.statusText || "request failed";
     try {
@@ -87,6 +94,11 @@ export function fetchOrchestratorTasks(
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(options)) if (value !== undefined) query.set(key, String(value));
   return request(`/api/orchestrate/tasks${query.size ? `?${query}` : ""}`);
+}
+
+/** Whether the gateway accepts `key` (a cheap authenticated call). */
+export async function checkApiKey(key: string): Promise<void> {
+  await request("/api/orchestrate/tasks?limit=1", { key });
 }
 
 export function fetchAgentTemplates(): Promise<JsonOf<"/api/orchestrate/agents", "get", 200>> {

@@ -1,5 +1,6 @@
 // Live updates over the gateway's WebSocket streams, resumed after a dropped connection, and the
 // pure reducers that fold stream messages into what the pages show.
+import { apiKey, keyRefused } from "./auth";
 import type {
   BoardStreamMessage,
   OrchestratorTaskSummary,
@@ -25,6 +26,8 @@ export function streamUrl(path: string, position: string | null, extra: Record<s
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
   const query = new URLSearchParams(extra);
   if (position !== null) query.set("after", position);
+  const key = apiKey();
+  if (key) query.set("access_token", key);
   return `${scheme}://${window.location.host}${path}${query.size ? `?${query}` : ""}`;
 }
 
@@ -61,6 +64,7 @@ export function openStream<M extends Message>(
       if (message.id !== null && message.id !== undefined) position = message.id;
       if (message.type === "error") {
         closed = true;
+        if ((message.data as StreamError).status === 401) keyRefused();
         handlers.onConnection?.("failed", message.data as StreamError);
         current.close();
         return;

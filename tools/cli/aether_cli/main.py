@@ -25,6 +25,7 @@ TASK_STATUSES = ("pending", "planning", "executing", "synthesizing", "completed"
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="aether", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root.add_argument("--url", help="the gateway (default: AETHER_URL, else http://127.0.0.1:8000)")
+    root.add_argument("--key", help="API key (default: AETHER_API_KEY, else .aether/api-key as `make up` writes it)")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     submit = commands.add_parser("submit", help="submit a coding task")
@@ -53,11 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     console = Console(highlight=False)
     errors = Console(stderr=True, highlight=False)
-    gateway = Gateway(args.url or CLISettings().url)
+    settings = CLISettings()
+    gateway = Gateway(args.url or settings.url, key=args.key or settings.key())
     try:
         code = COMMANDS[args.command](gateway, args, console)
     except GatewayError as exc:
         errors.print(Text(f"error: {exc.detail} (HTTP {exc.status})", style="red"))
+        if exc.status == 401:
+            errors.print("set AETHER_API_KEY or --key (`make up` prints a development key, kept in .aether/api-key)", markup=False)
         code = 1
     except Unreachable as exc:
         errors.print(Text(f"error: {exc}", style="red"))

@@ -1,3 +1,4 @@
+import { signOut } from "../auth";
 import { Link } from "../router";
 
 const NAV = [
@@ -5,7 +6,7 @@ const NAV = [
   { to: "/agents", label: "Agent Hub", current: (path: string) => path === "/agents" },
 ];
 
-export function Header({ path }: { path: string }) {
+export function Header({ path, signedIn = false }: { path: string; signedIn?: boolean }) {
   return (
     <header className="sticky top-0 z-20 border-b border-slate-800 bg-slate-950/90 backdrop-blur">
       <a href="#content" className="sr-only focus:not-sr-only focus:absolute focus:top-2 focus:left-2 focus:rounded-lg focus:bg-cyan-300 focus:px-3 focus:py-1.5 focus:text-slate-950">
@@ -39,6 +40,11 @@ export function Header({ path }: { path: string }) {
             })}
           </ul>
         </nav>
+        {signedIn && (
+          <button type="button" onClick={signOut} className="ml-auto rounded-lg px-2.5 py-1.5 text-sm text-slate-300 hover:text-white focus-visible:ring-2 focus-visible:ring-cyan-400 focus-visible:outline-none">
+            Sign out
+          </button>
+        )}
       </div>
     </header>
   );

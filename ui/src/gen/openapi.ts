@@ -106,6 +106,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/orchestrate/task/{task_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel a task: pending subtasks never start, running ones are stopped */
+        post: operations["cancel_task_api_orchestrate_task__task_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orchestrate/task/{task_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Retry a task's failed subtasks (and the dependents that never ran), or replan them */
+        post: operations["retry_task_api_orchestrate_task__task_id__retry_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/orchestrate/task/{task_id}/stream": {
         parameters: {
             query?: never;
@@ -386,6 +420,20 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** RetryRequest */
+        RetryRequest: {
+            /**
+             * Replan
+             * @description Ask Jason for a replacement sub-plan of each, instead of running it again.
+             * @default false
+             */
+            replan: boolean;
+            /**
+             * Subtask Ids
+             * @description Failed subtasks to retry; default every one that failed itself.
+             */
+            subtask_ids?: string[] | null;
+        };
         /** ServiceHealth */
         ServiceHealth: {
             /**
@@ -452,8 +500,28 @@ export interface components {
             model?: string | null;
             /** Queued At */
             queued_at?: string | null;
+            /**
+             * Replaced By
+             * @default []
+             */
+            replaced_by: string[];
+            /**
+             * Replan Pending
+             * @default false
+             */
+            replan_pending: boolean;
+            /**
+             * Replans
+             * @default 0
+             */
+            replans: number;
             /** Result */
             result?: string | null;
+            /**
+             * Retryable
+             * @default false
+             */
+            retryable: boolean;
             /** Started At */
             started_at?: string | null;
             status: components["schemas"]["SubtaskStatus"];
@@ -501,6 +569,12 @@ export interface components {
              * @description KV revision of this state; grows with every change.
              */
             revision: number;
+            /**
+             * Round
+             * @description 1, plus one for every retry or replan.
+             * @default 1
+             */
+            round: number;
             status: components["schemas"]["TaskStatus"];
             /** Subtasks */
             subtasks: components["schemas"]["SubtaskBody"][];
@@ -647,6 +721,12 @@ export interface components {
              * @description KV revision of this state; grows with every change.
              */
             revision: number;
+            /**
+             * Round
+             * @description 1, plus one for every retry or replan.
+             * @default 1
+             */
+            round: number;
             status: components["schemas"]["TaskStatus"];
             /** Subtasks */
             subtasks: components["schemas"]["SubtaskBody"][];
@@ -811,6 +891,15 @@ export interface operations {
                     "application/json": components["schemas"]["AgentStopBody"];
                 };
             };
+            /** @description Only admin keys may manage the pool */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such agent */
             404: {
                 headers: {
@@ -923,8 +1012,26 @@ export interface operations {
                     "application/json": components["schemas"]["TaskBody"];
                 };
             };
+            /** @description Missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Invalid submission */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many tasks in progress; see Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -974,6 +1081,108 @@ export interface operations {
             };
         };
     };
+    cancel_task_api_orchestrate_task__task_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskBody"];
+                };
+            };
+            /** @description No task with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task's state does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    retry_task_api_orchestrate_task__task_id__retry_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["RetryRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskBody"];
+                };
+            };
+            /** @description No task with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task's state does not allow this */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     stream_task_api_orchestrate_task__task_id__stream_get: {
         parameters: {
             query?: {
@@ -995,6 +1204,15 @@ export interface operations {
                 };
                 content: {
                     "text/event-stream": unknown;
+                };
+            };
+            /** @description No valid API key (`?access_token=` works where headers cannot be set) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No task with this id */
@@ -1071,6 +1289,15 @@ export interface operations {
                 };
                 content: {
                     "text/event-stream": unknown;
+                };
+            };
+            /** @description No valid API key (`?access_token=` works where headers cannot be set) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Malformed resume position */
