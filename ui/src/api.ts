@@ -79,7 +79,8 @@ export function submitOrchestratorTask(
   description: string,
   masterDeploymentId?: string | null,
 ): Promise<JsonOf<"/api/orchestrate/task", "post", 202>> {
-  const body: Schemas["TaskSubmission"] = { description };
+  // The masters are per deployment (the OpenAPI names this one's), so any id is sent as given.
+  const body: { description: string; master_deployment_id?: string } = { description };
   if (masterDeploymentId) body.master_deployment_id = masterDeploymentId;
   return request("/api/orchestrate/task", { method: "POST", body: JSON.stringify(body) });
 }

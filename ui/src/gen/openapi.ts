@@ -391,8 +391,8 @@ export interface components {
         };
         /** HTTPValidationError */
         HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
+            detail: string;
+            errors?: components["schemas"]["ValidationError"][];
         };
         /** HealthBody */
         HealthBody: {
@@ -774,7 +774,7 @@ export interface components {
              * Master Deployment Id
              * @description The master agent that plans and synthesizes; default `jason`.
              */
-            master_deployment_id?: string | null;
+            master_deployment_id?: "jason" | null;
         };
         /** TaskSummary */
         TaskSummary: {
