@@ -13,6 +13,10 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 MEMBERS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml)
 
+NPM ?= npm
+UI_DEPS := ui/node_modules/.installed
+UI_SOURCES := $(shell find ui/src -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json
+
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"
@@ -30,12 +34,30 @@ install: $(VENV)/.synced ## install Python dependencies into .venv (uv, one lock
 
 BASE_IMAGE ?= python:3.11-slim-bookworm
 
+$(UI_DEPS): ui/package.json ui/package-lock.json
+	cd ui && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+ui/dist/index.html: $(UI_DEPS) $(UI_SOURCES)
+	cd ui && $(NPM) run build
+
+.PHONY: ui
+ui: ui/dist/index.html ## build the Mission Board (npm ci from the lock, then vite build into ui/dist)
+
+.PHONY: browser
+browser: ## Debian's Chromium for the browser tests (apt-get install when it is missing)
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 .PHONY: up
 up: install ## run the whole stack (embedded NATS; the LLM simulator unless OPENAI_API_KEY is set)
+	@if command -v $(NPM) >/dev/null; then $(MAKE) --no-print-directory ui; \
+		else echo "npm not found: the Mission Board is not built (the API works; install Node.js 20.19+ for the UI)"; fi
 	AETHER_BASE_IMAGE="$${AETHER_BASE_IMAGE:-$(BASE_IMAGE)}" $(PY) -m aether_devstack up $(if $(SCALE),--scale $(SCALE))
 
 .PHONY: test
-test: install ## run every test (unit, integration against a real nats-server, end to end)
+test: install ui browser ## run every test (UI components, unit, integration against a real nats-server, end to end)
+	cd ui && $(NPM) run --silent typecheck && $(NPM) test --silent
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: images
@@ -59,13 +81,19 @@ fuzz: install ## a longer schemathesis run against the gateway (AETHER_FUZZ_SECO
 	AETHER_FUZZ_SECONDS=$${AETHER_FUZZ_SECONDS:-600} $(PY) -m pytest tests/e2e/test_api_fuzz.py -s
 
 .PHONY: lint
-lint: install ## static checks
+lint: install $(UI_DEPS) ## static checks
 	$(VENV)/bin/ruff check libs services tools tests
+	cd ui && $(NPM) run --silent typecheck
+
+.PHONY: api-types
+api-types: install $(UI_DEPS) ## regenerate ui/openapi.json and the UI's types after changing the gateway's API
+	$(PY) -m aether_gateway.openapi > ui/openapi.json
+	cd ui && $(NPM) run --silent gen:api
 
 .PHONY: lock
 lock: $(UV) ## refresh uv.lock after changing dependencies
 	$(UV) lock --python $(PYTHON)
 
 .PHONY: clean
-clean: ## remove the virtualenvs and local data
-	rm -rf $(VENV) $(TOOLS) .aether
+clean: ## remove the virtualenvs, the UI's build and local data
+	rm -rf $(VENV) $(TOOLS) .aether ui/node_modules ui/dist

@@ -50,7 +50,15 @@ def simulator():
 
 @pytest.fixture(scope="session")
 def stack():
-    """One stack for the end-to-end tests that do not need their own configuration."""
-    running = Stack().start()
+    """One stack for the end-to-end tests that do not need their own configuration (with the UI)."""
+    running = Stack(ui=True).start()
     yield running
     running.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test, so a fixture can tell that its test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -19,6 +19,8 @@ def env_names(cls: type[BaseSettings]) -> set[str]:
 
 
 def service_settings() -> dict[str, type[BaseSettings]]:
+    """Every settings class of the project: the services' and the CLI's."""
+    from aether_cli.settings import CLISettings
     from aether_container_manager.settings import ContainerManagerSettings
     from aether_executor.settings import ExecutorSettings
     from aether_gateway.settings import GatewaySettings
@@ -31,4 +33,5 @@ def service_settings() -> dict[str, type[BaseSettings]]:
         "executor": ExecutorSettings,
         "synthesizer": SynthesizerSettings,
         "container-manager": ContainerManagerSettings,
+        "cli": CLISettings,
     }

@@ -19,10 +19,11 @@ import httpx
 from .ports import free_port
 
 TERMINAL = {"completed", "failed", "cancelled"}
+UI_DIST = Path(__file__).resolve().parents[2] / "ui" / "dist"
 
 
 class Stack:
-    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None) -> None:
+    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None, ui: bool = False) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="aether-stack-"))
         self.http_port = free_port()
         self.sim_port = free_port()
@@ -38,7 +39,8 @@ class Stack:
             "AETHER_NATS_MONITOR_PORT": str(self.monitor_port),
             "AETHER_SIM_LATENCY_MS": "0",
             "AETHER_SIM_LATENCY_DIST": "fixed",
-            "AETHER_UI_DIR": str(self.data_dir / "no-ui"),
+            # The Mission Board as `make ui` built it, for the browser tests; else none.
+            "AETHER_UI_DIR": str(UI_DIST if ui else self.data_dir / "no-ui"),
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
@@ -128,6 +130,19 @@ class Stack:
                 return pid
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{name} was not restarted")
+
+    def wait_healthy_again(self, name: str, old_pid: int, timeout: float = 60) -> None:
+        """For synchronous tests: `name` runs under a new pid and the stack answers healthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.children()[name]["pid"] != old_pid:
+                try:
+                    if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} did not come back healthy:\n{self.log_tail(3000)}")
 
     # -- REST ----------------------------------------------------------------------------------
     @property

@@ -11,4 +11,7 @@ if __name__ == "__main__":
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # Live streams never end by themselves: without a limit a stop would wait for every
+        # browser tab to close. Clients resume where they were from another replica or restart.
+        timeout_graceful_shutdown=3,
     )

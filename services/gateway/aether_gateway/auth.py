@@ -10,10 +10,13 @@ the agent pool. With `AETHER_AUTH=off` every request is the anonymous tenant.
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
+from starlette.requests import HTTPConnection
 
 MIN_KEY_CHARS = 16
 
@@ -75,7 +78,8 @@ class KeyRing:
             )
         return cls(entries, enabled=True)
 
-    def principal(self, request: Request) -> Principal:
+    def principal(self, request: HTTPConnection) -> Principal:
+        """The caller of an HTTP request or a WebSocket; 401 without a valid key."""
         if not self.enabled:
             return ANONYMOUS
         header = request.headers.get("authorization", "")
@@ -96,3 +100,23 @@ class KeyRing:
 def visible(principal: Principal, tenant: str | None) -> bool:
     """Whether a task of `tenant` exists for this caller (others' tasks are a plain 404)."""
     return not principal.tenant or principal.tenant == tenant
+
+
+class RedactTokens(logging.Filter):
+    """Keeps `?access_token=` (how browsers authenticate streams) out of the server's logs:
+    uvicorn logs every WebSocket's path with its query string."""
+
+    PATTERN = re.compile(r"(access_token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "access_token=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1[redacted]", message), ()
+        return True
+
+
+def redact_tokens_in_logs(*names: str) -> None:
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())

@@ -11,6 +11,7 @@ from aether_core.templates import Registry
 from .auth import KeyRing, Principal
 from .index import TaskIndex
 from .settings import GatewaySettings
+from .streams import StreamHub
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Gateway:
     agents: KVMirror
     """The `agents` bucket (the pool), mirrored for /api/agents."""
     keys: KeyRing
+    streams: StreamHub
+    """The live streams' fan-out, fed by the index's watch."""
 
     @property
     def store(self) -> TaskStore:

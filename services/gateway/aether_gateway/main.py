@@ -11,7 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentStatus, agent_key
@@ -19,12 +18,14 @@ from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import Registry, load_registry
 
-from .auth import KeyRing
+from .auth import KeyRing, redact_tokens_in_logs
 from .deps import Gateway
 from .index import TaskIndex
 from .routes import agents as agent_routes
-from .routes import health, probes, tasks
+from .routes import health, probes, stream, tasks
 from .settings import GatewaySettings
+from .streams import StreamHub
+from .ui import MissionBoard
 
 SERVICE = "gateway"
 log = logging.getLogger("aether.gateway")
@@ -38,11 +39,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     broker = make_broker(settings, SERVICE)
     runtime = Runtime(settings, broker, SERVICE)
     index = TaskIndex()
+    streams = StreamHub()
+    index.listeners.append(streams.on_change)
     services = KVMirror("services")
     agent_pool = KVMirror("agents")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # After uvicorn configured its loggers: they would log stream URLs with their API keys.
+        redact_tokens_in_logs("uvicorn.error", "uvicorn.access")
         await runtime.start(registry.agent_types)
         assert runtime.tasks_kv is not None
         assert runtime.services_kv is not None
@@ -66,7 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="An orchestrator for coding work done by LLM agents",
         lifespan=lifespan,
     )
-    app.state.gateway = Gateway(settings, runtime, registry, index, services, agent_pool, keys)
+    app.state.gateway = Gateway(settings, runtime, registry, index, services, agent_pool, keys, streams)
 
     if settings.cors_origin_list:
         app.add_middleware(
@@ -104,7 +109,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    for module in (tasks, agent_routes, health, probes):
+    for module in (tasks, stream, agent_routes, health, probes):
         app.include_router(module.router)
 
     def openapi() -> dict:
@@ -134,14 +139,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     "title": "Master Deployment Id",
                     "description": "The master agent that plans and synthesizes; default `jason`.",
                 }
-            app.openapi_schema = schema
+            app.openapi_schema = stream.document_stream_messages(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
     ui_dir = settings.ui_dir
     if ui_dir is not None and Path(ui_dir, "index.html").is_file():
-        app.mount("/", StaticFiles(directory=ui_dir, html=True), name="ui")
+        app.mount("/", MissionBoard(str(ui_dir)), name="ui")
     return app
 
 

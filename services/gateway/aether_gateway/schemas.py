@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from aether_contracts.agents import AgentStatus
-from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_contracts.state import SubtaskStatus, TaskEvent, TaskState, TaskStatus, Usage
 
 
 class TaskSubmission(BaseModel):
@@ -64,7 +64,24 @@ class SubtaskBody(BaseModel):
     duration_ms: int | None = None
 
 
-class TaskBody(BaseModel):
+class TaskEventBody(BaseModel):
+    """One entry of a task's history, as streamed; `seq` is gap-free per task."""
+
+    task_id: str
+    seq: int
+    at: datetime
+    kind: str = Field(..., examples=["subtask.status"])
+    message: str
+    level: Literal["info", "warning", "error"]
+    subtask_id: str | None = None
+    status: str | None = Field(None, description="The task's or subtask's new status, if it changed.")
+    data: dict[str, Any] | None = None
+    log: str = Field(..., description="The same entry as a line of the task's `logs`.")
+
+
+class TaskStateBody(BaseModel):
+    """A task without its history (the live streams send the history as separate events)."""
+
     id: str
     description: str
     status: TaskStatus
@@ -73,7 +90,6 @@ class TaskBody(BaseModel):
     plan: dict[str, Any] | None = None
     final_result: str | None = None
     error: str | None = None
-    logs: list[str]
     usage: Usage
     progress: Progress
     created_at: datetime
@@ -82,6 +98,11 @@ class TaskBody(BaseModel):
     trace_id: str | None = None
     round: int = Field(1, description="1, plus one for every retry or replan.")
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
+    last_seq: int = Field(0, description="`seq` of the task's latest event.")
+
+
+class TaskBody(TaskStateBody):
+    logs: list[str]
 
 
 class TaskSummary(BaseModel):
@@ -96,6 +117,7 @@ class TaskSummary(BaseModel):
     updated_at: datetime
     completed_at: datetime | None = None
     revision: int
+    last_event: TaskEventBody | None = Field(None, description="The task's latest event.")
 
 
 class AgentTemplateBody(BaseModel):
@@ -161,8 +183,20 @@ def progress_of(state: TaskState) -> Progress:
     )
 
 
+def event_body(task_id: str, event: TaskEvent) -> TaskEventBody:
+    return TaskEventBody(task_id=task_id, **event.model_dump(), log=event.log_line())
+
+
 def task_body(state: TaskState, revision: int) -> TaskBody:
-    return TaskBody(
+    return TaskBody(**_state_fields(state, revision), logs=state.logs)
+
+
+def task_state_body(state: TaskState, revision: int) -> TaskStateBody:
+    return TaskStateBody(**_state_fields(state, revision))
+
+
+def _state_fields(state: TaskState, revision: int) -> dict[str, Any]:
+    return dict(
         id=state.id,
         description=state.description,
         status=state.status,
@@ -174,7 +208,6 @@ def task_body(state: TaskState, revision: int) -> TaskBody:
         plan=state.plan,
         final_result=state.final_result,
         error=state.error,
-        logs=state.logs,
         usage=state.usage,
         progress=progress_of(state),
         created_at=state.created_at,
@@ -183,6 +216,7 @@ def task_body(state: TaskState, revision: int) -> TaskBody:
         trace_id=state.trace_id,
         round=state.round,
         revision=revision,
+        last_seq=state.events[-1].seq if state.events else 0,
     )
 
 
@@ -205,4 +239,84 @@ def task_summary(state: TaskState, revision: int) -> TaskSummary:
         updated_at=state.updated_at,
         completed_at=state.completed_at,
         revision=revision,
+        last_event=event_body(state.id, state.events[-1]) if state.events else None,
     )
+
+
+# -- live streams ---------------------------------------------------------------------------------
+# Over WebSocket every message is one JSON text frame `{type, id, data}`; over Server-Sent Events
+# `type` is the `event:` field, `id` the `id:` field (what `Last-Event-ID` echoes) and `data` the
+# `data:` field. A message without an id does not move the client's resume position.
+
+
+class TaskEnd(BaseModel):
+    task_id: str
+    status: TaskStatus
+    last_seq: int = Field(..., description="`seq` of the task's last event.")
+
+
+class BoardRemoved(BaseModel):
+    id: str
+    revision: int
+
+
+class BoardReady(BaseModel):
+    revision: int = Field(..., description="Resume position after the backlog that was just sent.")
+
+
+class StreamError(BaseModel):
+    status: int
+    detail: str
+
+
+class TaskEventMessage(BaseModel):
+    type: Literal["task.event"] = "task.event"
+    id: str = Field(..., description="The event's `seq`: resume after it with `?after=` or `Last-Event-ID`.")
+    data: TaskEventBody
+
+
+class TaskStateMessage(BaseModel):
+    type: Literal["task.state"] = "task.state"
+    id: None = None
+    data: TaskStateBody
+
+
+class TaskEndMessage(BaseModel):
+    type: Literal["task.end"] = "task.end"
+    id: None = None
+    data: TaskEnd
+
+
+class BoardTaskMessage(BaseModel):
+    type: Literal["board.task"] = "board.task"
+    id: str = Field(..., description="The KV revision: resume after it with `?after=` or `Last-Event-ID`.")
+    data: TaskSummary
+
+
+class BoardRemovedMessage(BaseModel):
+    type: Literal["board.removed"] = "board.removed"
+    id: str
+    data: BoardRemoved
+
+
+class BoardReadyMessage(BaseModel):
+    type: Literal["board.ready"] = "board.ready"
+    id: str = Field(..., description="The resume position after the backlog.")
+    data: BoardReady
+
+
+class StreamErrorMessage(BaseModel):
+    type: Literal["error"] = "error"
+    id: None = None
+    data: StreamError
+
+
+STREAM_MESSAGES: tuple[type[BaseModel], ...] = (
+    TaskEventMessage,
+    TaskStateMessage,
+    TaskEndMessage,
+    BoardTaskMessage,
+    BoardRemovedMessage,
+    BoardReadyMessage,
+    StreamErrorMessage,
+)

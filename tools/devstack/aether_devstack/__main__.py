@@ -181,6 +181,7 @@ async def up(args: argparse.Namespace) -> int:
     banner = [
         "",
         f"Aether is {'up' if healthy else 'starting (health not green yet)'}: {base}",
+        *([f"  board:     {base}/#access_token={dev_key}  (signs this browser in)"] if dev_key and "AETHER_UI_DIR" in common else []),
         f"  API docs:  {base}/docs",
         f"  health:    {base}/api/health",
         f"  NATS:      {nats_url}",

@@ -112,7 +112,7 @@ async def submit_task(
 
 @router.get("/task/{task_id}", response_model=TaskBody, responses=NOT_FOUND, summary="Get a task")
 async def get_task(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> TaskBody:
-    found = await gw.store.get(task_id) if _plausible_id(task_id) else None
+    found = await gw.store.get(task_id) if plausible_task_id(task_id) else None
     if found is None or not visible(principal, found[0].tenant):
         raise HTTPException(404, f"no task with id '{task_id}'")
     return task_body(*found)
@@ -218,7 +218,7 @@ async def _control(gw: Gateway, principal: Principal, task_id: str, change):
             raise TaskNotFound(task_id)
         return change(state)
 
-    if not _plausible_id(task_id):
+    if not plausible_task_id(task_id):
         raise HTTPException(404, f"no task with id '{task_id}'")
     try:
         mutation = await gw.store.mutate(task_id, guarded)
@@ -249,7 +249,7 @@ async def arm_deadline(gw: Gateway, state: TaskState) -> None:
 ID_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
-def _plausible_id(task_id: str) -> bool:
+def plausible_task_id(task_id: str) -> bool:
     # KV keys allow a limited ASCII alphabet; anything else cannot be a task and must not reach
     # NATS (found by schemathesis: 'Æ' is alphanumeric to Python, and an invalid key to NATS).
     return 0 < len(task_id) <= 128 and all(c in ID_ALPHABET for c in task_id)

@@ -1,0 +1,186 @@
+"""The `aether` command against the running stack, as a user runs it (a subprocess, AETHER_URL)."""
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.plans import scripted, subtask
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+AETHER = str(Path(sys.executable).parent / "aether")
+DOTS = set("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")  # rich's "dots" spinner
+
+
+def env(stack, **extra: str) -> dict[str, str]:
+    return {**os.environ, "AETHER_URL": stack.url, "AETHER_API_KEY": stack.api_key or "", "COLUMNS": "160", "NO_COLOR": "1", **extra}
+
+
+def aether(stack, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([AETHER, *args], env=env(stack), capture_output=True, text=True, timeout=180, **kwargs)
+
+
+def two_step(title: str, sim: str = "") -> str:
+    return scripted(title, [subtask("schema", "database-expert"), subtask("api", "python-backend", deps=["schema"], sim=sim)])
+
+
+def rest(stack, path: str) -> dict:
+    return httpx.get(f"{stack.url}{path}", headers=stack.auth_headers(), timeout=30).json()
+
+
+def test_submit_follow_prints_every_subtask_with_its_agent_and_the_final_result(stack):
+    done = aether(stack, "submit", two_step("CLI follow"), "--follow")
+    assert done.returncode == 0, done.stderr + done.stdout
+    out = done.stdout
+    task_id = out.split("submitted task ", 1)[1].split()[0]
+    task = rest(stack, f"/api/orchestrate/task/{task_id}")
+    for line in task["logs"]:
+        assert out.count(line) == 1, line  # every event once, in the order of the log
+    positions = [out.index(line) for line in task["logs"]]
+    assert positions == sorted(positions)
+    for subtask_id, agent_type in (("schema", "database-expert"), ("api", "python-backend")):
+        lines = [line for line in out.splitlines() if f"Subtask {subtask_id} " in line]
+        assert lines and all(agent_type in line for line in lines), lines  # each line names the agent type
+    assert "--- final result ---" in out and task["final_result"].strip().splitlines()[-1] in out
+    assert out.rstrip().splitlines()[-1].startswith("completed · 2/2 subtasks done")
+
+
+def test_follow_in_a_terminal_draws_a_live_table_with_spinners_and_elapsed_times(stack):
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [AETHER, "submit", two_step("CLI terminal", sim="latency_ms=600"), "--follow"],
+        env={**env(stack), "TERM": "xterm-256color"},
+        stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+    )
+    os.close(terminal)
+    screen = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the other side closed: the command exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert process.wait(30) == 0
+    os.close(controller)
+    text = screen.decode(errors="replace")
+    assert DOTS & set(text), "no spinner was drawn while a subtask ran"
+    assert "✓" in text and "database-expert" in text and "python-backend" in text
+    assert "2/2 subtasks done" in text and "final result" in text
+    assert "\x1b[" in text  # drawn in place, not printed line by line
+
+
+def test_follow_resumes_after_the_gateway_dies_and_prints_nothing_twice(stack):
+    process = subprocess.Popen(
+        [AETHER, "submit", two_step("CLI resume", sim="latency_ms=1500"), "--follow"],
+        env=env(stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Subtask api started" in line:
+            old = stack.kill("gateway")
+            break
+    for line in process.stdout:
+        lines.append(line)
+    assert process.wait(120) == 0, "".join(lines)
+    stack.wait_healthy_again("gateway", old)
+    out = "".join(lines)
+    task_id = out.split("submitted task ", 1)[1].split()[0]
+    task = rest(stack, f"/api/orchestrate/task/{task_id}")
+    assert "reconnecting" in out
+    for line in task["logs"]:
+        assert out.count(line) == 1, line
+
+
+def test_tasks_and_task_show_what_the_api_holds(stack):
+    done = aether(stack, "submit", two_step("CLI show"), "--follow", "--json")
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout[done.stdout.index("{"):])
+    assert task["status"] == "completed"
+
+    listing = aether(stack, "tasks", "--limit", "500")
+    assert listing.returncode == 0
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(task["id"]))
+    assert "completed" in row and "2/2" in row and "CLI show" in row
+
+    shown = aether(stack, "task", task["id"], "--logs")
+    assert shown.returncode == 0
+    for expected in ("schema", "api", "database-expert", "python-backend", "final result", task["logs"][-1]):
+        assert expected in shown.stdout
+    assert f"{task['usage']['total_tokens']:,} tokens" in shown.stdout
+
+    as_json = json.loads(aether(stack, "task", task["id"], "--json").stdout)
+    assert as_json == rest(stack, f"/api/orchestrate/task/{task['id']}")
+    assert json.loads(aether(stack, "tasks", "--status", "completed", "--json").stdout)[0]["status"] == "completed"
+
+
+def test_agents_lists_the_templates_and_the_pool(stack):
+    done = aether(stack, "agents")
+    assert done.returncode == 0, done.stderr
+    for template in ("python-backend", "react-frontend", "database-expert", "devops-expert", "fullstack", "testing-expert"):
+        assert template in done.stdout
+    pool = httpx.get(f"{stack.url}/api/agents", headers=stack.auth_headers(), timeout=10)
+    if pool.status_code == 200:
+        for agent in pool.json():
+            assert agent["id"] in done.stdout
+    else:
+        assert "this gateway does not serve /api/agents" in done.stdout
+
+
+def test_a_failed_task_exits_1_with_the_reason(stack):
+    done = aether(stack, "submit", "CLI fail [[sim planner.fail=400]]", "--follow")
+    assert done.returncode == 1
+    assert "planning failed" in done.stdout and "error: planning failed" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith("failed · no plan yet")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["task", "00000000-0000-7000-8000-000000000000"], 1, "no task with id"),
+        (["task", "00000000-0000-7000-8000-000000000000", "--follow"], 1, "no task with id"),
+        (["submit", "   "], 1, "description must not be empty"),
+        (["submit", "x", "--master", "nobody"], 1, "unknown master_deployment_id 'nobody'"),
+        (["tasks", "--limit", "0"], 1, "--limit must be between 1 and 500"),
+    ],
+)
+def test_refusals_exit_1_with_the_gateways_message(stack, args, code, message):
+    done = aether(stack, *args)
+    assert done.returncode == code
+    assert message in done.stderr
+
+
+def test_an_unreachable_gateway_exits_2_and_names_the_setting(stack):
+    done = aether(stack, "--url", f"http://127.0.0.1:{free_port()}", "tasks")
+    assert done.returncode == 2
+    assert "cannot reach the Aether gateway" in done.stderr and "AETHER_URL" in done.stderr
+
+
+def test_without_a_valid_key_the_gateways_refusal_says_how_to_get_one(stack, tmp_path):
+    for key in ("", "not-the-key-0000000000"):
+        done = subprocess.run(
+            [AETHER, "tasks"], env=env(stack, AETHER_API_KEY=key), cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1
+        assert "missing or invalid API key" in done.stderr and "AETHER_API_KEY" in done.stderr
+
+
+def test_the_description_can_come_from_standard_input(stack):
+    done = aether(stack, "submit", "-", "--json", input=two_step("From stdin"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["description"].startswith("From stdin")
+

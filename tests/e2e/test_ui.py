@@ -1,0 +1,383 @@
+"""The Mission Board in a real headless Chromium against the running stack, as a person uses it:
+submit a task, watch every node of its plan reach completed without reloading, open a result, and
+read the log; deep links; the Agent Hub. Screenshots land in artifacts/ (gitignored), with the
+measured latency from a KV change to the screen."""
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.browser import (
+    CONTRAST_AUDIT,
+    RENDER_MARKS,
+    KVClock,
+    chromium,
+    render_latencies,
+    summary,
+)
+from tests.support.plans import scripted, subtask
+from tests.support.stack import UI_DIST
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+ORDER = ["pending", "creating_agent", "executing", "completed"]
+
+# Runs in the page before its scripts: notes every status a plan node shows, and marks the page
+# load, so the test can tell that the statuses changed in place and nothing reloaded.
+WATCH_NODES = """
+window.__pageLoad = Math.random();
+window.__statuses = {};
+const note = (el) => {
+  if (!(el instanceof Element) || el.getAttribute("data-testid") !== "plan-node") return;
+  const seen = (window.__statuses[el.dataset.subtask] ||= []);
+  if (seen.at(-1) !== el.dataset.status) seen.push(el.dataset.status);
+};
+new MutationObserver((records) => {
+  for (const record of records) {
+    if (record.type === "attributes") note(record.target);
+    for (const added of record.addedNodes) {
+      if (added instanceof Element) { note(added); added.querySelectorAll("[data-testid=plan-node]").forEach(note); }
+    }
+  }
+}).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"] });
+"""
+
+
+SHOWN = """({ view, finals }) => {
+  const seen = {};
+  for (const mark of performance.getEntriesByName("aether:render"))
+    if (mark.detail.view === view) for (const c of mark.detail.changes) seen[c.task] = Math.max(seen[c.task] || 0, c.revision);
+  return Object.entries(finals).every(([task, revision]) => (seen[task] || 0) >= revision);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert (UI_DIST / "index.html").is_file(), "the Mission Board is not built: run `make ui`"
+    ARTIFACTS.mkdir(exist_ok=True)
+    for stale in ARTIFACTS.glob("failed-*.png"):
+        stale.unlink()
+    with chromium() as browser:
+        yield browser
+
+
+def open_page(browser, errors: list[str], key: str | None = None):
+    # A context of its own: headless Chromium barely draws a page that is not in front.
+    context = browser.new_context(viewport=DESKTOP)
+    context.add_init_script(WATCH_NODES)
+    if key:  # signed in, as the sign-in form or `make up`'s link leaves a browser
+        context.add_init_script(f"localStorage.setItem('aether.apiKey', {json.dumps(key)})")
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page
+
+
+@pytest.fixture
+def page(browser, request, stack):
+    errors: list[str] = []
+    page = open_page(browser, errors, stack.api_key)
+    yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed and not page.is_closed():
+        # What the page showed when its test failed, next to the screenshots.
+        page.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"), full_page=True)
+    page.context.close()
+    assert not errors, errors
+
+
+def diamond(title: str) -> str:
+    return scripted(
+        title,
+        [
+            subtask("schema", "database-expert", sim="latency_ms=400"),
+            subtask("api", "python-backend", deps=["schema"], sim="latency_ms=1500"),
+            subtask("ui", "react-frontend", deps=["schema"], sim="latency_ms=500"),
+            subtask("tests", "testing-expert", deps=["api", "ui"], sim="latency_ms=400"),
+        ],
+    )
+
+
+def statuses(page) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        "[data-testid=plan-node]", "nodes => Object.fromEntries(nodes.map(n => [n.dataset.subtask, n.dataset.status]))"
+    )
+
+
+def short_tokens(value: int) -> str:
+    """As the board writes token counts (ui/src/format.ts)."""
+    if value < 1000:
+        return str(value)
+    return f"{value / 1000:.1f}k" if value < 10_000 else f"{value / 1000:.0f}k"
+
+
+def assert_contrast(page, where: str) -> None:
+    failures = page.evaluate(CONTRAST_AUDIT)
+    assert not failures, f"text below WCAG AA contrast on {where}: {failures}"
+
+
+def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, page):
+    with KVClock(stack.nats_url) as clock:
+        page.goto(f"{stack.url}/")
+        page.get_by_role("heading", name="Tasks").wait_for()
+        page.get_by_text("Live", exact=True).wait_for()
+        load = page.evaluate("window.__pageLoad")
+
+        field = page.get_by_label("New task for Jason")
+        field.fill(diamond("Browser diamond"))
+        field.press("Control+Enter")
+        page.wait_for_url(re.compile(r"/tasks/[^/]+$"))
+        task_id = page.url.rsplit("/", 1)[1]
+        page.get_by_role("heading", name="Plan").wait_for()
+        page.locator("[data-testid=plan-node]").first.wait_for()
+        assert_contrast(page, "the task view while it runs")
+        page.wait_for_function(
+            """() => { const nodes = [...document.querySelectorAll("[data-testid=plan-node]")];
+                       return nodes.length === 4 && nodes.every(n => n.dataset.status === "completed"); }""",
+            timeout=120_000,
+        )
+        page.get_by_role("heading", name="Final result").wait_for()
+        task = httpx.get(f"{stack.url}/api/orchestrate/task/{task_id}", headers=stack.auth_headers(), timeout=30).json()
+        assert task["status"] == "completed"
+
+        # Every node changed in place, in order, and the slow one was seen running.
+        seen = page.evaluate("window.__statuses")
+        assert set(seen) == {"schema", "api", "ui", "tests"}
+        for subtask_id, history in seen.items():
+            assert history[-1] == "completed", (subtask_id, history)
+            assert [ORDER.index(s) for s in history] == sorted(ORDER.index(s) for s in history), (subtask_id, history)
+        assert "executing" in seen["api"], seen
+        assert page.evaluate("window.__pageLoad") == load
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+
+        # Open a result from the keyboard: focus the node, Enter.
+        node = page.get_by_role("button", name=re.compile(r"^Subtask api, python-backend, Completed"))
+        node.focus()
+        page.keyboard.press("Enter")
+        panel = page.locator("[data-testid=subtask-panel]")
+        assert panel.get_attribute("data-subtask") == "api"
+        panel.get_by_role("heading", name="Subtask api").wait_for()
+        result = next(s["result"] for s in task["subtasks"] if s["id"] == "api")
+        assert "Simulated work on" in panel.inner_text() and "Simulated work on" in result
+        assert panel.locator("pre code.hljs .hljs-keyword").count() > 0  # highlighted code
+        assert "from fastapi import FastAPI" in panel.locator("pre code").first.inner_text()
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        assert panel.get_attribute("data-subtask") != "api"  # Tab moved to the next node
+
+        final = page.locator("section", has=page.get_by_role("heading", name="Final result"))
+        assert "Integrated result (simulated)" in final.inner_text()
+        log = page.locator("[data-testid=task-log] li")
+        assert [int(s) for s in log.evaluate_all("items => items.map(i => i.dataset.seq)")] == list(range(1, len(task["logs"]) + 1))
+        usage = page.locator("section", has=page.get_by_role("heading", name="Durations and tokens"))
+        rows = usage.locator("tbody tr").all_inner_texts()
+        assert len(rows) == 4 and all(re.search(r"\d s\s", row) for row in rows), rows  # a duration each
+        assert short_tokens(task["usage"]["total_tokens"]) in usage.locator("tfoot").inner_text()
+        assert_contrast(page, "the task view")
+        page.screenshot(path=str(ARTIFACTS / "ui-task.png"), full_page=True)
+
+        page.set_viewport_size(PHONE)
+        page.wait_for_function("document.documentElement.scrollWidth <= 375")
+        page.screenshot(path=str(ARTIFACTS / "ui-task-375.png"), full_page=True)
+        page.set_viewport_size(DESKTOP)
+
+        # Neither a title with no place to break nor a long last event may widen the board on a phone.
+        wide = httpx.post(
+            f"{stack.url}/api/orchestrate/task",
+            json={"description": "Unbreakable" + "x" * 400 + " [[sim planner.fail=400]]"},
+            headers=stack.auth_headers(),
+            timeout=30,
+        ).json()["id"]
+        page.get_by_role("link", name="Mission Board").first.click()
+        page.locator(f"[data-testid=task-card][data-task='{wide}'][data-status=failed]").wait_for()
+        card = page.locator(f"[data-testid=task-card][data-task='{task_id}']")
+        card.wait_for()
+        assert card.get_attribute("data-status") == "completed"
+        assert page.evaluate("window.__pageLoad") == load
+        assert_contrast(page, "the board")
+        page.screenshot(path=str(ARTIFACTS / "ui-board.png"), full_page=True)
+        page.set_viewport_size(PHONE)
+        page.wait_for_function("document.documentElement.scrollWidth <= 375")
+        page.screenshot(path=str(ARTIFACTS / "ui-board-375.png"), full_page=True)
+
+        page.wait_for_function(SHOWN, arg={"view": "task", "finals": {task_id: task["revision"]}})
+        marks = page.evaluate(RENDER_MARKS)
+    latencies = render_latencies(clock, marks, "task", {task_id})
+    assert latencies, "no revision of the task was matched to a frame"
+    _record("ui-latency-single-task.json", {"task_view": summary(latencies)})
+
+
+def test_the_page_resumes_after_the_gateway_dies_without_losing_or_repeating_an_event(stack, page):
+    plan = scripted(
+        "Survives a gateway restart",
+        [
+            subtask("first", "fullstack"),
+            subtask("slow", "fullstack", deps=["first"], sim="latency_ms=2500"),
+            subtask("last", "fullstack", deps=["slow"]),
+        ],
+    )
+    task = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": plan}, headers=stack.auth_headers(), timeout=30).json()
+    page.goto(f"{stack.url}/tasks/{task['id']}")
+    page.locator("[data-testid=plan-node][data-subtask=slow][data-status=executing]").wait_for(timeout=90_000)
+    load = page.evaluate("window.__pageLoad")
+    old = stack.kill("gateway")
+    page.get_by_text("Reconnecting…").wait_for()
+    stack.wait_healthy_again("gateway", old)
+    page.get_by_role("heading", name="Final result").wait_for(timeout=90_000)
+
+    logs = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}", headers=stack.auth_headers(), timeout=30).json()["logs"]
+    shown = page.locator("[data-testid=task-log] li").evaluate_all("items => items.map(i => Number(i.dataset.seq))")
+    assert shown == list(range(1, len(logs) + 1))  # every event once, in order, across the restart
+    assert statuses(page) == {"first": "completed", "slow": "completed", "last": "completed"}
+    assert page.evaluate("window.__pageLoad") == load  # resumed in place, not reloaded
+
+
+def test_signing_in_with_a_key_from_the_form_or_the_link_make_up_prints(stack, browser):
+    errors: list[str] = []
+    page = open_page(browser, errors)  # a browser that has no key yet
+    page.goto(f"{stack.url}/")
+    page.get_by_role("heading", name="Sign in with an API key").wait_for()
+    assert_contrast(page, "the sign-in form")
+    field = page.get_by_label("API key")
+    field.fill("not-the-key-0000000000")
+    field.press("Enter")
+    page.get_by_role("alert").filter(has_text="does not accept this key").wait_for()
+    field.fill(stack.api_key)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Tasks").wait_for()
+    page.get_by_text("Live", exact=True).wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in with an API key").wait_for()
+
+    page.goto(f"{stack.url}/agents#access_token={stack.api_key}")
+    page.get_by_role("heading", name="Agent Hub", exact=True).wait_for()
+    assert "access_token" not in page.url  # the key does not stay in the address bar or history
+    page.context.close()
+    assert not errors, errors
+
+
+def test_deep_links_reloads_and_unknown_pages(stack, page):
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.auth_headers()) as client:
+        title = "Deep link " + "y" * 300  # nowhere to break a line
+        task = client.post("/api/orchestrate/task", json={"description": scripted(title, [subtask("only", "fullstack")])}).json()
+    page.set_viewport_size(PHONE)
+    page.goto(f"{stack.url}/tasks/{task['id']}")
+    page.get_by_role("heading", name=title).wait_for()
+    page.get_by_role("heading", name="Final result").wait_for(timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.reload()
+    page.get_by_role("heading", name="Final result").wait_for()
+    assert page.locator("[data-testid=plan-node][data-status=completed]").count() == 1
+
+    page.goto(f"{stack.url}/tasks/00000000-0000-7000-8000-000000000000")
+    page.get_by_text("No such task").wait_for()
+    assert_contrast(page, "the missing-task page")
+    page.goto(f"{stack.url}/no/such/page")
+    page.get_by_text("Nothing here").wait_for()
+    assert httpx.get(f"{stack.url}/api/no-such-endpoint", headers=stack.auth_headers()).status_code == 404  # the API keeps its 404s
+
+
+def test_the_agent_hub_lists_the_templates_and_is_reachable_by_keyboard(stack, page):
+    page.goto(f"{stack.url}/")
+    page.get_by_role("navigation", name="Main").wait_for()  # React renders after the load event
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.get_by_role("link", name="Agent Hub").click()
+    page.get_by_role("heading", name="Agent Hub", exact=True).wait_for()
+    templates = page.locator("[data-testid=agent-templates] > li")
+    templates.first.wait_for()
+    assert templates.count() == len(httpx.get(f"{stack.url}/api/orchestrate/agents", headers=stack.auth_headers()).json()) == 6
+    body = page.inner_text("body")
+    assert "Neural Link" not in body and "System Metrics" not in body
+    page.get_by_role("heading", name="Agents pool").wait_for()
+    page.wait_for_function("!document.querySelector('[role=status]')?.textContent?.includes('Loading the agent pool')")
+    assert_contrast(page, "the Agent Hub")
+    page.screenshot(path=str(ARTIFACTS / "ui-agents.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.wait_for_function("document.documentElement.scrollWidth <= 375")
+
+
+def test_delete_an_agent_through_the_confirmation_dialog(stack, page):
+    with httpx.Client(base_url=stack.url, timeout=30, headers=stack.auth_headers()) as client:
+        task = client.post("/api/orchestrate/task", json={"description": scripted("Needs an agent", [subtask("only", "fullstack")])}).json()
+        page.goto(f"{stack.url}/tasks/{task['id']}")
+        page.get_by_role("heading", name="Final result").wait_for(timeout=90_000)
+        agent_id = client.get(f"/api/orchestrate/task/{task['id']}").json()["subtasks"][0]["agent_id"]
+        agent = next(a for a in client.get("/api/agents").json() if a["id"] == agent_id)
+        assert agent["role"] == "expert" and agent["deletable"]
+
+        page.get_by_role("link", name="Agent Hub").click()
+        card = page.locator(f"[data-testid=agent-card][data-agent='{agent_id}']")
+        card.wait_for()
+        master = page.locator("[data-testid=agent-card][data-agent=jason]")
+        assert master.get_by_role("button").count() == 0 and "Master" in master.inner_text()
+
+        trash = card.get_by_role("button", name=f"Delete agent {agent['name']}")
+        trash.click()
+        dialog = page.get_by_role("dialog", name=f"Delete agent {agent['name']}?")
+        dialog.wait_for()
+        assert page.evaluate("document.activeElement.textContent") == "Cancel"
+        page.keyboard.press("Escape")  # changed my mind
+        dialog.wait_for(state="hidden")
+        assert next(a for a in client.get("/api/agents").json() if a["id"] == agent_id)["status"] not in ("stopping", "stopped")
+
+        trash.click()
+        dialog.get_by_role("button", name="Delete agent").click()
+        dialog.wait_for(state="hidden")
+        page.get_by_text(f"Agent {agent['name']} is stopping.").wait_for()
+        # The list refreshed: the agent is stopping or already gone, here and in the API.
+        page.wait_for_function(
+            """(id) => { const card = document.querySelector(`[data-testid=agent-card][data-agent="${id}"]`);
+                         return !card || /stopping|stopped/.test(card.textContent); }""",
+            arg=agent_id,
+        )
+        after = [a for a in client.get("/api/agents").json() if a["id"] == agent_id]
+        assert not after or after[0]["status"] in ("stopping", "stopped")
+        assert_contrast(page, "the Agent Hub after a deletion")
+
+
+def test_kv_change_to_screen_latency_over_a_run(stack, browser):
+    """Measured, not asserted: the figures go to artifacts/ui-latency.json and the report. Both
+    pages are open and live before the tasks start, so page loads are not in the figures."""
+    errors: list[str] = []
+    board, watched = open_page(browser, errors, stack.api_key), open_page(browser, errors, stack.api_key)
+    with KVClock(stack.nats_url) as clock, httpx.Client(base_url=stack.url, timeout=30, headers=stack.auth_headers()) as client:
+        board.goto(f"{stack.url}/")
+        board.get_by_text("Live", exact=True).wait_for()
+        # The first task plans slowly, so its page is live before its plan runs.
+        first = client.post(
+            "/api/orchestrate/task", json={"description": diamond("Latency run 0 [[sim planner.latency_ms=1500]]")}
+        ).json()["id"]
+        watched.goto(f"{stack.url}/tasks/{first}")
+        watched.get_by_text("Live", exact=True).wait_for()
+        since = board.evaluate("Date.now()")
+        tasks = [first] + [
+            client.post("/api/orchestrate/task", json={"description": diamond(f"Latency run {n}")}).json()["id"]
+            for n in range(1, 6)
+        ]
+        for task_id in tasks:
+            board.locator(f"[data-testid=task-card][data-task='{task_id}'][data-status=completed]").wait_for(timeout=120_000)
+        watched.get_by_role("heading", name="Final result").wait_for(timeout=60_000)
+        finals = {t: client.get(f"/api/orchestrate/task/{t}").json()["revision"] for t in tasks}
+        # A frame is marked just after it is drawn: wait for the marks of the final revisions.
+        board.wait_for_function(SHOWN, arg={"view": "board", "finals": finals})
+        watched.wait_for_function(SHOWN, arg={"view": "task", "finals": {first: finals[first]}})
+        board_marks, task_marks = board.evaluate(RENDER_MARKS), watched.evaluate(RENDER_MARKS)
+    board.context.close()
+    watched.context.close()
+    assert not errors, errors
+    on_board = render_latencies(clock, board_marks, "board", set(tasks), since)
+    on_task = render_latencies(clock, task_marks, "task", {first}, since)
+    expected = sum(1 for task, stored in clock.stored.values() if task in tasks and stored * 1000 >= since)
+    assert len(on_board) == expected, "a revision never reached the board"
+    _record("ui-latency.json", {"board": summary(on_board), "task_view": summary(on_task), "tasks": len(tasks)})
+
+
+def _record(name: str, figures: dict) -> None:
+    (ARTIFACTS / name).write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\n{name}: {json.dumps(figures)}")
