@@ -301,3 +301,29 @@ def write_inside(root: str, path: str, content: bytes) -> None:
             handle.write(content)
     finally:
         os.close(fd)
+
+
+def fence_for(content: str) -> str:
+    """A backtick fence longer than any backtick run in `content`, so the block cannot break."""
+    longest = max((len(run) for run in re.findall(r"`+", content)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def quote_file(path: str, content: bytes, limit: int, heading: str) -> str:
+    """A file for a prompt: a heading, then its text in a fenced block, cut at `limit` characters
+    with a visible marker; a file that is not UTF-8 text is named, not shown."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{heading}\n[binary content, {len(content)} bytes, not shown]"
+    shown_text = text
+    marker = ""
+    if len(text) > limit:
+        shown_text = text[:limit]
+        marker = (
+            f"\n[… truncated by Aether: {len(text) - limit} more characters of {path}; "
+            "the whole file is in the workspace]"
+        )
+    fence = fence_for(shown_text)
+    body = shown_text if shown_text.endswith("\n") or not shown_text else shown_text + "\n"
+    return f"{heading}\n{fence} path={path}\n{body}{fence}{marker}"

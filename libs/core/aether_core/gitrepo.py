@@ -27,6 +27,8 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import BaseRepo, MemoryRepo, Repo
 from dulwich.worktree import add_worktree, remove_worktree
 
+from aether_contracts.state import Subtask
+
 from .files import check_path, write_inside
 
 FILE_MODE = 0o100644
@@ -46,6 +48,28 @@ class CommitSpec:
     message: str
     files: dict[str, bytes]
     when: datetime
+
+
+def commit_message(subtask: Subtask) -> str:
+    first = " ".join(subtask.description.split())
+    subject = f"{subtask.id}: {first}"
+    if len(subject) > 72:
+        subject = subject[:71] + "…"
+    trailers = [f"Aether-Subtask: {subtask.id}", f"Aether-Agent-Type: {subtask.agent_type}"]
+    if subtask.agent_id:
+        trailers.append(f"Aether-Agent: {subtask.agent_id}")
+    return f"{subject}\n\n{subtask.description.strip()}\n\n" + "\n".join(trailers)
+
+
+def subtask_commit(subtask: Subtask, contents: dict[str, bytes]) -> CommitSpec:
+    """A completed subtask's commit: author = its agent type, message = the subtask, its files
+    (contents by object name), dated when it completed (the same on every machine)."""
+    return CommitSpec(
+        author=subtask.agent_type,
+        message=commit_message(subtask),
+        files={f.path: contents[f.object] for f in subtask.files},
+        when=subtask.completed_at or subtask.started_at or datetime(2000, 1, 1, tzinfo=UTC),
+    )
 
 
 @dataclass

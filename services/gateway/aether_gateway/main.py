@@ -18,12 +18,13 @@ from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentSt
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import Registry, load_registry
+from aether_core.workspace_store import WorkspaceStore
 
 from .auth import KeyRing
 from .deps import Gateway
 from .index import TaskIndex
 from .routes import agents as agent_routes
-from .routes import health, probes, tasks
+from .routes import files, health, probes, tasks
 from .settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -66,7 +67,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="An orchestrator for coding work done by LLM agents",
         lifespan=lifespan,
     )
-    app.state.gateway = Gateway(settings, runtime, registry, index, services, agent_pool, keys)
+    app.state.gateway = Gateway(
+        settings, runtime, registry, index, services, agent_pool, keys, WorkspaceStore(lambda: runtime.js)
+    )
 
     if settings.cors_origin_list:
         app.add_middleware(
@@ -104,7 +107,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    for module in (tasks, agent_routes, health, probes):
+    for module in (tasks, files, agent_routes, health, probes):
         app.include_router(module.router)
 
     def openapi() -> dict:
