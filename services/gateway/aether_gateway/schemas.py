@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from aether_contracts.agents import AgentStatus
 from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_contracts.workspace import PathConflict, RefusedFile, RepositoryInfo, WorkspaceFile
 
 
 class TaskSubmission(BaseModel):
@@ -62,6 +63,8 @@ class SubtaskBody(BaseModel):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     duration_ms: int | None = None
+    files: list[WorkspaceFile] = []
+    refused_files: list[RefusedFile] = []
 
 
 class TaskBody(BaseModel):
@@ -81,6 +84,8 @@ class TaskBody(BaseModel):
     completed_at: datetime | None = None
     trace_id: str | None = None
     round: int = Field(1, description="1, plus one for every retry or replan.")
+    conflicts: list[PathConflict] = []
+    repository: RepositoryInfo | None = None
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
 
 
@@ -182,6 +187,8 @@ def task_body(state: TaskState, revision: int) -> TaskBody:
         completed_at=state.completed_at,
         trace_id=state.trace_id,
         round=state.round,
+        conflicts=state.conflicts,
+        repository=state.repository,
         revision=revision,
     )
 

@@ -167,12 +167,12 @@ async def read_file(
 async def _download(gw: GatewayDep, task_id: str, kind: str) -> StreamingResponse:
     state = await _task(gw, task_id)
     repository = state.repository
+    if not state.status.terminal:
+        # A retried task keeps its previous repository until the new one is assembled.
+        raise HTTPException(
+            409, f"task '{task_id}' is {state.status.value}: its repository is assembled when it completes"
+        )
     if repository is None:
-        if not state.status.terminal:
-            raise HTTPException(
-                409,
-                f"task '{task_id}' is {state.status.value}: its repository is assembled when it completes",
-            )
         raise HTTPException(404, f"task '{task_id}' has no repository: it ended {state.status.value}")
     if repository.error:
         raise HTTPException(500, f"the repository of task '{task_id}' could not be assembled: {repository.error}")
