@@ -178,7 +178,9 @@ async def test_workspace_endpoints_answer_clearly_for_unknown_and_unfinished_tas
         assert bad.status_code == 400 and "device name" in bad.json()["detail"]
         await stack.wait_task(client, slow["id"])
 
-        failed = await stack.submit(client, scripted("Fails", [subtask("f", "fullstack", sim="fail=400")]))
+        # The automatic replacement fails too (scripted), so the task ends failed.
+        still_broken = 'SIM-REPLAN: {"subtasks": [{"id": "fix", "description": "broken [[sim fail=400]]", "agent_type": "fullstack"}]}'
+        failed = await stack.submit(client, scripted("Fails\n" + still_broken, [subtask("f", "fullstack", sim="fail=400")]))
         task = await stack.wait_task(client, failed["id"])
         assert task["status"] == "failed"
         gone = await client.get(f"/api/orchestrate/task/{failed['id']}/repository.bundle")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
-from aether_core.control import stop_task
 from aether_contracts.workspace import record_subtask_files
+from aether_core.control import stop_task
 from aether_core.store import Unchanged
 
 HasAgent = Callable[[str], bool]
