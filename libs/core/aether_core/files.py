@@ -204,10 +204,26 @@ def _info_path(info: str) -> str | None:
     return next(g for g in match.groups() if g is not None)
 
 
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:n]) for n in range(1, len(parts))]
+
+
+def _clash(path: str, accepted: dict, directories: set[str]) -> str | None:
+    """An accepted file that `path` would turn into a directory, or that lives under `path`."""
+    for parent in _parents(path):
+        if parent in accepted:
+            return parent
+    if path in directories:
+        return next(p for p in accepted if p.startswith(path + "/"))
+    return None
+
+
 def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
     lines = reply.split("\n")
     result = Extraction()
     accepted: dict[str, tuple[ExtractedFile, _Block]] = {}
+    directories: set[str] = set()
     total = 0
     replaced: dict[int, str] = {}
     for block in _blocks(lines):
@@ -241,7 +257,7 @@ def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
         if len(content) > limits.max_file_bytes:
             refuse(f"{len(content)} bytes, over the limit of {limits.max_file_bytes} per file")
             continue
-        clash = next((p for p in accepted if p.startswith(path + "/") or path.startswith(p + "/")), None)
+        clash = _clash(path, accepted, directories)
         if clash is not None:
             refuse(f"clashes with {clash!r} in the same reply (a file cannot also be a directory)")
             continue
@@ -258,6 +274,7 @@ def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
             refuse("written again later in the same reply; the later version is kept")
         total += len(content) - earlier
         accepted[path] = (ExtractedFile(path, content, language), block)
+        directories.update(_parents(path))
 
     for file, block in accepted.values():
         count = file.content.count(b"\n")

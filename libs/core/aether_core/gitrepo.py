@@ -88,6 +88,7 @@ class History:
     """Path -> blob id."""
     sizes: dict[str, int] = field(default_factory=dict)
     commits: list[tuple[bytes, str]] = field(default_factory=list)
+    directories: set[str] = field(default_factory=set)
 
     def commit(self, spec: CommitSpec) -> list[Skipped]:
         skipped = []
@@ -101,6 +102,8 @@ class History:
             self.repo.object_store.add_object(blob)
             self.tree[path] = blob.id
             self.sizes[path] = len(content)
+            parts = path.split("/")
+            self.directories.update("/".join(parts[:n]) for n in range(1, len(parts)))
         commit = Commit()
         commit.tree = self._write_tree()
         commit.parents = [self.head] if self.head else []
@@ -122,7 +125,7 @@ class History:
             prefix = "/".join(parts[:n])
             if prefix in self.tree:
                 return f"an earlier commit has a file at {prefix!r}, where this path needs a directory"
-        if any(p.startswith(path + "/") for p in self.tree):
+        if path in self.directories:
             return f"an earlier commit has a directory at {path!r}"
         return None
 
