@@ -20,16 +20,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from dulwich.bundle import create_bundle_from_repo, write_bundle
-from dulwich.diff_tree import tree_changes
-from dulwich.objects import Blob, Commit, Tree
-from dulwich.repo import BaseRepo, MemoryRepo, Repo
-from dulwich.worktree import add_worktree, remove_worktree
+from typing import TYPE_CHECKING
 
 from aether_contracts.state import Subtask
 
 from .files import check_path, write_inside
+
+if TYPE_CHECKING:
+    from dulwich.repo import BaseRepo, Repo
+
+# dulwich is imported where it is used: an agent's cold start (which a task's deadline counts)
+# does not pay for it before its first subtask.
 
 FILE_MODE = 0o100644
 DIR_MODE = 0o040000
@@ -91,6 +92,8 @@ class History:
     directories: set[str] = field(default_factory=set)
 
     def commit(self, spec: CommitSpec) -> list[Skipped]:
+        from dulwich.objects import Blob, Commit
+
         skipped = []
         for path, content in sorted(spec.files.items()):
             path = check_path(path)
@@ -130,6 +133,8 @@ class History:
         return None
 
     def _write_tree(self) -> bytes:
+        from dulwich.objects import Tree
+
         root: dict = {}
         for path, blob in self.tree.items():
             node = root
@@ -157,6 +162,8 @@ class History:
 
     def bundle(self, branch: str = "main") -> bytes:
         """A git bundle of the branch (and HEAD), as `git clone <file>` accepts it."""
+        from dulwich.bundle import create_bundle_from_repo, write_bundle
+
         self.point(branch)
         bundle = create_bundle_from_repo(self.repo, refs=[f"refs/heads/{branch}".encode(), b"HEAD"])
         out = io.BytesIO()
@@ -188,6 +195,8 @@ class History:
 
 
 def memory_history() -> History:
+    from dulwich.repo import MemoryRepo
+
     return History(MemoryRepo())
 
 
@@ -216,6 +225,9 @@ class TaskCheckouts:
 
     def checkout(self, task_id: str, name: str, base: Iterable[CommitSpec]) -> Worktree:
         """A worktree at the commit of `base` (the dependencies' files), for one subtask run."""
+        from dulwich.repo import Repo
+        from dulwich.worktree import add_worktree
+
         key = self.dirname(task_id)
         with self._guard:
             self._users[key] = self._users.get(key, 0) + 1
@@ -268,6 +280,9 @@ class Worktree:
 
     def commit(self, files: dict[str, bytes], author: str, message: str) -> tuple[dict[str, bytes], list[Skipped]]:
         """Write the files into the worktree and commit them; return what the commit changed."""
+        from dulwich.diff_tree import tree_changes
+        from dulwich.repo import Repo
+
         refused: list[Skipped] = []
         written = []
         for path, content in files.items():
@@ -297,6 +312,8 @@ class Worktree:
         return changed, refused
 
     def close(self) -> None:
+        from dulwich.worktree import remove_worktree
+
         if self.closed:
             return
         self.closed = True
