@@ -7,6 +7,13 @@ from pydantic import Field
 from aether_core.config import LLMSettings, ServiceSettings, WorkspaceSettings
 
 
+def _temp_dir() -> str:
+    try:
+        return tempfile.gettempdir()
+    except OSError:  # a read-only container without a /tmp: the worker runs without worktrees
+        return "/tmp"
+
+
 class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
     executor_role: Literal["all", "scheduler", "worker"] = Field(
         "all",
@@ -34,7 +41,7 @@ class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
     )
 
     workspace_dir: str = Field(
-        str(Path(tempfile.gettempdir()) / "aether-workspaces"),
+        default_factory=lambda: str(Path(_temp_dir()) / "aether-workspaces"),
         description="Where a worker keeps its git worktrees (a subdirectory per agent); 'off': none.",
     )
 
