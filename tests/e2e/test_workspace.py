@@ -157,7 +157,7 @@ async def test_hostile_file_paths_are_refused_and_recorded_and_nothing_escapes(s
     assert "link" in refused["link -> /etc/passwd"]
     assert "never closed" in refused["cut_off.py"]
     assert sum("refused" in line for line in task["logs"]) == len(refused)
-    assert traversal.status_code == 400
+    assert traversal.status_code == 404 and "'..'" in traversal.json()["detail"]
     (tmp_path / "b.bundle").write_bytes(bundle)
     git("clone", "-q", str(tmp_path / "b.bundle"), str(tmp_path / "c"))
     assert sorted(git("ls-files", cwd=tmp_path / "c").split()) == ["README.md", "app/main.py"]
@@ -175,7 +175,8 @@ async def test_workspace_endpoints_answer_clearly_for_unknown_and_unfinished_tas
         missing = await client.get(f"/api/orchestrate/task/{slow['id']}/files/none.py")
         assert missing.status_code == 404 and "no file 'none.py'" in missing.json()["detail"]
         bad = await client.get(f"/api/orchestrate/task/{slow['id']}/files/CON")
-        assert bad.status_code == 400 and "device name" in bad.json()["detail"]
+        assert bad.status_code == 404 and "device name" in bad.json()["detail"]
+        assert (await client.get("/api/orchestrate/task/%C3%BA/repository.bundle")).status_code == 404
         await stack.wait_task(client, slow["id"])
 
         # The automatic replacement fails too (scripted), so the task ends failed.

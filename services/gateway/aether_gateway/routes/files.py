@@ -18,7 +18,7 @@ from aether_contracts.workspace import (
     RepositoryInfo,
     final_files,
 )
-from aether_core.files import UnsafePath, check_path
+from aether_core.files import UnsafePath, check_path, shown
 from aether_core.workspace_store import ObjectCorrupt, ObjectMissing, WorkspaceStore
 
 from ..deps import GatewayDep
@@ -27,8 +27,7 @@ from ..schemas import ErrorBody
 router = APIRouter(prefix="/api/orchestrate", tags=["workspace"])
 
 ERRORS = {
-    400: {"model": ErrorBody, "description": "The path is not a valid workspace path"},
-    404: {"model": ErrorBody, "description": "No such task, file or repository"},
+    404: {"model": ErrorBody, "description": "No such task, file (or no valid path) or repository"},
 }
 NOT_READY = {409: {"model": ErrorBody, "description": "The task has not completed yet"}}
 
@@ -60,7 +59,8 @@ class WorkspaceBody(BaseModel):
 
 
 def _plausible(task_id: str) -> bool:
-    return 0 < len(task_id) <= 128 and all(c.isalnum() or c in "-_" for c in task_id)
+    # KV keys are ASCII: anything else cannot be a task and must not reach NATS.
+    return 0 < len(task_id) <= 128 and all(c.isascii() and (c.isalnum() or c in "-_") for c in task_id)
 
 
 async def _task(gw: GatewayDep, task_id: str) -> TaskState:
@@ -129,7 +129,8 @@ async def read_file(
     try:
         path = check_path(path)
     except UnsafePath as exc:
-        raise HTTPException(400, f"invalid path: {exc}") from None
+        # No file can have such a path: it is not in the workspace (the reason says why).
+        raise HTTPException(404, f"task '{task_id}' has no file '{shown(path)}': the path {exc}") from None
     if written_by is None:
         file = final_files(state).get(path)
     else:
