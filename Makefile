@@ -80,9 +80,13 @@ chaos: install ## kill every service at its worst moment, restart NATS, take the
 fuzz: install ## a longer schemathesis run against the gateway (AETHER_FUZZ_SECONDS, default 600)
 	AETHER_FUZZ_SECONDS=$${AETHER_FUZZ_SECONDS:-600} $(PY) -m pytest tests/e2e/test_api_fuzz.py -s
 
+.PHONY: bench-workspace
+bench-workspace: install ## measure how large a task's workspace can get (files, bytes) before it degrades
+	$(PY) scripts/measure_workspace.py $(if $(SIZES),--sizes $(SIZES))
+
 .PHONY: lint
 lint: install $(UI_DEPS) ## static checks
-	$(VENV)/bin/ruff check libs services tools tests
+	$(VENV)/bin/ruff check libs services tools tests scripts
 	cd ui && $(NPM) run --silent typecheck
 
 .PHONY: api-types

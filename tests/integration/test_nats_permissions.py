@@ -63,6 +63,7 @@ async def test_a_task_flows_through_services_that_each_have_only_their_own_right
         ("synthesizer", subjects.PLAN_READY),
         ("container-manager", "$KV.tasks.anything"),
         ("executor", subjects.agent_event("started")),
+        ("planner", "$O.workspace.C.forged"),
     ],
 )
 async def test_a_service_cannot_publish_outside_its_subjects(secured_nats, service, subject):

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .state import Usage, utcnow
+from .workspace import RefusedFile, WorkspaceFile
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -85,6 +86,9 @@ class SubtaskFinished(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     started_at: datetime | None = None
     finished_at: datetime = Field(default_factory=utcnow)
+    files: list[WorkspaceFile] = Field(default_factory=list)
+    """Stored in the Object Store before this event is published."""
+    refused_files: list[RefusedFile] = Field(default_factory=list)
 
     def dedup_id(self) -> str:
         return f"finished:{self.task_id}:{self.subtask_id}:{self.dispatch}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import subjects
-from .topology import AGENTS_BUCKET, SERVICES_BUCKET, TASKS_BUCKET
+from .topology import AGENTS_BUCKET, SERVICES_BUCKET, TASKS_BUCKET, WORKSPACE_BUCKET
 
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>")
 JETSTREAM_SUBSCRIBE = ("_INBOX.>",)
@@ -23,6 +23,11 @@ JETSTREAM_SUBSCRIBE = ("_INBOX.>",)
 
 def kv(bucket: str) -> str:
     return f"$KV.{bucket}.>"
+
+
+def objects(bucket: str) -> str:
+    """An Object Store bucket's chunks and metadata (reads go through `$JS.API`)."""
+    return f"$O.{bucket}.>"
 
 
 @dataclass(frozen=True)
@@ -63,11 +68,17 @@ GRANTS: dict[str, Grant] = {
         ),
     ),
     "agent": Grant(  # executor workers
-        publish=(subjects.SUBTASK_FINISHED, kv(TASKS_BUCKET), kv(AGENTS_BUCKET), kv(SERVICES_BUCKET)),
+        publish=(
+            subjects.SUBTASK_FINISHED,
+            kv(TASKS_BUCKET),
+            kv(AGENTS_BUCKET),
+            kv(SERVICES_BUCKET),
+            objects(WORKSPACE_BUCKET),
+        ),
         subscribe=(subjects.TASK_CONTROL, f"{subjects.AGENT_CONTROL_PREFIX}.*"),
     ),
     "synthesizer": Grant(
-        publish=(subjects.TASK_FINISHED, kv(TASKS_BUCKET), kv(SERVICES_BUCKET)),
+        publish=(subjects.TASK_FINISHED, kv(TASKS_BUCKET), kv(SERVICES_BUCKET), objects(WORKSPACE_BUCKET)),
         subscribe=(subjects.TASK_CONTROL,),
     ),
     "container-manager": Grant(

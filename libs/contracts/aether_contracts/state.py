@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .workspace import PathConflict, RefusedFile, RepositoryInfo, WorkspaceFile
+
 SCHEMA_VERSION = 1
 
 
@@ -92,6 +94,9 @@ class Subtask(BaseModel):
     queued_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    files: list[WorkspaceFile] = Field(default_factory=list)
+    """The files its expert wrote (see aether_contracts.workspace)."""
+    refused_files: list[RefusedFile] = Field(default_factory=list)
 
     @property
     def settled(self) -> bool:
@@ -148,6 +153,9 @@ class TaskState(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     events: list[TaskEvent] = Field(default_factory=list)
     trace_id: str | None = None
+    synthesis_files: list[WorkspaceFile] = Field(default_factory=list)
+    conflicts: list[PathConflict] = Field(default_factory=list)
+    repository: RepositoryInfo | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None

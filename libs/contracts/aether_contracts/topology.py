@@ -18,6 +18,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -47,6 +48,8 @@ DUPLICATE_WINDOW_S = 15 * 60
 TASKS_BUCKET = "tasks"
 SERVICES_BUCKET = "services"
 AGENTS_BUCKET = "agents"
+WORKSPACE_BUCKET = "workspace"
+"""Object Store: the files experts write and each task's repository (see `workspace`)."""
 SERVICE_TTL_S = 10.0
 """A service that has not written its heartbeat for this long is reported dead by /api/health."""
 
@@ -214,8 +217,23 @@ async def ensure_topology(
             info.config.max_msgs_per_subject = bucket.history
             await js.update_stream(config=info.config)
 
+    await ensure_object_store(js, replicas)
+
     for spec in (*SERVICE_CONSUMERS, *(worker_consumer(t) for t in agent_types)):
         await ensure_consumer(js, spec)
+
+
+async def ensure_object_store(js: JetStreamContext, replicas: int = 1) -> None:
+    config = ObjectStoreConfig(
+        bucket=WORKSPACE_BUCKET,
+        description="workspace files and task repositories (see aether_contracts.workspace)",
+        storage=StorageType.FILE,
+        replicas=replicas,
+    )
+    try:
+        await js.create_object_store(WORKSPACE_BUCKET, config=config)
+    except BadRequestError:
+        pass  # exists already (its settings are the defaults, nothing to bring in line)
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .files import FileLimits
 from .llm import LLMConfig
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -82,4 +83,23 @@ class LLMSettings(BaseSettings):
             retry_budget_s=self.llm_retry_budget_s,
             backoff_base_s=self.llm_backoff_base_s,
             backoff_max_s=self.llm_backoff_max_s,
+        )
+
+
+class WorkspaceSettings(BaseSettings):
+    """Bounds on the files read out of one LLM reply (an expert's or the synthesis's)."""
+
+    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore", populate_by_name=True)
+
+    workspace_max_file_bytes: int = Field(1_000_000, ge=1, description="Largest file accepted from a reply.")
+    workspace_max_files: int = Field(200, ge=1, description="Most files accepted from one reply.")
+    workspace_max_reply_bytes: int = Field(
+        8_000_000, ge=1, description="Most bytes of files accepted from one reply, all files together."
+    )
+
+    def file_limits(self) -> FileLimits:
+        return FileLimits(
+            max_file_bytes=self.workspace_max_file_bytes,
+            max_files=self.workspace_max_files,
+            max_total_bytes=self.workspace_max_reply_bytes,
         )

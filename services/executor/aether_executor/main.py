@@ -9,12 +9,14 @@ from aether_core.llm import LLMClient
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import load_registry
+from aether_core.workspace_store import WorkspaceStore
 
 from . import scheduling
 from .handlers import build_scheduler_router, build_worker_router
 from .presence import Presence
 from .running import Worker
 from .settings import ExecutorSettings
+from .workspace import Workspace
 
 SERVICE = "executor"
 
@@ -71,6 +73,9 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             agent_id=agent_id,
             model=settings.model,
             timeout_s=settings.subtask_timeout_s,
+            workspace=Workspace(
+                WorkspaceStore(lambda: runtime.js), settings.file_limits(), settings.workspace_path
+            ),
             presence=presence,
         )
         runtime.detail.update({"agent_types": served, "agent_id": agent_id})

@@ -18,6 +18,7 @@ from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
 
 from .presence import Presence
+from .workspace import Workspace
 
 HAND_BACK = "hand-back"
 CONTEXT_RESULT_CHARS = 12_000
@@ -96,6 +97,7 @@ class Worker:
         agent_id: str,
         model: str,
         timeout_s: float,
+        workspace: Workspace,
         presence: Presence | None = None,
     ) -> None:
         self.store = store
@@ -105,6 +107,7 @@ class Worker:
         self.model = model
         self.timeout_s = timeout_s
         self.presence = presence
+        self.workspace = workspace
         self.inflight = InFlight()
         self.handing_back = False
 
@@ -159,6 +162,7 @@ class Worker:
         if template is None:
             return self._finished(event, started, error=f"no template for agent type '{subtask.agent_type}'")
         messages = expert_messages(claim.state, subtask, template)
+        desk = await self.workspace.open(claim.state, subtask, messages)
         try:
             reply = await self.llm.chat(
                 messages,
@@ -167,14 +171,19 @@ class Worker:
                 on_retry=self._note_retry(event),
                 deadline=time.monotonic() + self.timeout_s,
             )
+            delivered = await desk.deliver(reply.text)
         except LLMCallError as exc:
             return self._finished(event, started, error=str(exc), retryable=exc.retryable)
+        finally:
+            await desk.close()
         return SubtaskFinished(
             task_id=event.task_id,
             subtask_id=event.subtask_id,
             dispatch=event.dispatch,
             outcome="completed",
-            result=reply.text,
+            result=delivered.text,
+            files=delivered.files,
+            refused_files=delivered.refused,
             agent_id=self.agent_id,
             model=reply.model,
             usage=reply.usage,

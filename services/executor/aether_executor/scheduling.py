@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_contracts.workspace import record_subtask_files
 from aether_core.control import stop_task
 from aether_core.store import Unchanged
 
@@ -183,6 +184,7 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
             + (f" in {subtask.duration_ms / 1000:.1f}s" if subtask.duration_ms is not None else ""),
             data={"usage": event.usage.model_dump(), "duration_ms": subtask.duration_ms},
         )
+        record_subtask_files(state, subtask, event.files, event.refused_files)
     else:
         subtask.error = event.error or "failed"
         subtask.retryable = event.retryable

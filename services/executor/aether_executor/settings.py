@@ -1,11 +1,20 @@
+import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from aether_core.config import LLMSettings, ServiceSettings
+from aether_core.config import LLMSettings, ServiceSettings, WorkspaceSettings
 
 
-class ExecutorSettings(ServiceSettings, LLMSettings):
+def _temp_dir() -> str:
+    try:
+        return tempfile.gettempdir()
+    except OSError:  # a read-only container without a /tmp: the worker runs without worktrees
+        return "/tmp"
+
+
+class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
     executor_role: Literal["all", "scheduler", "worker"] = Field(
         "all",
         description="scheduler: decides what is ready; worker: runs subtasks (an agent); all: both.",
@@ -30,6 +39,19 @@ class ExecutorSettings(ServiceSettings, LLMSettings):
     task_token_budget: int | None = Field(
         None, ge=1, description="Tokens a task may spend before it stops starting subtasks."
     )
+
+    workspace_dir: str = Field(
+        default_factory=lambda: str(Path(_temp_dir()) / "aether-workspaces"),
+        description="Where a worker keeps its git worktrees (a subdirectory per agent); 'off': none.",
+    )
+
+    @property
+    def workspace_path(self) -> Path | None:
+        if self.workspace_dir.strip().lower() in ("", "off", "none"):
+            return None
+        return Path(self.workspace_dir) / "".join(
+            c if c.isalnum() or c in "-_" else "_" for c in (self.agent_id or self.instance_id)
+        )
 
     @property
     def model(self) -> str:

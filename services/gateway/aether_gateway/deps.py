@@ -7,6 +7,7 @@ from aether_core.mirror import KVMirror
 from aether_core.service import Runtime
 from aether_core.store import TaskStore
 from aether_core.templates import Registry
+from aether_core.workspace_store import WorkspaceStore
 
 from .auth import KeyRing, Principal
 from .index import TaskIndex
@@ -27,6 +28,8 @@ class Gateway:
     keys: KeyRing
     streams: StreamHub
     """The live streams' fan-out, fed by the index's watch."""
+    workspace: WorkspaceStore | None = None
+    """The `workspace` Object Store: task files and repositories."""
 
     @property
     def store(self) -> TaskStore:

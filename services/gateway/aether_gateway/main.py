@@ -17,12 +17,13 @@ from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentSt
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import Registry, load_registry
+from aether_core.workspace_store import WorkspaceStore
 
 from .auth import KeyRing, redact_tokens_in_logs
 from .deps import Gateway
 from .index import TaskIndex
 from .routes import agents as agent_routes
-from .routes import health, probes, stream, tasks
+from .routes import files, health, probes, stream, tasks
 from .settings import GatewaySettings
 from .streams import StreamHub
 from .ui import MissionBoard
@@ -71,7 +72,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="An orchestrator for coding work done by LLM agents",
         lifespan=lifespan,
     )
-    app.state.gateway = Gateway(settings, runtime, registry, index, services, agent_pool, keys, streams)
+    app.state.gateway = Gateway(
+        settings, runtime, registry, index, services, agent_pool, keys, streams, WorkspaceStore(lambda: runtime.js)
+    )
 
     if settings.cors_origin_list:
         app.add_middleware(
@@ -109,7 +112,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    for module in (tasks, stream, agent_routes, health, probes):
+    for module in (tasks, stream, files, agent_routes, health, probes):
         app.include_router(module.router)
 
     def openapi() -> dict:

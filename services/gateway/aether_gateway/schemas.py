@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from aether_contracts.agents import AgentStatus
 from aether_contracts.state import SubtaskStatus, TaskEvent, TaskState, TaskStatus, Usage
+from aether_contracts.workspace import PathConflict, RefusedFile, RepositoryInfo, WorkspaceFile
 
 
 class TaskSubmission(BaseModel):
@@ -62,6 +63,8 @@ class SubtaskBody(BaseModel):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     duration_ms: int | None = None
+    files: list[WorkspaceFile] = []
+    refused_files: list[RefusedFile] = []
 
 
 class TaskEventBody(BaseModel):
@@ -97,6 +100,8 @@ class TaskStateBody(BaseModel):
     completed_at: datetime | None = None
     trace_id: str | None = None
     round: int = Field(1, description="1, plus one for every retry or replan.")
+    conflicts: list[PathConflict] = []
+    repository: RepositoryInfo | None = None
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
     last_seq: int = Field(0, description="`seq` of the task's latest event.")
 
@@ -215,6 +220,8 @@ def _state_fields(state: TaskState, revision: int) -> dict[str, Any]:
         completed_at=state.completed_at,
         trace_id=state.trace_id,
         round=state.round,
+        conflicts=state.conflicts,
+        repository=state.repository,
         revision=revision,
         last_seq=state.events[-1].seq if state.events else 0,
     )

@@ -5,8 +5,10 @@ from faststream import FastStream
 from aether_core.llm import LLMClient
 from aether_core.service import Runtime, configure_logging, make_broker
 from aether_core.templates import load_registry
+from aether_core.workspace_store import WorkspaceStore
 
 from .handlers import build_router
+from .repository import Repository
 from .settings import SynthesizerSettings
 from .synthesis import Synthesizer
 
@@ -21,7 +23,12 @@ def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
     runtime = Runtime(settings, broker, SERVICE)
     llm = LLMClient(settings.llm_config())
     synthesizer = Synthesizer(
-        runtime.store, llm, registry, model=settings.model, timeout_s=settings.synthesis_timeout_s
+        runtime.store,
+        llm,
+        registry,
+        model=settings.model,
+        timeout_s=settings.synthesis_timeout_s,
+        repository=Repository(WorkspaceStore(lambda: runtime.js), settings.file_limits()),
     )
     broker.include_router(
         build_router(runtime, synthesizer, concurrency=settings.synthesizer_concurrency)

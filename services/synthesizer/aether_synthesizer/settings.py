@@ -1,9 +1,9 @@
 from pydantic import Field
 
-from aether_core.config import LLMSettings, ServiceSettings
+from aether_core.config import LLMSettings, ServiceSettings, WorkspaceSettings
 
 
-class SynthesizerSettings(ServiceSettings, LLMSettings):
+class SynthesizerSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
     synthesizer_model: str | None = Field(None, description="Synthesis model; default AETHER_LLM_MODEL.")
     synthesizer_concurrency: int = Field(16, ge=1, description="Syntheses at once per instance.")
     synthesis_timeout_s: float = Field(600.0, gt=0, description="Time a synthesis may take, retries included.")

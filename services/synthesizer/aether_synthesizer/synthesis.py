@@ -15,6 +15,8 @@ from aether_core.llm import LLMCallError, LLMClient, aether_headers
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import JASON, MasterConfig, Registry
 
+from .repository import Repository
+
 RESULT_CHARS = 24_000
 
 
@@ -95,9 +97,17 @@ def _complete(state: TaskState, text: str, usage: Usage, note: str | None) -> bo
 
 class Synthesizer:
     def __init__(
-        self, store: TaskStore, llm: LLMClient, registry: Registry, *, model: str, timeout_s: float
+        self,
+        store: TaskStore,
+        llm: LLMClient,
+        registry: Registry,
+        *,
+        model: str,
+        timeout_s: float,
+        repository: Repository,
     ) -> None:
         self.store = store
+        self.repository = repository
         self.llm = llm
         self.registry = registry
         self.model = model
@@ -120,11 +130,13 @@ class Synthesizer:
             return None
         master = self.registry.master(state.master_id) or JASON
         usage, note = Usage(), None
+        messages = synthesis_messages(state, master)
+        await self.repository.brief(state, messages)
         try:
             reply = await self.inflight.run(
                 state.id,
                 self.llm.chat(
-                    synthesis_messages(state, master),
+                    messages,
                     model=master.model or self.model,
                     headers=aether_headers("synthesizer", state.id),
                     on_retry=self._note_retry(state.id),
@@ -137,7 +149,10 @@ class Synthesizer:
         except LLMCallError as exc:
             note = f"Synthesis LLM call failed ({exc}); the results were concatenated instead"
             text = concatenate(state, str(exc))
-        done = await self.store.mutate(state.id, lambda s: _complete(s, text, usage, note))
+        assembly = await self.repository.assemble(state, text, master)
+        done = await self.store.mutate(
+            state.id, lambda s: _complete(assembly.apply(s), assembly.text, usage, note)
+        )
         final = done.state.status
         if not final.terminal:
             return None

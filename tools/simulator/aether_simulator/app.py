@@ -15,7 +15,12 @@ Aether's real API:
   prompt contains it: `latency_ms`, `fail` (an HTTP status) with `times` (the first N requests
   of that role, task and subtask; default every one), `malformed=1` (invalid JSON once, for the
   repair path), `empty=1`, `files=<n>` (how many files an expert writes), `path=<path>` (the
-  file an expert writes).
+  file an expert writes), `file_bytes=<n>` (each file padded to about n bytes), `hostile=1`
+  (the reply adds files with hostile paths and an unterminated block, for the parser).
+
+Every simulated file names the subtask that wrote it, so parallel subtasks writing one path
+conflict; the synthesis resolves every conflict its prompt lists (`### <path>: conflict between`)
+by writing the file again, as Jason is asked to.
 
 Test hooks: `GET /_sim/requests` (recorded requests, filter by `task_id`, `role`), `GET
 /_sim/stats`, `POST /_sim/reset`, `POST /_sim/outage?seconds=60` (every completion a 503 meanwhile).
@@ -49,6 +54,17 @@ FAILED_FIELD = re.compile(r"^- (id|agent type|description): (.*)$", re.MULTILINE
 TYPE_LINE = re.compile(r"^- ([a-z0-9][a-z0-9_-]*): ", re.MULTILINE)
 DEP_RESULT = re.compile(r"^### Result of (\S+) \(([^)]+)\)", re.MULTILINE)
 SUBTASK_LINE = re.compile(r"^Your subtask \(([^)]+)\): (.*)$", re.MULTILINE)
+CONFLICT_LINE = re.compile(r"^### (\S+): conflict between (.+)$", re.MULTILINE)
+COMMENT = {"sql": "--", "python": "#", "tsx": "//", "dockerfile": "#", "text": "#"}
+HOSTILE_BLOCKS = [
+    ("text", "../../escaped.txt"),
+    ("text", "/etc/aether-owned"),
+    ("text", ".git/hooks/post-checkout"),
+    ("text", "CON"),
+    ("text", "nul.txt"),
+    ("text", "a\\..\\..\\windows.txt"),
+    ("text", "link -> /etc/passwd"),
+]
 
 # The order a simulated plan builds things in, and what each part needs first.
 PIPELINE = ["database-expert", "python-backend", "react-frontend", "fullstack", "devops-expert", "testing-expert"]
@@ -220,6 +236,11 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     lang, path, body = FILE_FOR.get(agent_type, ("text", f"notes/{agent_type}.md", "simulated notes\n"))
     path = opts.get("path", path)
     files = int(opts.get("files", "1"))
+    body = f"{COMMENT.get(lang, '#')} written by {subtask_id or 'a subtask'}\n{body}"
+    if "file_bytes" in opts:
+        want = int(opts["file_bytes"])
+        line = f"{COMMENT.get(lang, '#')} padding to {want} bytes\n"
+        body += line * max(0, (want - len(body)) // len(line))
     lines = [
         SIMULATED_NOTICE,
         "",
@@ -232,6 +253,10 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     for n in range(files):
         file_path = path if n == 0 else re.sub(r"(\.[^./]+)?$", lambda m, n=n: f"_{n}{m.group(0)}", path, count=1)
         lines += ["", f"```{lang} path={file_path}", body.rstrip("\n"), "```"]
+    if opts.get("hostile"):
+        for hostile_lang, hostile_path in HOSTILE_BLOCKS:
+            lines += ["", f'```{hostile_lang} path="{hostile_path}"', "owned", "```"]
+        lines += ["", "```python path=cut_off.py", "def half_written("]
     return "\n".join(lines)
 
 
@@ -248,6 +273,10 @@ def synthesis_reply(messages: list[dict[str, Any]]) -> str:
     ]
     if missing:
         lines += ["", "Missing parts: " + ", ".join(f"{s} ({t})" for s, t in missing)]
+    for path, between in CONFLICT_LINE.findall(prompt):
+        lines += ["", f"Resolved the conflict on {path} between {between}:", "", f"```text path={path}",
+                  f"simulated resolution of {path}, merging {between}", "```"]
+    lines += ["", "## How to run (simulated)", "", "Nothing to run: this is a simulated result."]
     return "\n".join(lines)
 
 

@@ -123,6 +123,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/orchestrate/task/{task_id}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List a task's files, conflicts, refused files and repository */
+        get: operations["list_files_api_orchestrate_task__task_id__files_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orchestrate/task/{task_id}/files/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read one file of a task's workspace
+         * @description The file as the repository's last commit has it, or with `written_by` the version a given subtask (or `synthesis`) wrote. Served as text/plain or octet-stream, never as HTML: workspace files are LLM output.
+         */
+        get: operations["read_file_api_orchestrate_task__task_id__files__path__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orchestrate/task/{task_id}/repository.bundle": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Download the task's repository as a git bundle (`git clone aether-<id>.bundle`) */
+        get: operations["download_bundle_api_orchestrate_task__task_id__repository_bundle_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orchestrate/task/{task_id}/repository.tar.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Download the files of the task's repository as a .tar.gz (like `git archive`) */
+        get: operations["download_archive_api_orchestrate_task__task_id__repository_tar_gz_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/orchestrate/task/{task_id}/retry": {
         parameters: {
             query?: never;
@@ -389,6 +460,19 @@ export interface components {
             /** Detail */
             detail: unknown;
         };
+        /** FileBody */
+        FileBody: {
+            /** Agent Type */
+            agent_type?: string | null;
+            /** Path */
+            path: string;
+            /** Sha256 */
+            sha256: string;
+            /** Size */
+            size: number;
+            /** Written By */
+            written_by: string;
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             detail: string;
@@ -407,6 +491,24 @@ export interface components {
             /** Status */
             status: string;
         };
+        /**
+         * PathConflict
+         * @description Subtasks that ran in parallel (neither depends on the other) wrote the same path
+         *     differently, or one wrote a file where the other wrote a directory.
+         */
+        PathConflict: {
+            /**
+             * Kind
+             * @default content
+             */
+            kind: string;
+            /** Path */
+            path: string;
+            /** Resolved By Synthesis */
+            resolved_by_synthesis?: boolean | null;
+            /** Subtask Ids */
+            subtask_ids: string[];
+        };
         /** Progress */
         Progress: {
             /** Completed */
@@ -419,6 +521,127 @@ export interface components {
             running: number;
             /** Total */
             total: number;
+        };
+        /** RefusedFile */
+        RefusedFile: {
+            /** Path */
+            path: string;
+            /** Reason */
+            reason: string;
+            /**
+             * Written By
+             * @default
+             */
+            written_by: string;
+        };
+        /** RepositoryBody */
+        RepositoryBody: {
+            /**
+             * Archive Object
+             * @default
+             */
+            archive_object: string;
+            /**
+             * Archive Size
+             * @default 0
+             */
+            archive_size: number;
+            /** Archive Url */
+            archive_url: string;
+            /** Assembled At */
+            assembled_at?: string | null;
+            /**
+             * Branch
+             * @default main
+             */
+            branch: string;
+            /**
+             * Bundle Object
+             * @default
+             */
+            bundle_object: string;
+            /**
+             * Bundle Size
+             * @default 0
+             */
+            bundle_size: number;
+            /** Bundle Url */
+            bundle_url: string;
+            /**
+             * Bytes
+             * @default 0
+             */
+            bytes: number;
+            /** Commits */
+            commits?: string[];
+            /** Error */
+            error?: string | null;
+            /**
+             * Files
+             * @default 0
+             */
+            files: number;
+            /**
+             * Head
+             * @default
+             */
+            head: string;
+            /** Skipped */
+            skipped?: components["schemas"]["RefusedFile"][];
+        };
+        /**
+         * RepositoryInfo
+         * @description The task's git repository, assembled by the synthesizer and stored in the Object Store.
+         */
+        RepositoryInfo: {
+            /**
+             * Archive Object
+             * @default
+             */
+            archive_object: string;
+            /**
+             * Archive Size
+             * @default 0
+             */
+            archive_size: number;
+            /** Assembled At */
+            assembled_at?: string | null;
+            /**
+             * Branch
+             * @default main
+             */
+            branch: string;
+            /**
+             * Bundle Object
+             * @default
+             */
+            bundle_object: string;
+            /**
+             * Bundle Size
+             * @default 0
+             */
+            bundle_size: number;
+            /**
+             * Bytes
+             * @default 0
+             */
+            bytes: number;
+            /** Commits */
+            commits?: string[];
+            /** Error */
+            error?: string | null;
+            /**
+             * Files
+             * @default 0
+             */
+            files: number;
+            /**
+             * Head
+             * @default
+             */
+            head: string;
+            /** Skipped */
+            skipped?: components["schemas"]["RefusedFile"][];
         };
         /** RetryRequest */
         RetryRequest: {
@@ -494,12 +717,22 @@ export interface components {
             duration_ms?: number | null;
             /** Error */
             error?: string | null;
+            /**
+             * Files
+             * @default []
+             */
+            files: components["schemas"]["WorkspaceFile"][];
             /** Id */
             id: string;
             /** Model */
             model?: string | null;
             /** Queued At */
             queued_at?: string | null;
+            /**
+             * Refused Files
+             * @default []
+             */
+            refused_files: components["schemas"]["RefusedFile"][];
             /**
              * Replaced By
              * @default []
@@ -537,6 +770,11 @@ export interface components {
             /** Completed At */
             completed_at?: string | null;
             /**
+             * Conflicts
+             * @default []
+             */
+            conflicts: components["schemas"]["PathConflict"][];
+            /**
              * Created At
              * Format: date-time
              */
@@ -564,6 +802,7 @@ export interface components {
                 [key: string]: unknown;
             } | null;
             progress: components["schemas"]["Progress"];
+            repository?: components["schemas"]["RepositoryInfo"] | null;
             /**
              * Revision
              * @description KV revision of this state; grows with every change.
@@ -682,6 +921,11 @@ export interface components {
              */
             completed_at: string | null;
             /**
+             * Conflicts
+             * @default []
+             */
+            conflicts: components["schemas"]["PathConflict"][];
+            /**
              * Created At
              * Format: date-time
              */
@@ -716,6 +960,8 @@ export interface components {
                 [key: string]: unknown;
             } | null;
             progress: components["schemas"]["Progress"];
+            /** @default null */
+            repository: components["schemas"]["RepositoryInfo"] | null;
             /**
              * Revision
              * @description KV revision of this state; grows with every change.
@@ -841,6 +1087,35 @@ export interface components {
             msg: string;
             /** Error Type */
             type: string;
+        };
+        /** WorkspaceBody */
+        WorkspaceBody: {
+            /** Conflicts */
+            conflicts: components["schemas"]["PathConflict"][];
+            /** Files */
+            files: components["schemas"]["FileBody"][];
+            /** Refused */
+            refused: components["schemas"]["RefusedFile"][];
+            repository?: components["schemas"]["RepositoryBody"] | null;
+            /** Status */
+            status: string;
+            /** Task Id */
+            task_id: string;
+            /** Versions */
+            versions: components["schemas"]["FileBody"][];
+        };
+        /** WorkspaceFile */
+        WorkspaceFile: {
+            /** Object */
+            object: string;
+            /** Path */
+            path: string;
+            /** Sha256 */
+            sha256: string;
+            /** Size */
+            size: number;
+            /** Written By */
+            written_by: string;
         };
     };
     responses: never;
@@ -1126,6 +1401,185 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_files_api_orchestrate_task__task_id__files_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WorkspaceBody"];
+                };
+            };
+            /** @description No such task, file (or no valid path) or repository */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    read_file_api_orchestrate_task__task_id__files__path__get: {
+        parameters: {
+            query?: {
+                written_by?: string | null;
+            };
+            header?: never;
+            path: {
+                task_id: string;
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                    "application/octet-stream": unknown;
+                    "text/plain": unknown;
+                };
+            };
+            /** @description No such task, file (or no valid path) or repository */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    download_bundle_api_orchestrate_task__task_id__repository_bundle_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such task, file (or no valid path) or repository */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task has not completed yet */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    download_archive_api_orchestrate_task__task_id__repository_tar_gz_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such task, file (or no valid path) or repository */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task has not completed yet */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

@@ -1,0 +1,159 @@
+"""An expert's desk for one subtask: its dependencies' files in its prompt and in a git worktree,
+and its reply turned into files in the Object Store. No broker in here.
+
+The Object Store is the source of truth across machines: a desk reads the files of the
+subtask's ancestors from it, builds their commits (the same commits the synthesizer makes) in a
+bare repository under the agent's workspace directory, and checks out a worktree there. The
+expert's files are written into that worktree (never outside it), committed as its agent type,
+and what the commit changed is what gets stored. An agent without a writable directory (a
+read-only container without /tmp) works without a worktree: the reply's files are checked and
+stored the same way, and the start-up log says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aether_contracts.state import Subtask, TaskState
+from aether_contracts.workspace import (
+    RefusedFile,
+    WorkspaceFile,
+    ancestors,
+    commit_order,
+    visible_files,
+)
+from aether_core.files import ExtractedFile, FileLimits, extract_files, quote_file
+from aether_core.gitrepo import (
+    TaskCheckouts,
+    Worktree,
+    commit_message,
+    is_writable_dir,
+    subtask_commit,
+)
+from aether_core.workspace_store import WorkspaceStore
+
+log = logging.getLogger("aether.executor.workspace")
+
+CONTEXT_FILE_CHARS = 12_000
+"""A dependency's file is cut to this many characters in a dependent's prompt (marked)."""
+CONTEXT_FILES_CHARS = 48_000
+"""All dependency files together; past this they are listed by path and size only."""
+
+
+@dataclass
+class Delivery:
+    text: str
+    files: list[WorkspaceFile]
+    refused: list[RefusedFile]
+
+
+def files_context(
+    state: TaskState,
+    subtask: Subtask,
+    contents: dict[str, bytes],
+    *,
+    file_chars: int = CONTEXT_FILE_CHARS,
+    total_chars: int = CONTEXT_FILES_CHARS,
+) -> str:
+    """The dependencies' files for the prompt: direct dependencies first, then the others."""
+    visible = visible_files(state, subtask.id)
+    if not visible:
+        return ""
+    direct = set(subtask.depends_on)
+    ordered = sorted(visible.values(), key=lambda f: (f.written_by not in direct, f.path))
+    agent_types = {s.id: s.agent_type for s in state.subtasks}
+    parts = [
+        "Files in your working tree, written by the subtasks yours depends on (your files are "
+        "added on top of them; write a file again only to change it):"
+    ]
+    left, unshown = total_chars, []
+    for file in ordered:
+        if left < 200:  # no room left to show anything useful of it
+            unshown.append(file)
+            continue
+        limit = min(file_chars, left)
+        heading = (
+            f"### File {file.path} (written by {file.written_by}, "
+            f"{agent_types.get(file.written_by, '?')}; {file.size} bytes)"
+        )
+        parts += ["", quote_file(file.path, contents.get(file.object, b""), limit, heading)]
+        left -= min(file.size, limit)
+    if unshown:
+        parts += ["", f"Not shown (the prompt's budget of {total_chars} characters for files is spent):"]
+        parts += [f"- {f.path} ({f.size} bytes, written by {f.written_by})" for f in unshown]
+    return "\n".join(parts)
+
+
+class Workspace:
+    def __init__(self, store: WorkspaceStore, limits: FileLimits, directory: Path | None) -> None:
+        self.store = store
+        self.limits = limits
+        self.checkouts: TaskCheckouts | None = None
+        if directory is not None:
+            try:
+                if is_writable_dir(directory):
+                    self.checkouts = TaskCheckouts(directory)
+            except OSError as exc:
+                log.warning("workspace directory %s: %s", directory, exc)
+            if self.checkouts is None:
+                log.warning(
+                    "workspace directory %s is not writable: this agent works without a git worktree",
+                    directory,
+                )
+
+    async def open(self, state: TaskState, subtask: Subtask, messages: list[dict[str, str]]) -> Desk:
+        """Read the ancestors' files, check out a worktree, and add the files to the prompt."""
+        seen = ancestors(state, subtask.id)
+        history = [s for s in commit_order(state) if s.id in seen]
+        contents = await self.store.read_files(f for s in history for f in s.files)
+        worktree = None
+        if self.checkouts is not None:
+            specs = [subtask_commit(s, contents) for s in history]
+            worktree = await asyncio.to_thread(self.checkouts.checkout, state.id, subtask.id, specs)
+        context = files_context(state, subtask, contents)
+        if context:
+            messages[-1]["content"] += "\n\n" + context
+        return Desk(self, state, subtask, worktree)
+
+
+@dataclass
+class Desk:
+    workspace: Workspace
+    state: TaskState
+    subtask: Subtask
+    worktree: Worktree | None
+    closed: bool = field(default=False)
+
+    @property
+    def path(self) -> Path | None:
+        return self.worktree.path if self.worktree else None
+
+    async def deliver(self, reply: str) -> Delivery:
+        """The reply's files, committed in the worktree and stored; the text with file notes."""
+        extraction = extract_files(reply, self.workspace.limits)
+        refused = list(extraction.refused)
+        wanted = {f.path: f.content for f in extraction.files}
+        if self.worktree is not None:
+            changed, skipped = await asyncio.to_thread(
+                self.worktree.commit, wanted, self.subtask.agent_type, commit_message(self.subtask)
+            )
+            refused += [RefusedFile(path=s.path, reason=s.reason) for s in skipped]
+            files = [ExtractedFile(path, content) for path, content in sorted(changed.items())]
+        else:
+            before = visible_files(self.state, self.subtask.id)
+            files = [
+                f for f in extraction.files
+                if f.path not in before or before[f.path].sha256 != f.sha256
+            ]
+        stored = await self.workspace.store.store_files(self.state.id, self.subtask.id, files)
+        return Delivery(extraction.text, stored, refused)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.worktree is not None:
+            await asyncio.shield(asyncio.to_thread(self.worktree.close))

@@ -1,0 +1,214 @@
+"""A task's workspace over REST: its files, one file, and its repository (a git bundle or a
+`.tar.gz`), read from the Object Store by the names the task state lists. Nothing here touches a
+filesystem, and only listed files can be read, so no request path can reach anything else."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from aether_contracts.state import TaskState
+from aether_contracts.workspace import (
+    SYNTHESIS,
+    PathConflict,
+    RefusedFile,
+    RepositoryInfo,
+    final_files,
+)
+from aether_core.files import UnsafePath, check_path, shown
+from aether_core.workspace_store import ObjectCorrupt, ObjectMissing, WorkspaceStore
+
+from ..deps import GatewayDep
+from ..schemas import ErrorBody
+
+router = APIRouter(prefix="/api/orchestrate", tags=["workspace"])
+
+ERRORS = {
+    404: {"model": ErrorBody, "description": "No such task, file (or no valid path) or repository"},
+}
+NOT_READY = {409: {"model": ErrorBody, "description": "The task has not completed yet"}}
+
+
+class FileBody(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    written_by: str
+    """A subtask id, or `synthesis`."""
+    agent_type: str | None = None
+
+
+class RepositoryBody(RepositoryInfo):
+    bundle_url: str
+    archive_url: str
+
+
+class WorkspaceBody(BaseModel):
+    task_id: str
+    status: str
+    files: list[FileBody]
+    """The files of the repository's last commit (or, before it exists, of the subtasks so far)."""
+    versions: list[FileBody]
+    """Every file every subtask wrote, in commit order (a conflict has several versions)."""
+    conflicts: list[PathConflict]
+    refused: list[RefusedFile]
+    repository: RepositoryBody | None = None
+
+
+def _plausible(task_id: str) -> bool:
+    # KV keys are ASCII: anything else cannot be a task and must not reach NATS.
+    return 0 < len(task_id) <= 128 and all(c.isascii() and (c.isalnum() or c in "-_") for c in task_id)
+
+
+async def _task(gw: GatewayDep, task_id: str) -> TaskState:
+    found = await gw.store.get(task_id) if _plausible(task_id) else None
+    if found is None:
+        raise HTTPException(404, f"no task with id '{task_id}'")
+    return found[0]
+
+
+def _store(gw: GatewayDep) -> WorkspaceStore:
+    assert gw.workspace is not None
+    return gw.workspace
+
+
+@router.get(
+    "/task/{task_id}/files",
+    response_model=WorkspaceBody,
+    responses=ERRORS,
+    summary="List a task's files, conflicts, refused files and repository",
+)
+async def list_files(task_id: str, gw: GatewayDep) -> WorkspaceBody:
+    state = await _task(gw, task_id)
+    types = {s.id: s.agent_type for s in state.subtasks}
+
+    def body(f) -> FileBody:
+        return FileBody(**f.model_dump(exclude={"object"}), agent_type=types.get(f.written_by))
+
+    versions = [f for s in state.subtasks for f in s.files] + list(state.synthesis_files)
+    refused = [r for s in state.subtasks for r in s.refused_files]
+    repository = None
+    if state.repository is not None:
+        base = f"/api/orchestrate/task/{state.id}"
+        repository = RepositoryBody(
+            **state.repository.model_dump(),
+            bundle_url=f"{base}/repository.bundle",
+            archive_url=f"{base}/repository.tar.gz",
+        )
+    return WorkspaceBody(
+        task_id=state.id,
+        status=state.status.value,
+        files=[body(f) for f in final_files(state).values()],
+        versions=[body(f) for f in versions],
+        conflicts=state.conflicts,
+        refused=refused,
+        repository=repository,
+    )
+
+
+@router.get(
+    "/task/{task_id}/files/{path:path}",
+    responses={**ERRORS, 200: {"content": {"text/plain": {}, "application/octet-stream": {}}}},
+    summary="Read one file of a task's workspace",
+    description=(
+        "The file as the repository's last commit has it, or with `written_by` the version a "
+        "given subtask (or `synthesis`) wrote. Served as text/plain or octet-stream, never as "
+        "HTML: workspace files are LLM output."
+    ),
+)
+async def read_file(
+    task_id: str,
+    path: str,
+    gw: GatewayDep,
+    written_by: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    state = await _task(gw, task_id)
+    try:
+        path = check_path(path)
+    except UnsafePath as exc:
+        # No file can have such a path: it is not in the workspace (the reason says why).
+        raise HTTPException(404, f"task '{task_id}' has no file '{shown(path)}': the path {exc}") from None
+    if written_by is None:
+        file = final_files(state).get(path)
+    else:
+        source = state.synthesis_files if written_by == SYNTHESIS else next(
+            (s.files for s in state.subtasks if s.id == written_by), None
+        )
+        if source is None:
+            raise HTTPException(404, f"task '{task_id}' has no subtask '{written_by}'")
+        file = next((f for f in source if f.path == path), None)
+    if file is None:
+        who = f" written by {written_by}" if written_by else ""
+        raise HTTPException(404, f"task '{task_id}' has no file '{path}'{who}")
+    try:
+        content = await _store(gw).read(file.object)
+    except (ObjectMissing, ObjectCorrupt) as exc:
+        raise HTTPException(500, f"the stored content of '{path}' is unreadable: {exc}") from None
+    try:
+        content.decode("utf-8")
+        media = "text/plain; charset=utf-8"
+    except UnicodeDecodeError:
+        media = "application/octet-stream"
+    name = path.rsplit("/", 1)[-1].replace('"', "")
+    return Response(
+        content,
+        media_type=media,
+        headers={
+            "ETag": f'"{file.sha256}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f"inline; filename=\"{name.encode('ascii', 'replace').decode()}\"",
+            "X-Aether-Written-By": file.written_by,
+        },
+    )
+
+
+async def _download(gw: GatewayDep, task_id: str, kind: str) -> StreamingResponse:
+    state = await _task(gw, task_id)
+    repository = state.repository
+    if not state.status.terminal:
+        # A retried task keeps its previous repository until the new one is assembled.
+        raise HTTPException(
+            409, f"task '{task_id}' is {state.status.value}: its repository is assembled when it completes"
+        )
+    if repository is None:
+        raise HTTPException(404, f"task '{task_id}' has no repository: it ended {state.status.value}")
+    if repository.error:
+        raise HTTPException(500, f"the repository of task '{task_id}' could not be assembled: {repository.error}")
+    name = repository.bundle_object if kind == "bundle" else repository.archive_object
+    store = _store(gw)
+    info = await store.info(name)
+    if info is None:
+        raise HTTPException(500, f"the repository of task '{task_id}' is missing from the workspace store")
+    filename = f"aether-{task_id}.bundle" if kind == "bundle" else f"aether-{task_id}.tar.gz"
+    return StreamingResponse(
+        store.stream(name, info),
+        media_type="application/x-git-bundle" if kind == "bundle" else "application/gzip",
+        headers={
+            "Content-Length": str(info.size),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "ETag": f'"{repository.head}-{kind}"',
+        },
+    )
+
+
+@router.get(
+    "/task/{task_id}/repository.bundle",
+    responses={**ERRORS, **NOT_READY},
+    response_class=StreamingResponse,
+    summary="Download the task's repository as a git bundle (`git clone aether-<id>.bundle`)",
+)
+async def download_bundle(task_id: str, gw: GatewayDep) -> StreamingResponse:
+    return await _download(gw, task_id, "bundle")
+
+
+@router.get(
+    "/task/{task_id}/repository.tar.gz",
+    responses={**ERRORS, **NOT_READY},
+    response_class=StreamingResponse,
+    summary="Download the files of the task's repository as a .tar.gz (like `git archive`)",
+)
+async def download_archive(task_id: str, gw: GatewayDep) -> StreamingResponse:
+    return await _download(gw, task_id, "archive")
