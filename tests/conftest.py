@@ -1,9 +1,15 @@
 import functools
+import os
 
 import pytest
 
 from tests.support.nats import NatsServer
 from tests.support.stack import Stack
+
+# Services built in this process read the environment: a developer's own OpenTelemetry setup
+# must not turn tracing on in tests that expect it off (tests that want it set it per stack).
+for _name in [n for n in os.environ if n.startswith("OTEL_")]:
+    del os.environ[_name]
 
 
 @functools.cache

@@ -31,7 +31,12 @@ class Stack:
         self.monitor_port = free_port()
         self.scale = scale
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},
+            # Hermetic: a developer's own LLM key or OpenTelemetry setup must not leak in.
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k != "OPENAI_API_KEY" and not k.startswith("OTEL_")
+            },
             "AETHER_DATA_DIR": str(self.data_dir),
             "AETHER_HTTP_PORT": str(self.http_port),
             "AETHER_SIM_PORT": str(self.sim_port),
@@ -41,6 +46,8 @@ class Stack:
             "AETHER_SIM_LATENCY_DIST": "fixed",
             # The Mission Board as `make ui` built it, for the browser tests; else none.
             "AETHER_UI_DIR": str(UI_DIST if ui else self.data_dir / "no-ui"),
+            # Every NATS service gets a free probe port (/metrics), as it would in Kubernetes.
+            "AETHER_PROBE_PORT": "0",
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
@@ -116,6 +123,10 @@ class Stack:
 
     def pid(self, name: str) -> int:
         return self.children()[name]["pid"]
+
+    def probe_url(self, name: str) -> str:
+        """Where a NATS service serves /livez, /readyz and /metrics."""
+        return f"http://127.0.0.1:{self.children()[name]['probe_port']}"
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         pid = self.pid(name)

@@ -26,6 +26,8 @@ class TaskCreated(BaseModel):
     description: str
     master_id: str = "jason"
     tenant: str | None = None
+    trace_id: str | None = None
+    """The task's trace (see `TaskState.trace_id`), for a planner that must restore the state."""
     created_at: datetime = Field(default_factory=utcnow)
     round: int = 1
     """Bumped when a task that failed in planning is retried (planned again from scratch)."""

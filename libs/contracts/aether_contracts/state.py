@@ -153,6 +153,7 @@ class TaskState(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     events: list[TaskEvent] = Field(default_factory=list)
     trace_id: str | None = None
+    """The OpenTelemetry trace of the task (32 hex digits), set at creation when tracing is on."""
     synthesis_files: list[WorkspaceFile] = Field(default_factory=list)
     conflicts: list[PathConflict] = Field(default_factory=list)
     repository: RepositoryInfo | None = None

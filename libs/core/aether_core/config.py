@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,7 +21,60 @@ def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class ServiceSettings(BaseSettings):
+OtlpProtocol = Literal["grpc", "http/protobuf"]
+
+
+class TelemetrySettings(BaseSettings):
+    """The standard OpenTelemetry variables that decide whether a service traces at all.
+
+    Only these are read here; everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+    `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER`, …) is read by the
+    OpenTelemetry SDK itself, as the specification says, once tracing is on.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    otel_sdk_disabled: bool = Field(False, validation_alias=AliasChoices("OTEL_SDK_DISABLED"))
+    otel_traces_exporter: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_TRACES_EXPORTER")
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    otel_exporter_otlp_protocol: OtlpProtocol | None = Field(
+        None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_PROTOCOL")
+    )
+    otel_exporter_otlp_traces_protocol: OtlpProtocol | None = Field(
+        None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    )
+
+    @property
+    def trace_exporters(self) -> list[str]:
+        """The span exporters to install: empty means no tracing at all.
+
+        Unlike the SDK's auto-configuration (which exports to localhost:4317 when nothing is
+        set), nothing set means nothing exported: a service must not spend anything on tracing
+        nobody asked for. An OTLP endpoint alone is enough to turn OTLP export on.
+        """
+        if self.otel_sdk_disabled:
+            return []
+        names = self.otel_traces_exporter
+        if names is None or not names.strip():
+            endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+            return ["otlp"] if endpoint else []
+        chosen = [n.strip().lower() for n in names.split(",") if n.strip()]
+        return [] if chosen == ["none"] else [n for n in chosen if n != "none"]
+
+    @property
+    def otlp_protocol(self) -> OtlpProtocol:
+        # The specification's default; the Python SDK keeps grpc only for backward compatibility.
+        return self.otel_exporter_otlp_traces_protocol or self.otel_exporter_otlp_protocol or "http/protobuf"
+
+
+class ServiceSettings(TelemetrySettings):
     model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore", populate_by_name=True)
 
     nats_url: str = Field(

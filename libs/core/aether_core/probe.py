@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("aether.probe")
 
 ReadyCheck = Callable[[], Awaitable[bool]]
-Metrics = Callable[[], tuple[bytes, str]]
+Metrics = Callable[[], Awaitable[tuple[bytes, str]]]
 
 
 class ProbeServer:
@@ -64,6 +64,6 @@ class ProbeServer:
                 ok = False
             return ("200 OK", b"ready\n", "text/plain") if ok else ("503 Service Unavailable", b"not ready\n", "text/plain")
         if path == "/metrics" and self.metrics is not None:
-            body, content_type = self.metrics()
+            body, content_type = await self.metrics()
             return "200 OK", body, content_type
         return "404 Not Found", b"not found\n", "text/plain"

@@ -19,6 +19,7 @@ from aether_contracts import topology
 from aether_contracts.services import ServiceHeartbeat
 from aether_contracts.state import utcnow
 
+from . import metrics, telemetry
 from .config import ServiceSettings
 from .errors import HandBack, RetryLater
 from .probe import Metrics, ProbeServer
@@ -41,10 +42,16 @@ def configure_logging(level: str) -> None:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def setup_telemetry(settings: ServiceSettings, service: str) -> None:
+    """Tracing as the `OTEL_*` variables ask (nothing when none is set). Before `make_broker`."""
+    telemetry.setup(settings, service, settings.instance_id)
+
+
 def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsBroker:
     return NatsBroker(
         settings.nats_servers,
         name=f"aether-{service}-{settings.instance_id}",
+        middlewares=(*telemetry.broker_middlewares(), metrics.broker_middleware(service)),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         # FastStream logs every message at this level; keep it out of INFO at our rates.
@@ -156,10 +163,10 @@ class Runtime:
         self.services_kv: KeyValue | None = None
         self.agents_kv: KeyValue | None = None
         self.store = TaskStore()
-        self.detail: dict[str, Any] = {}
+        self.detail: dict[str, Any] = {"tracing": telemetry.description()}
         self.probe: ProbeServer | None = None
-        self.metrics: Metrics | None = None
-        """Set by telemetry to serve Prometheus metrics on the probe endpoint."""
+        self.metrics: Metrics | None = metrics.render
+        """Served at `/metrics` on the probe endpoint."""
         self._heartbeat: asyncio.Task[None] | None = None
         self.started_at = utcnow()
 

@@ -13,6 +13,8 @@ from nats.js.kv import KeyValue
 
 from aether_contracts.state import TaskState, utcnow
 
+from . import metrics
+
 T = TypeVar("T")
 
 
@@ -88,6 +90,7 @@ class TaskStore:
         while True:
             entry = await self._entry(task_id)
             state = TaskState.from_bytes(entry.value)
+            before = metrics.snapshot(state)
             try:
                 value = change(state)
             except Unchanged as unchanged:
@@ -102,6 +105,8 @@ class TaskStore:
                 # Spread the retries of writers that collided, or they collide again.
                 await asyncio.sleep(random.uniform(0, 0.002 * min(conflicts, 10)))
                 continue
+            # Outcomes are counted here: the write of a transition succeeds exactly once.
+            metrics.record_transition(before, state)
             return Mutation(state, revision, value, True, conflicts)
 
     async def _entry(self, task_id: str) -> KeyValue.Entry:

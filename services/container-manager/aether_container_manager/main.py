@@ -9,7 +9,7 @@ from faststream import FastStream
 from aether_contracts import subjects
 from aether_contracts.events import AgentControl, AgentControlReply, AgentEvent
 from aether_core.mirror import KVMirror
-from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 
 from .backends import AgentBackend, DockerBackend, ProcessBackend
@@ -41,6 +41,7 @@ def make_backend(settings: ContainerManagerSettings) -> AgentBackend:
 def create_app(settings: ContainerManagerSettings | None = None) -> FastStream:
     settings = settings or ContainerManagerSettings()
     configure_logging(settings.log_level)
+    setup_telemetry(settings, SERVICE)
     registry = load_registry(settings.agents_dir)
     base = PoolPolicy(
         min_agents=settings.pool_min,

@@ -24,6 +24,7 @@ from aether_contracts.events import (
     TaskFinished,
 )
 from aether_contracts.state import TaskState
+from aether_core import telemetry
 from aether_core.service import Runtime, deliveries, settle, subscription
 from aether_core.store import TaskNotFound
 
@@ -82,6 +83,7 @@ def build_scheduler_router(
 
     @router.subscriber(**subscription(topology.SCHEDULER_PLANS, max_workers=concurrency))
     async def on_plan_ready(event: PlanReady, msg: NatsMessage) -> None:
+        telemetry.annotate({telemetry.TASK_ID: event.task_id})
         async with settle(msg, topology.SCHEDULER_PLANS, keep_alive=False):
             await decide(event.task_id, lambda s: scheduling.reconcile(s, policy))
 
@@ -90,6 +92,7 @@ def build_scheduler_router(
         def change(state: TaskState) -> scheduling.Decision:
             return scheduling.finish_subtask(state, event, policy)
 
+        telemetry.annotate({telemetry.TASK_ID: event.task_id, telemetry.SUBTASK_ID: event.subtask_id})
         async with settle(msg, topology.SCHEDULER_FINISHED, keep_alive=False):
             await decide(event.task_id, change)
 
@@ -154,9 +157,17 @@ def _subtask_handler(runtime: Runtime, worker: Worker, spec: topology.ConsumerSp
             await runtime.publish(worker.give_up(event, exc), subjects.SUBTASK_FINISHED)
 
         async with settle(msg, spec, give_up=give_up):
-            finished = await worker.run_tracked(event, redelivered=deliveries(msg) > 1)
-            if finished is not None:
-                await runtime.publish(finished, subjects.SUBTASK_FINISHED)
+            # Published inside the span, so what this subtask makes ready nests under it.
+            with telemetry.work(
+                f"subtask {event.subtask_id}",
+                task_id=event.task_id,
+                subtask_id=event.subtask_id,
+                agent_type=event.agent_type,
+                **{telemetry.GEN_AI_AGENT_ID: worker.agent_id, "aether.dispatch": event.dispatch},
+            ):
+                finished = await worker.run_tracked(event, redelivered=deliveries(msg) > 1)
+                if finished is not None:
+                    await runtime.publish(finished, subjects.SUBTASK_FINISHED)
 
     on_subtask_ready.__name__ = f"on_subtask_ready_{spec.durable.replace('-', '_')}"
     return on_subtask_ready

@@ -7,7 +7,7 @@ from aether_contracts.agents import ANY_TYPE, AgentRecord
 from aether_contracts.state import utcnow
 from aether_core.llm import LLMClient
 from aether_core.mirror import KVMirror
-from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 from aether_core.workspace_store import WorkspaceStore
 
@@ -24,6 +24,7 @@ SERVICE = "executor"
 def create_app(settings: ExecutorSettings | None = None) -> FastStream:
     settings = settings or ExecutorSettings()
     configure_logging(settings.log_level)
+    setup_telemetry(settings, SERVICE)
     registry = load_registry(settings.agents_dir)
     role = settings.executor_role
     service = SERVICE if role != "worker" else "agent"

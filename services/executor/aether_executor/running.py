@@ -170,6 +170,8 @@ class Worker:
                 headers=aether_headers("expert", event.task_id, subtask.id, subtask.agent_type),
                 on_retry=self._note_retry(event),
                 deadline=time.monotonic() + self.timeout_s,
+                agent_name=template.name,
+                agent_id=self.agent_id,
             )
             delivered = await desk.deliver(reply.text)
         except LLMCallError as exc:

@@ -11,6 +11,7 @@ from aether_core.workspace_store import WorkspaceStore
 
 from .auth import KeyRing, Principal
 from .index import TaskIndex
+from .metrics import GatewayMetrics
 from .settings import GatewaySettings
 from .streams import StreamHub
 
@@ -24,8 +25,9 @@ class Gateway:
     services: KVMirror
     """The `services` bucket (heartbeats), mirrored for /api/health."""
     agents: KVMirror
-    """The `agents` bucket (the pool), mirrored for /api/agents."""
+    """The `agents` bucket (the pool), mirrored for /api/agents and /metrics."""
     keys: KeyRing
+    metrics: GatewayMetrics
     streams: StreamHub
     """The live streams' fan-out, fed by the index's watch."""
     workspace: WorkspaceStore | None = None

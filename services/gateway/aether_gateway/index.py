@@ -88,6 +88,12 @@ class TaskIndex:
             ids = [i for i in ids if summaries[i].status == status]
         return [summaries[i] for i in ids[offset : offset + limit]], len(ids)
 
+    def count_by_status(self) -> dict[TaskStatus, int]:
+        counts: dict[TaskStatus, int] = {}
+        for summary in self._summaries.values():
+            counts[summary.status] = counts.get(summary.status, 0) + 1
+        return counts
+
     async def start(self, kv: KeyValue) -> None:
         await self.mirror.start(kv)
 

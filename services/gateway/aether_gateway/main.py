@@ -15,15 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentStatus, agent_key
 from aether_core.mirror import KVMirror
-from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
+from aether_core.telemetry import instrument_fastapi
 from aether_core.templates import Registry, load_registry
 from aether_core.workspace_store import WorkspaceStore
 
 from .auth import KeyRing, redact_tokens_in_logs
 from .deps import Gateway
 from .index import TaskIndex
+from .metrics import GatewayMetrics
 from .routes import agents as agent_routes
-from .routes import files, health, probes, stream, tasks
+from .routes import files, health, observability, probes, stream, tasks
 from .settings import GatewaySettings
 from .streams import StreamHub
 from .ui import MissionBoard
@@ -35,6 +37,7 @@ log = logging.getLogger("aether.gateway")
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level)
+    setup_telemetry(settings, SERVICE)
     registry = load_registry(settings.agents_dir)
     keys = KeyRing.load(enabled=settings.auth, keys=settings.api_keys, keys_file=settings.api_keys_file)
     broker = make_broker(settings, SERVICE)
@@ -73,7 +76,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = Gateway(
-        settings, runtime, registry, index, services, agent_pool, keys, streams, WorkspaceStore(lambda: runtime.js)
+        settings,
+        runtime,
+        registry,
+        index,
+        services,
+        agent_pool,
+        keys,
+        GatewayMetrics(runtime, index, agent_pool, registry),
+        streams,
+        WorkspaceStore(lambda: runtime.js),
     )
 
     if settings.cors_origin_list:
@@ -112,7 +124,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    for module in (tasks, stream, files, agent_routes, health, probes):
+    for module in (tasks, stream, files, agent_routes, health, probes, observability):
         app.include_router(module.router)
 
     def openapi() -> dict:
@@ -146,6 +158,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    # Probes and scrapes are not traced: they would bury the tasks' traces.
+    instrument_fastapi(app, excluded_urls="/api/health,/metrics,/livez,/readyz")
 
     ui_dir = settings.ui_dir
     if ui_dir is not None and Path(ui_dir, "index.html").is_file():

@@ -98,8 +98,12 @@ class TaskStateBody(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
-    trace_id: str | None = None
     round: int = Field(1, description="1, plus one for every retry or replan.")
+    trace_id: str | None = Field(
+        None,
+        description="The task's OpenTelemetry trace id; null when tracing is off. In Jaeger at "
+        "`{jaeger_url}/trace/{trace_id}` (`GET /api/config`).",
+    )
     conflicts: list[PathConflict] = []
     repository: RepositoryInfo | None = None
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
@@ -169,6 +173,13 @@ class HealthBody(BaseModel):
     nats: bool
     kv: bool
     services: dict[str, ServiceHealth]
+
+
+class ClientConfig(BaseModel):
+    jaeger_url: str | None = Field(
+        None,
+        description="Jaeger UI base URL; a task's trace is at `{jaeger_url}/trace/{trace_id}`.",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -27,6 +27,10 @@ class GatewaySettings(ServiceSettings):
     max_active_tasks: int = Field(
         50, ge=1, description="Tasks one tenant may have in progress; more get 429 with Retry-After."
     )
+    jaeger_url: str | None = Field(
+        None,
+        description="Jaeger UI base URL (e.g. http://localhost:16686): tasks link to their trace.",
+    )
 
     @property
     def cors_origin_list(self) -> list[str]:

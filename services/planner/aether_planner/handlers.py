@@ -4,6 +4,7 @@ from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, ReplanRequested, TaskControl, TaskCreated
+from aether_core import telemetry
 from aether_core.service import Runtime, deliveries, settle, subscription
 
 from .planning import Planner
@@ -18,16 +19,19 @@ def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> Nat
             await planner.fail(event.task_id, f"planning failed repeatedly: {exc!r}")
 
         async with settle(msg, topology.PLANNER, give_up=give_up):
-            round_ = await planner.plan(event, redelivered=deliveries(msg) > 1)
-            if round_ is not None:
-                await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)
+            # Published inside the span, so the executor's work nests under the plan.
+            with telemetry.work("plan", task_id=event.task_id, agent_type=event.master_id):
+                round_ = await planner.plan(event, redelivered=deliveries(msg) > 1)
+                if round_ is not None:
+                    await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)
 
     @router.subscriber(**subscription(topology.PLANNER_REPLAN, max_workers=concurrency, batch=1))
     async def on_replan_requested(event: ReplanRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.PLANNER_REPLAN):
-            round_ = await planner.replan(event)
-            if round_ is not None:
-                await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)
+            with telemetry.work("replan", task_id=event.task_id, **{"aether.replan.subtasks": event.subtask_ids}):
+                round_ = await planner.replan(event)
+                if round_ is not None:
+                    await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)
 
     @router.subscriber(subjects.TASK_CONTROL)
     async def on_task_control(control: TaskControl) -> None:

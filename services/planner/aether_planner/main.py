@@ -3,7 +3,7 @@
 from faststream import FastStream
 
 from aether_core.llm import LLMClient
-from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 
 from .handlers import build_router
@@ -16,6 +16,7 @@ SERVICE = "planner"
 def create_app(settings: PlannerSettings | None = None) -> FastStream:
     settings = settings or PlannerSettings()
     configure_logging(settings.log_level)
+    setup_telemetry(settings, SERVICE)
     registry = load_registry(settings.agents_dir)
     broker = make_broker(settings, SERVICE)
     runtime = Runtime(settings, broker, SERVICE)

@@ -313,17 +313,19 @@ class Planner:
     def cancel(self, task_id: str, reason: str) -> int:
         return len(self.inflight.cancel(task_id, reason))
 
-    def _asker(self, task_id: str, model: str):
+    def _asker(self, task_id: str, master: MasterConfig):
         deadline = time.monotonic() + self.timeout_s
 
         async def ask(messages: list[dict[str, str]]) -> LLMReply:
             return await self.llm.chat(
                 messages,
-                model=model,
+                model=master.model or self.model,
                 headers=aether_headers("planner", task_id),
                 json_mode=True,
                 on_retry=self._note_retry(task_id),
                 deadline=deadline,
+                agent_name=master.name,
+                agent_id=master.id,
             )
 
         return ask
@@ -345,7 +347,7 @@ class Planner:
             await self.fail(event.task_id, f"unknown master agent '{begun.state.master_id}'")
             return None
 
-        ask = self._asker(event.task_id, master.model or self.model)
+        ask = self._asker(event.task_id, master)
         try:
             outcome = await self.inflight.run(
                 event.task_id,
@@ -375,7 +377,7 @@ class Planner:
         if master is None:
             return None
         outcomes: dict[str, PlanOutcome | str] = {}
-        ask = self._asker(state.id, master.model or self.model)
+        ask = self._asker(state.id, master)
         for subtask_id in event.subtask_ids:
             failed = state.find_subtask(subtask_id)
             if failed is None or not failed.replan_pending:
@@ -445,6 +447,7 @@ class Planner:
             description=event.description,
             master_id=event.master_id,
             tenant=event.tenant,
+            trace_id=event.trace_id,
             created_at=event.created_at,
         )
         state.record("task.created", "Task created (state restored by the planner)")

@@ -4,6 +4,7 @@ from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
 from aether_contracts.events import SynthesisRequested, TaskControl
+from aether_core import telemetry
 from aether_core.service import Runtime, deliveries, settle, subscription
 
 from .synthesis import Synthesizer
@@ -15,9 +16,10 @@ def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int
     @router.subscriber(**subscription(topology.SYNTHESIZER, max_workers=concurrency, batch=1))
     async def on_synthesis_requested(event: SynthesisRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.SYNTHESIZER):
-            finished = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
-            if finished is not None:
-                await runtime.publish(finished, subjects.TASK_FINISHED)
+            with telemetry.work("synthesis", task_id=event.task_id, **{"aether.round": event.round}):
+                finished = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
+                if finished is not None:
+                    await runtime.publish(finished, subjects.TASK_FINISHED)
 
     @router.subscriber(subjects.TASK_CONTROL)
     async def on_task_control(control: TaskControl) -> None:

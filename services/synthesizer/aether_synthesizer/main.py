@@ -3,7 +3,7 @@
 from faststream import FastStream
 
 from aether_core.llm import LLMClient
-from aether_core.service import Runtime, configure_logging, make_broker
+from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 from aether_core.workspace_store import WorkspaceStore
 
@@ -18,6 +18,7 @@ SERVICE = "synthesizer"
 def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
     settings = settings or SynthesizerSettings()
     configure_logging(settings.log_level)
+    setup_telemetry(settings, SERVICE)
     registry = load_registry(settings.agents_dir)
     broker = make_broker(settings, SERVICE)
     runtime = Runtime(settings, broker, SERVICE)

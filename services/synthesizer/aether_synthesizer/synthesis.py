@@ -10,6 +10,7 @@ import time
 
 from aether_contracts.events import SynthesisRequested, TaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_core import telemetry
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
@@ -129,6 +130,7 @@ class Synthesizer:
                 return TaskFinished(task_id=state.id, status=state.status.value, round=event.round)
             return None
         master = self.registry.master(state.master_id) or JASON
+        telemetry.annotate({telemetry.AGENT_TYPE: master.id})
         usage, note = Usage(), None
         messages = synthesis_messages(state, master)
         await self.repository.brief(state, messages)
@@ -141,6 +143,8 @@ class Synthesizer:
                     headers=aether_headers("synthesizer", state.id),
                     on_retry=self._note_retry(state.id),
                     deadline=time.monotonic() + self.timeout_s,
+                    agent_name=master.name,
+                    agent_id=master.id,
                 ),
             )
             text, usage = reply.text, reply.usage

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,35 @@ def nats_config(data_dir: Path, port: int, monitor_port: int) -> Path:
         f"jetstream {{\n  store_dir: \"{store}\"\n}}\n"
     )
     return config
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ProbePorts:
+    """`AETHER_PROBE_PORT=N` gives the NATS services N, N+1, …; `0` picks free ports."""
+
+    def __init__(self, base: str | None) -> None:
+        self.next = int(base) if base not in (None, "") else None
+
+    def take(self) -> int | None:
+        if self.next is None:
+            return None
+        if self.next == 0:
+            return free_port()
+        self.next += 1
+        return self.next - 1
+
+
+def traces_destination() -> str:
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return "off (set OTEL_EXPORTER_OTLP_ENDPOINT; the README says how to run Jaeger)"
+    jaeger = os.environ.get("AETHER_JAEGER_URL")
+    return f"OTLP to {endpoint}" + (f", Jaeger UI {jaeger}" if jaeger else "")
 
 
 async def wait_http(url: str, timeout: float, *, ok=(200,)) -> bool:
@@ -161,19 +191,35 @@ async def up(args: argparse.Namespace) -> int:
     }
 
     gateway_ports = []
+    probes = ProbePorts(os.environ.get("AETHER_PROBE_PORT"))
+    metrics_urls = []
     for service in services:
         for n in range(1, scale[service] + 1):
             name = service if scale[service] == 1 else f"{service}-{n}"
-            extra = {"AETHER_INSTANCE_ID": name, **per_service.get(service, {})}
+            extra: dict[str, str | None] = {"AETHER_INSTANCE_ID": name, **per_service.get(service, {})}
+            info: dict[str, object] = {}
             if service == "gateway":
                 port = http_port + n - 1
                 gateway_ports.append(port)
                 extra |= {"AETHER_HTTP_PORT": str(port), "AETHER_HTTP_HOST": host}
+                metrics_urls.append(f"{name} http://{host}:{port}/metrics")
+                # The gateway serves its metrics on its own port; one probe port per process.
+                extra["AETHER_PROBE_PORT"] = None
+            elif (probe := probes.take()) is not None:
+                extra |= {"AETHER_PROBE_PORT": str(probe), "AETHER_PROBE_HOST": "127.0.0.1"}
+                info["probe_port"] = probe
+                metrics_urls.append(f"{name} http://127.0.0.1:{probe}/metrics")
             module = f"aether_{service.replace('-', '_')}"
             # The container-manager stops its agents before it exits: give it the time to.
             stop_timeout = 60.0 if service == "container-manager" else 15.0
             await supervisor.start(
-                ChildSpec(name, [sys.executable, "-m", module], {**common, **extra}, stop_timeout=stop_timeout)
+                ChildSpec(
+                    name,
+                    [sys.executable, "-m", module],
+                    {**common, **extra},
+                    stop_timeout=stop_timeout,
+                    info=info,
+                )
             )
 
     base = f"http://{host}:{gateway_ports[0]}"
@@ -185,6 +231,8 @@ async def up(args: argparse.Namespace) -> int:
         f"  API docs:  {base}/docs",
         f"  health:    {base}/api/health",
         f"  NATS:      {nats_url}",
+        f"  metrics:   {', '.join(metrics_urls)}",
+        f"  traces:    {traces_destination()}",
         "  LLM:       " + ("built-in simulator (results are marked as simulated)" if simulated else os.environ.get("OPENAI_BASE_URL", "OpenAI")),
         f"  agents:    {agent_backend} backend ({base}/api/agents)",
         "  API key:   "

@@ -24,9 +24,12 @@ COLORS = [36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96]
 class ChildSpec:
     name: str
     argv: Sequence[str]
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)
+    """Added to the supervisor's environment; `None` removes a variable."""
     restart: bool = True
     stop_timeout: float = 15.0
+    info: dict[str, object] = field(default_factory=dict)
+    """Written to devstack.json with the child (e.g. its probe port)."""
 
 
 @dataclass
@@ -64,7 +67,12 @@ class Supervisor:
         return child
 
     async def _spawn(self, child: Child) -> None:
-        env = {**os.environ, **child.spec.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for key, value in child.spec.env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         child.process = await asyncio.create_subprocess_exec(
             *child.spec.argv,
             env=env,
@@ -111,6 +119,7 @@ class Supervisor:
                     "pid": c.process.pid if c.process else None,
                     "restarts": c.restarts,
                     "argv": list(c.spec.argv),
+                    **c.spec.info,
                 }
                 for c in self.children.values()
             ],

@@ -14,6 +14,7 @@ from aether_contracts.events import (
     TaskFinished,
 )
 from aether_contracts.state import TaskState, TaskStatus, utcnow
+from aether_core import telemetry
 from aether_core.control import (
     ControlError,
     prepare_replan_from_scratch,
@@ -26,6 +27,7 @@ from aether_core.store import TaskExists, TaskNotFound
 
 from ..auth import Principal, visible
 from ..deps import Gateway, GatewayDep, PrincipalDep
+from ..metrics import TASKS_SUBMITTED
 from ..schemas import ErrorBody, RetryRequest, TaskBody, TaskSubmission, TaskSummary, task_body
 
 router = APIRouter(prefix="/api/orchestrate", tags=["tasks"])
@@ -69,6 +71,7 @@ async def submit_task(
         raise HTTPException(422, f"unknown master_deployment_id '{master_id}'; known: {known}")
 
     task_id = stable_task_id(principal.tenant or "-", idempotency_key) if idempotency_key else uuid7()
+    telemetry.annotate({telemetry.TASK_ID: task_id})
     if idempotency_key and (found := await gw.store.get(task_id)) is not None:
         return task_body(*found)
     active, limit = gw.index.active(principal.tenant), gw.settings.max_active_tasks
@@ -79,12 +82,15 @@ async def submit_task(
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
+    # This request's trace is the task's: every service's spans for it join it.
+    trace_id = telemetry.current_trace_id()
     state = TaskState(
         id=task_id,
         description=description,
         master_id=master_id,
         tenant=principal.tenant,
         timeout_s=gw.settings.task_timeout_s,
+        trace_id=trace_id,
     )
     state.record("task.created", f"Task created for master {master_id}")
     # Published first: if we die before writing the state, the planner writes it from the event.
@@ -94,10 +100,12 @@ async def submit_task(
             description=description,
             master_id=master_id,
             tenant=principal.tenant,
+            trace_id=trace_id,
             created_at=state.created_at,
         ),
         subjects.TASK_CREATED,
     )
+    TASKS_SUBMITTED.inc()
     try:
         revision = await gw.store.create(state)
     except TaskExists:

@@ -1,0 +1,224 @@
+"""Tracing for every service: OpenTelemetry, exported over OTLP, one trace per task.
+
+Configured only by the standard `OTEL_*` variables (see `config.TelemetrySettings`). With none
+set, nothing is installed: the API's no-op tracer stays, no broker middleware is added, and
+`span` hands back one shared null context, so an untraced service pays a test of one global per
+span site and nothing else.
+
+How a task becomes one trace (issue 6): the FastAPI instrumentation opens it at the gateway's
+`POST`; FastStream's NATS telemetry middleware carries the context in message headers; each
+handler opens its work span (`plan`, `subtask <id>`, `synthesis`) and publishes its next event
+*inside* that span with `broker.publish`, so the next service's spans hang under the work that
+caused them. Returning the event through a FastStream `@publisher` instead would parent it to the
+incoming message and flatten the tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from faststream._internal.types import BrokerMiddleware
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from .config import TelemetrySettings
+
+log = logging.getLogger("aether.telemetry")
+
+# Aether's own span attributes; searchable as tags in Jaeger.
+TASK_ID = "aether.task.id"
+SUBTASK_ID = "aether.subtask.id"
+AGENT_TYPE = "aether.agent.type"
+ROLE = "aether.role"
+ATTEMPT = "aether.llm.attempt"
+
+# OpenTelemetry GenAI semantic conventions (development status; names as of semconv 1.37+).
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_PROVIDER = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_OUTPUT_TYPE = "gen_ai.output.type"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_AGENT_ID = "gen_ai.agent.id"
+ERROR_TYPE = "error.type"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+
+_tracer: trace.Tracer | None = None
+_provider: TracerProvider | None = None
+_description = "off"
+_NULL: contextlib.AbstractContextManager[None] = contextlib.nullcontext(None)
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def description() -> str:
+    """What this process exports, for heartbeats and logs: `off` or e.g. `otlp (grpc)`."""
+    return _description
+
+
+def setup(settings: TelemetrySettings, service: str, instance_id: str | None = None) -> bool:
+    """Install the SDK and its exporters when the environment asks for tracing; else nothing.
+
+    `service` is the default `service.name`; `OTEL_SERVICE_NAME` (or a `service.name` in
+    `OTEL_RESOURCE_ATTRIBUTES`) wins, as the specification says. Once per process.
+    """
+    global _tracer, _provider, _description
+    exporters = settings.trace_exporters
+    if not exporters:
+        return False
+    if _provider is not None:
+        return True
+
+    from opentelemetry.sdk.resources import (
+        SERVICE_INSTANCE_ID,
+        SERVICE_NAME,
+        OTELResourceDetector,
+        Resource,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from_env = OTELResourceDetector().detect().attributes
+    defaults: dict[str, Any] = {}
+    if SERVICE_NAME not in from_env:
+        defaults[SERVICE_NAME] = service
+    if instance_id and SERVICE_INSTANCE_ID not in from_env:
+        defaults[SERVICE_INSTANCE_ID] = instance_id
+    # The sampler (OTEL_TRACES_SAMPLER) and the batch processor (OTEL_BSP_*) read their own
+    # variables.
+    provider = TracerProvider(resource=Resource.create(defaults))
+    for name in exporters:
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name, settings)))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    _tracer = provider.get_tracer("aether")
+    _description = ", ".join(
+        f"otlp ({settings.otlp_protocol})" if name == "otlp" else name for name in exporters
+    )
+    log.info("tracing on: %s", _description)
+    return True
+
+
+def _exporter(name: str, settings: TelemetrySettings):
+    # Endpoint, headers, certificates, compression and timeout come from OTEL_EXPORTER_OTLP_*,
+    # read by the exporters themselves.
+    if name == "otlp":
+        if settings.otlp_protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        return OTLPSpanExporter()
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    raise ValueError(
+        f"OTEL_TRACES_EXPORTER names '{name}', which Aether does not ship; use otlp, console or none"
+    )
+
+
+def shutdown() -> None:
+    """Export what is still buffered. The SDK does it at exit too; this is for tests and tools."""
+    if _provider is not None:
+        _provider.force_flush()
+
+
+def broker_middlewares() -> tuple[BrokerMiddleware, ...]:
+    """FastStream's NATS telemetry middleware when tracing is on; nothing otherwise."""
+    if _provider is None:
+        return ()
+    from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    # Metrics go to Prometheus (aether_core.metrics), not through OpenTelemetry.
+    return (NatsTelemetryMiddleware(tracer_provider=_provider, meter_provider=NoOpMeterProvider()),)
+
+
+def instrument_fastapi(app: Any, *, excluded_urls: str) -> None:
+    """The trace of a task starts at its POST (and continues a caller's `traceparent`)."""
+    if _provider is None:
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=_provider,
+        excluded_urls=excluded_urls,
+        # One span per request; the ASGI receive/send spans would double every trace's noise.
+        exclude_spans=["receive", "send"],
+    )
+
+
+def _clean(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not attributes:
+        return None
+    return {k: v for k, v in attributes.items() if v is not None}
+
+
+def span(
+    name: str, attributes: Mapping[str, Any] | None = None, *, kind: SpanKind = SpanKind.INTERNAL
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A child of the current span, current while the block runs; `None` when tracing is off.
+
+    An exception leaving the block is recorded on the span, which then ends as an error.
+    """
+    if _tracer is None:
+        return _NULL
+    return _tracer.start_as_current_span(name, kind=kind, attributes=_clean(attributes))
+
+
+def annotate(attributes: Mapping[str, Any]) -> None:
+    """Add attributes to the current span (e.g. the task id on a FastStream process span)."""
+    if _tracer is None:
+        return
+    clean = _clean(attributes)
+    if clean:
+        trace.get_current_span().set_attributes(clean)
+
+
+def set_attributes(span: Span | None, attributes: Mapping[str, Any]) -> None:
+    if span is not None:
+        clean = _clean(attributes)
+        if clean:
+            span.set_attributes(clean)
+
+
+def set_error(span: Span | None, error_type: str, message: str) -> None:
+    if span is not None:
+        span.set_attribute(ERROR_TYPE, error_type)
+        span.set_status(Status(StatusCode.ERROR, message))
+
+
+def current_trace_id() -> str | None:
+    """The current trace's id as Jaeger shows it (32 hex digits); None when not tracing."""
+    if _tracer is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def work(
+    name: str,
+    *,
+    task_id: str,
+    subtask_id: str | None = None,
+    agent_type: str | None = None,
+    **attributes: Any,
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A unit of Aether's work (plan, subtask, synthesis) with the ids every such span carries."""
+    if _tracer is None:
+        return _NULL
+    return span(name, {TASK_ID: task_id, SUBTASK_ID: subtask_id, AGENT_TYPE: agent_type, **attributes})

@@ -1,0 +1,169 @@
+"""One task is one trace across every service, exported over OTLP (both transports) as Jaeger
+would receive it: the services run as separate processes (`make up`), a receiver in the test
+stands in for Jaeger and the assertions read the tree it got."""
+
+import re
+
+import pytest
+
+from tests.support.otlp import Span, receiver
+from tests.support.plans import scripted, subtask
+from tests.support.services import eventually
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+JAEGER = "http://jaeger.example:16686"
+DIAMOND = [
+    subtask("schema", "database-expert"),
+    subtask("api", "python-backend", ["schema"]),
+    subtask("ui", "react-frontend", ["schema"]),
+    subtask("tests", "testing-expert", ["api", "ui"]),
+]
+
+
+@pytest.fixture(scope="module", params=["http/protobuf", "grpc"])
+def traced(request):
+    sink = receiver(request.param).start()
+    stack = Stack(
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": request.param,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "AETHER_JAEGER_URL": JAEGER,
+        }
+    )
+    try:
+        stack.start()
+        yield stack, sink
+    finally:
+        stack.stop()
+        sink.stop()
+
+
+def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
+    chain = []
+    while span.parent_id is not None:
+        span = by_id[span.parent_id]
+        chain.append(span)
+    return chain
+
+
+def services_along(chain: list[Span]) -> list[str]:
+    """The services a path visits, each run of spans of one service counted once."""
+    visited: list[str] = []
+    for span in chain:
+        if not visited or visited[-1] != span.service:
+            visited.append(span.service)
+    return visited
+
+
+async def test_one_task_is_one_trace_from_the_post_to_the_synthesis(traced):
+    stack, sink = traced
+    async with stack.client() as client:
+        created = await stack.submit(client, scripted("Traced diamond", DIAMOND))
+        task = await stack.wait_task(client, created["id"])
+        health = (await client.get("/api/health")).json()
+        config = (await client.get("/api/config")).json()
+    assert task["status"] == "completed", task["logs"]
+    trace_id = created["trace_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id) and trace_id != "0" * 32
+    assert task["trace_id"] == trace_id
+    assert task["trace_url"] == f"{JAEGER}/trace/{trace_id}" and config == {"jaeger_url": JAEGER}
+    for service in ("gateway", "planner", "executor", "synthesizer"):
+        for instance in health["services"][service]["instances"]:
+            assert instance["tracing"] == f"otlp ({sink.protocol})"
+
+    def whole_trace() -> list[Span] | None:
+        spans = [s for s in sink.snapshot() if s.trace_id == trace_id]
+        ids = {s.span_id for s in spans}
+        # Complete once the synthesizer's consumer span (it ends last), the four subtasks and the
+        # six LLM calls are in, and no span of the trace points to a parent yet to arrive.
+        done = (
+            any(s.service == "synthesizer" and s.kind == "SPAN_KIND_CONSUMER" for s in spans)
+            and sum(s.name.startswith("subtask ") for s in spans) == 4
+            and sum(s.name.startswith("chat ") for s in spans) == 6
+        )
+        return spans if done and all(s.parent_id in ids for s in spans if s.parent_id) else None
+
+    async def received():
+        return whole_trace()
+
+    spans = await eventually(received, timeout=60)
+    by_id = {s.span_id: s for s in spans}
+
+    # Every span about this task is in this one trace, and the trace is one tree.
+    assert all(
+        s.trace_id == trace_id for s in sink.snapshot() if s.attributes.get("aether.task.id") == task["id"]
+    )
+    [root] = [s for s in spans if s.parent_id is None]
+    assert (root.service, root.kind, root.name) == ("gateway", "SPAN_KIND_SERVER", "POST /api/orchestrate/task")
+    assert root.attributes["aether.task.id"] == task["id"]
+    assert {s.service for s in spans} == {"gateway", "planner", "executor", "synthesizer"}
+
+    # Spans nest as the work nests: synthesis under the last subtask, a subtask under the one
+    # that made it ready, the first subtask under the plan, the plan under the POST.
+    def one(name: str) -> Span:
+        [found] = [s for s in spans if s.name == name]
+        return found
+
+    plan, synthesis = one("plan"), one("synthesis")
+    work = {s.attributes["aether.subtask.id"]: s for s in spans if s.name.startswith("subtask ")}
+    assert sorted(work) == ["api", "schema", "tests", "ui"]
+    above = {name: [a.span_id for a in ancestors(span, by_id)] for name, span in work.items()}
+    assert plan.span_id in above["schema"] and root.span_id in above["schema"]
+    assert work["schema"].span_id in above["api"] and work["schema"].span_id in above["ui"]
+    assert work["api"].span_id in above["tests"] or work["ui"].span_id in above["tests"]
+    path = [synthesis, *ancestors(synthesis, by_id)]
+    assert work["tests"].span_id in {s.span_id for s in path}
+    assert services_along(path) == ["synthesizer", "executor", "planner", "gateway"]
+
+    # Work spans carry the task, subtask and agent type.
+    by_subtask = {s["id"]: s for s in task["subtasks"]}
+    for subtask_id, span in work.items():
+        assert span.service == "executor"
+        assert span.attributes["aether.task.id"] == task["id"]
+        assert span.attributes["aether.agent.type"] == by_subtask[subtask_id]["agent_type"]
+    for span in (plan, synthesis):
+        assert span.attributes["aether.task.id"] == task["id"]
+        assert span.attributes["aether.agent.type"] == "jason"
+
+    # LLM calls follow the GenAI conventions, under the work that made them, with its tokens.
+    chats = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]
+    assert len(chats) == 6
+    for chat in chats:
+        a = chat.attributes
+        assert chat.kind == "SPAN_KIND_CLIENT" and chat.name == f"chat {a['gen_ai.request.model']}"
+        assert a["gen_ai.provider.name"] == "openai"
+        assert a["gen_ai.response.model"] and a["gen_ai.response.id"]
+        assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
+        assert a["gen_ai.agent.name"] and a["gen_ai.agent.id"]
+        assert a["aether.task.id"] == task["id"] and not chat.error
+    experts = {c.attributes["aether.subtask.id"]: c for c in chats if c.attributes["aether.role"] == "expert"}
+    assert sorted(experts) == sorted(work)
+    for subtask_id, chat in experts.items():
+        assert chat.parent_id == work[subtask_id].span_id
+        assert chat.attributes["aether.agent.type"] == by_subtask[subtask_id]["agent_type"]
+        assert chat.attributes["gen_ai.usage.input_tokens"] == by_subtask[subtask_id]["usage"]["prompt_tokens"]
+        assert chat.attributes["gen_ai.usage.output_tokens"] == by_subtask[subtask_id]["usage"]["completion_tokens"]
+    [planning] = [c for c in chats if c.attributes["aether.role"] == "planner"]
+    [synthesizing] = [c for c in chats if c.attributes["aether.role"] == "synthesizer"]
+    assert planning.parent_id == plan.span_id and synthesizing.parent_id == synthesis.span_id
+    assert planning.attributes["gen_ai.agent.name"] == "Jason"
+    assert planning.attributes["gen_ai.output.type"] == "json"
+    assert sum(c.attributes["gen_ai.usage.input_tokens"] for c in chats) == task["usage"]["prompt_tokens"]
+
+
+async def test_without_otel_variables_no_service_traces(stack):
+    """The stack of the other tests has no OTEL_* variable: nothing is set up, no trace id."""
+    async with stack.client() as client:
+        created = await stack.submit(client, scripted("Untraced", [subtask("a", "fullstack")]))
+        task = await stack.wait_task(client, created["id"])
+        health = (await client.get("/api/health")).json()
+        config = (await client.get("/api/config")).json()
+    assert task["status"] == "completed"
+    assert created["trace_id"] is None and task["trace_id"] is None and task["trace_url"] is None
+    assert config == {"jaeger_url": None}
+    for service in ("gateway", "planner", "executor", "synthesizer"):
+        instances = health["services"][service]["instances"]
+        assert instances and all(i["tracing"] == "off" for i in instances)
