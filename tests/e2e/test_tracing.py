@@ -89,7 +89,16 @@ async def test_one_task_is_one_trace_from_the_post_to_the_synthesis(traced):
     async def received():
         return whole_trace()
 
-    spans = await eventually(received, timeout=60)
+    try:
+        spans = await eventually(received, timeout=60)
+    except TimeoutError:
+        got = sink.snapshot()
+        mine = sorted({s.service for s in got if s.trace_id == trace_id})
+        elsewhere = [s for s in got if s.trace_id != trace_id and s.attributes.get("aether.task.id") == task["id"]]
+        pytest.fail(
+            f"the trace is incomplete: {len(got)} spans received, trace {trace_id} has spans of "
+            f"{mine}; spans of the task in other traces: {elsewhere}"
+        )
     by_id = {s.span_id: s for s in spans}
 
     # Every span about this task is in this one trace, and the trace is one tree.

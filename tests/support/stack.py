@@ -23,7 +23,18 @@ UI_DIST = Path(__file__).resolve().parents[2] / "ui" / "dist"
 
 
 class Stack:
-    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None, ui: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        env: dict[str, str] | None = None,
+        scale: str | None = None,
+        ui: bool = False,
+        python: str | None = None,
+        root: Path | None = None,
+    ) -> None:
+        """`python` and `root` run another checkout (its virtualenv's python), e.g. to compare."""
+        self.python = python or sys.executable
+        self.root = root or Path(__file__).resolve().parents[2]
         self.data_dir = Path(tempfile.mkdtemp(prefix="aether-stack-"))
         self.http_port = free_port()
         self.sim_port = free_port()
@@ -66,7 +77,7 @@ class Stack:
         return f"nats://127.0.0.1:{self.nats_port}"
 
     def start(self, timeout: float = 120) -> Stack:
-        argv = [sys.executable, "-m", "aether_devstack", "up"]
+        argv = [self.python, "-m", "aether_devstack", "up"]
         if self.scale:
             argv += ["--scale", self.scale]
         self.process = subprocess.Popen(
@@ -74,7 +85,7 @@ class Stack:
             env=self.env,
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=self.root,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
