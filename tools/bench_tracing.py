@@ -13,14 +13,16 @@ the code before tracing existed (with its own `.venv`), to show what "off" costs
 A task's makespan is `created_at` → `completed_at` from its state; a round's throughput is its
 tasks over the time from the first creation to the last completion. The machine's load drifts
 (other work shares it), so besides each configuration's overall medians the script reports the
-median of the per-round ratios: each compares runs made seconds apart. Uses the test suite's
-support code (tests/support); run it from the repository root.
+median of the per-round ratios: each compares runs made seconds apart. It also reports the CPU
+time the services' processes spent per task (from /proc), which the machine's other load barely
+moves. Uses the test suite's support code (tests/support); run it from the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 from datetime import datetime
@@ -39,6 +41,19 @@ DIAMOND = [
     subtask("ui", "react-frontend", ["schema"]),
     subtask("tests", "testing-expert", ["api", "ui"]),
 ]
+
+
+SERVICES = ("gateway", "planner", "executor", "synthesizer")
+
+
+def cpu_seconds(stack: Stack) -> float:
+    """User + system CPU time of the stack's service processes so far (Linux /proc)."""
+    total = 0
+    for name in SERVICES:
+        with open(f"/proc/{stack.pid(name)}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def run_round(stack: Stack, count: int, tag: str) -> tuple[list[float], float]:
@@ -86,6 +101,7 @@ async def main() -> None:
     makespans: dict[str, list[float]] = {name: [] for name in stacks}
     round_medians: dict[str, list[float]] = {name: [] for name in stacks}
     throughputs: dict[str, list[float]] = {name: [] for name in stacks}
+    cpu: dict[str, float] = {name: 0.0 for name in stacks}
     per_round = max(1, args.tasks // args.rounds)
     try:
         for stack in stacks.values():
@@ -96,7 +112,9 @@ async def main() -> None:
         for r in range(args.rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
+                used = cpu_seconds(stacks[name])
                 spans, rate = await run_round(stacks[name], per_round, f"{name}-{r}")
+                cpu[name] += cpu_seconds(stacks[name]) - used
                 makespans[name] += spans
                 round_medians[name].append(statistics.median(spans))
                 throughputs[name].append(rate)
@@ -111,12 +129,16 @@ async def main() -> None:
         f"{per_round}, simulator latency {args.latency_ms:g} ms, OTLP {args.protocol}; "
         f"{len(sink.snapshot())} spans exported"
     )
-    print(f"{'configuration':<14}{'median makespan':>18}{'p90 makespan':>15}{'throughput (median round)':>28}")
+    print(
+        f"{'configuration':<14}{'median makespan':>18}{'p90 makespan':>15}"
+        f"{'throughput (median round)':>28}{'service CPU per task':>23}"
+    )
+    tasks = per_round * args.rounds
     for name in stacks:
         p90 = statistics.quantiles(makespans[name], n=10)[-1]
         print(
             f"{name:<14}{statistics.median(makespans[name]) * 1000:>15.0f} ms{p90 * 1000:>12.0f} ms"
-            f"{statistics.median(throughputs[name]):>21.1f} tasks/s"
+            f"{statistics.median(throughputs[name]):>21.1f} tasks/s{cpu[name] / tasks * 1000:>18.1f} ms"
         )
 
     def ratios(a: str, b: str) -> str:
@@ -125,7 +147,7 @@ async def main() -> None:
         rate = statistics.median(x / y for x, y in zip(throughputs[a], throughputs[b], strict=True))
         return (
             f"{a} / {b}: median makespan x{overall:.3f} overall, x{paired:.3f} per round (median); "
-            f"throughput x{rate:.3f} per round (median)"
+            f"throughput x{rate:.3f} per round (median); CPU per task x{cpu[a] / cpu[b]:.3f}"
         )
 
     print(ratios("traced", "untraced"))

@@ -130,12 +130,6 @@ def _exporter(name: str, settings: TelemetrySettings):
     )
 
 
-def shutdown() -> None:
-    """Export what is still buffered. The SDK does it at exit too; this is for tests and tools."""
-    if _provider is not None:
-        _provider.force_flush()
-
-
 def broker_middlewares() -> tuple[BrokerMiddleware, ...]:
     """FastStream's NATS telemetry middleware when tracing is on; nothing otherwise."""
     if _provider is None:
@@ -203,11 +197,17 @@ def set_error(span: Span | None, error_type: str, message: str) -> None:
 
 
 def current_trace_id() -> str | None:
-    """The current trace's id as Jaeger shows it (32 hex digits); None when not tracing."""
+    """The current trace's id as Jaeger shows it (32 hex digits); None when not tracing.
+
+    None too when the sampler dropped this trace (`OTEL_TRACES_SAMPLER`): no link to a trace
+    that no backend will ever have.
+    """
     if _tracer is None:
         return None
     context = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return trace.format_trace_id(context.trace_id)
 
 
 def work(
