@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from prometheus_client import REGISTRY
 
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
+from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
 from aether_core import metrics
 
 
@@ -33,9 +33,13 @@ def test_a_transition_is_counted_once_with_its_outcome_and_duration():
     a.started_at = state.created_at
     a.completed_at = a.started_at + timedelta(seconds=2)
     a.status = SubtaskStatus.COMPLETED
+    a.usage = Usage(prompt_tokens=70, completion_tokens=30, total_tokens=100, calls=1)
+    tokens = ("aether_subtask_tokens_total", {"agent_type": "unit-a", "type": "input"})
+    tokens_before = sample(*tokens)
     metrics.record_transition(before, state)
     assert sample(*completed) == base["completed"] + 1
     assert sample(*duration) == base["duration"] + 2.0
+    assert sample(*tokens) == tokens_before + 70
 
     # A write that changes something else (a log line, a redelivery) counts nothing again.
     metrics.record_transition(metrics.snapshot(state), state)

@@ -1,5 +1,7 @@
 """Prometheus metrics of one service process, served at `/metrics` (the NATS services on their
-probe port, the gateway on its HTTP port).
+probe port, the gateway on its HTTP port). The `aether_llm_*` series count the calls a process
+made itself; tokens are also counted per subtask and per task with their outcome, which holds
+when the agents that made the calls are processes nobody scrapes.
 
 Each process counts what it did itself. Task and subtask outcomes are counted where the outcome
 is written: a compare-and-set on the task state succeeds exactly once per transition, so summing
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
-from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus
+from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
 
 if TYPE_CHECKING:
     from faststream._internal.types import BrokerMiddleware
@@ -47,6 +49,17 @@ SUBTASK_DURATION = Histogram(
     "Time a subtask ran (started to finished), by agent type and outcome",
     ["agent_type", "outcome"],
     buckets=SUBTASK_BUCKETS,
+)
+SUBTASK_TOKENS = Counter(
+    "aether_subtask_tokens",
+    "LLM tokens of finished subtasks, by agent type and type (input, output); counted with the "
+    "outcome, so it holds however the agents run",
+    ["agent_type", "type"],
+)
+TASK_TOKENS = Counter(
+    "aether_task_tokens",
+    "LLM tokens of finished tasks (planning, subtasks, synthesis), by type (input, output)",
+    ["type"],
 )
 LLM_REQUESTS = Counter(
     "aether_llm_requests",
@@ -83,15 +96,24 @@ def record_transition(before: Snapshot, after: TaskState) -> None:
         if subtask.status == SubtaskStatus.FAILED and subtask.blocked_by:
             outcome = "blocked"
         SUBTASKS_FINISHED.labels(subtask.agent_type, outcome).inc()
+        _add_tokens(SUBTASK_TOKENS, subtask.usage, subtask.agent_type)
         if subtask.started_at is not None and subtask.completed_at is not None:
             seconds = (subtask.completed_at - subtask.started_at).total_seconds()
             SUBTASK_DURATION.labels(subtask.agent_type, outcome).observe(max(0.0, seconds))
     if after.status.terminal and not task_before.terminal:
         outcome = after.status.value
         TASKS_FINISHED.labels(outcome).inc()
+        _add_tokens(TASK_TOKENS, after.usage)
         if after.completed_at is not None:
             seconds = (after.completed_at - after.created_at).total_seconds()
             TASK_DURATION.labels(outcome).observe(max(0.0, seconds))
+
+
+def _add_tokens(counter: Counter, usage: Usage, *labels: str) -> None:
+    if usage.prompt_tokens:
+        counter.labels(*labels, "input").inc(usage.prompt_tokens)
+    if usage.completion_tokens:
+        counter.labels(*labels, "output").inc(usage.completion_tokens)
 
 
 def record_llm_request(
