@@ -89,7 +89,10 @@ async def main() -> None:
 
     sink = receiver(args.protocol).start()
     stacks: dict[str, Stack] = {}
-    common = {"AETHER_SIM_LATENCY_MS": str(args.latency_ms)}
+    # One executor runs every agent type: the CPU of every process that works on a task is then
+    # in devstack.json (agents started by a container-manager are not), and pool scaling does
+    # not add its own noise.
+    common = {"AETHER_SIM_LATENCY_MS": str(args.latency_ms), "AETHER_AGENT_BACKEND": "none"}
     if args.baseline:
         base = args.baseline.resolve()
         stacks["baseline"] = Stack(env=common, python=str(base / ".venv/bin/python"), root=base)
