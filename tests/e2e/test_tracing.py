@@ -81,8 +81,8 @@ async def test_one_task_is_one_trace_from_the_post_to_the_synthesis(traced):
         # six LLM calls are in, and no span of the trace points to a parent yet to arrive.
         done = (
             any(s.service == "synthesizer" and s.kind == "SPAN_KIND_CONSUMER" for s in spans)
-            and sum(s.name.startswith("subtask ") for s in spans) == 4
-            and sum(s.name.startswith("chat ") for s in spans) == 6
+            and len({s.name for s in spans if s.name.startswith("subtask ")}) == 4
+            and sum(s.name.startswith("chat ") for s in spans) >= 6
         )
         return spans if done and all(s.parent_id in ids for s in spans if s.parent_id) else None
 
@@ -110,15 +110,18 @@ async def test_one_task_is_one_trace_from_the_post_to_the_synthesis(traced):
     assert root.attributes["aether.task.id"] == task["id"]
     assert {s.service for s in spans} == {"gateway", "planner", "executor", "synthesizer"}
 
+    # Each unit of work has one span that did it; an attempt that came early (the planner may
+    # see the event before the gateway's state write) is in the trace too, marked, not an error.
+    def one(name: str) -> Span:
+        attempts = [s for s in spans if s.name == name]
+        assert not any(s.error for s in attempts), attempts
+        [done] = [s for s in attempts if "aether.deferred" not in s.events]
+        return done
+
     # Spans nest as the work nests: synthesis under the last subtask, a subtask under the one
     # that made it ready, the first subtask under the plan, the plan under the POST.
-    def one(name: str) -> Span:
-        [found] = [s for s in spans if s.name == name]
-        return found
-
     plan, synthesis = one("plan"), one("synthesis")
-    work = {s.attributes["aether.subtask.id"]: s for s in spans if s.name.startswith("subtask ")}
-    assert sorted(work) == ["api", "schema", "tests", "ui"]
+    work = {i: one(f"subtask {i}") for i in ("api", "schema", "tests", "ui")}
     above = {name: [a.span_id for a in ancestors(span, by_id)] for name, span in work.items()}
     assert plan.span_id in above["schema"] and root.span_id in above["schema"]
     assert work["schema"].span_id in above["api"] and work["schema"].span_id in above["ui"]
@@ -138,9 +141,10 @@ async def test_one_task_is_one_trace_from_the_post_to_the_synthesis(traced):
         assert span.attributes["aether.agent.type"] == "jason"
 
     # LLM calls follow the GenAI conventions, under the work that made them, with its tokens.
-    chats = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]
+    every_chat = [s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]
+    chats = [c for c in every_chat if c.parent_id in {plan.span_id, synthesis.span_id} | {w.span_id for w in work.values()}]
     assert len(chats) == 6
-    for chat in chats:
+    for chat in every_chat:
         a = chat.attributes
         assert chat.kind == "SPAN_KIND_CLIENT" and chat.name == f"chat {a['gen_ai.request.model']}"
         assert a["gen_ai.provider.name"] == "openai"

@@ -26,6 +26,7 @@ class Span:
     service: str
     attributes: dict[str, Any] = field(default_factory=dict)
     error: bool = False
+    events: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"<{self.service}: {self.name} {self.span_id} ← {self.parent_id}>"
@@ -64,6 +65,7 @@ class SpanSink:
                             service=resource.get("service.name", "?"),
                             attributes={kv.key: _value(kv.value) for kv in span.attributes},
                             error=span.status.code == span.status.STATUS_CODE_ERROR,
+                            events=[event.name for event in span.events],
                         )
                     )
         with self._lock:

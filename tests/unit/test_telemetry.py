@@ -1,5 +1,9 @@
 """Tracing is on only when the standard OTEL_* variables ask for it, and off costs nothing."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 from faststream.opentelemetry.middleware import TelemetryMiddleware
 from faststream.prometheus.middleware import PrometheusMiddleware
@@ -58,3 +62,40 @@ def test_without_otel_variables_a_service_installs_no_tracing_at_all():
     with telemetry.span("anything") as span, telemetry.work("plan", task_id="t") as work:
         assert span is None and work is None
         assert telemetry.current_trace_id() is None
+
+
+WORK_SPANS = r"""
+import contextlib
+from aether_core import telemetry
+from aether_core.config import TelemetrySettings
+from aether_core.errors import RetryLater
+
+assert telemetry.setup(TelemetrySettings(), "unit-test", "unit-1")
+with contextlib.suppress(RetryLater), telemetry.work("early", task_id="t1"):
+    raise RetryLater("no state yet")
+with contextlib.suppress(ValueError), telemetry.work("broken", task_id="t1", subtask_id="s1", agent_type="fullstack"):
+    raise ValueError("bad plan")
+with telemetry.work("fine", task_id="t1"):
+    pass
+"""
+
+
+def test_work_spans_tell_a_deferral_from_a_failure():
+    """In a process of its own (tracing is process-wide), exporting to the console."""
+    env = {"OTEL_TRACES_EXPORTER": "console", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", WORK_SPANS], env=env, capture_output=True, text=True, check=True).stdout
+    decoder, spans, at = json.JSONDecoder(), {}, 0
+    while (start := out.find("{", at)) != -1:
+        span, at = decoder.raw_decode(out, start)
+        spans[span["name"]] = span
+    assert set(spans) == {"early", "broken", "fine"}
+    assert spans["early"]["status"]["status_code"] == "UNSET"
+    assert [e["name"] for e in spans["early"]["events"]] == ["aether.deferred"]
+    assert spans["early"]["events"][0]["attributes"]["reason"] == "no state yet"
+    assert spans["broken"]["status"]["status_code"] == "ERROR"
+    assert [e["name"] for e in spans["broken"]["events"]] == ["exception"]
+    assert spans["broken"]["attributes"] == {
+        "aether.task.id": "t1", "aether.subtask.id": "s1", "aether.agent.type": "fullstack"
+    }
+    assert spans["fine"]["status"]["status_code"] == "UNSET" and spans["fine"]["events"] == []
+    assert spans["fine"]["resource"]["attributes"]["service.name"] == "unit-test"

@@ -15,13 +15,16 @@ incoming message and flatten the tree.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from .errors import HandBack, RetryLater
 
 if TYPE_CHECKING:
     from faststream._internal.types import BrokerMiddleware
@@ -37,6 +40,8 @@ SUBTASK_ID = "aether.subtask.id"
 AGENT_TYPE = "aether.agent.type"
 ROLE = "aether.role"
 ATTEMPT = "aether.llm.attempt"
+DEFERRED = "aether.deferred"
+"""Event on a work span whose message goes back to the queue on purpose (not an error)."""
 
 # OpenTelemetry GenAI semantic conventions (development status; names as of semconv 1.37+).
 GEN_AI_OPERATION = "gen_ai.operation.name"
@@ -218,7 +223,29 @@ def work(
     agent_type: str | None = None,
     **attributes: Any,
 ) -> contextlib.AbstractContextManager[Span | None]:
-    """A unit of Aether's work (plan, subtask, synthesis) with the ids every such span carries."""
+    """A unit of Aether's work (plan, subtask, synthesis) with the ids every such span carries.
+
+    A handler that is early (`RetryLater`), hands its message back (`HandBack`) or is cancelled
+    at shutdown is not failing: its span ends with a `aether.deferred` event, not as an error,
+    and the attempt that does the work appears beside it in the same trace.
+    """
     if _tracer is None:
         return _NULL
-    return span(name, {TASK_ID: task_id, SUBTASK_ID: subtask_id, AGENT_TYPE: agent_type, **attributes})
+    return _work(name, {TASK_ID: task_id, SUBTASK_ID: subtask_id, AGENT_TYPE: agent_type, **attributes})
+
+
+@contextlib.contextmanager
+def _work(name: str, attributes: dict[str, Any]) -> Iterator[Span]:
+    assert _tracer is not None
+    with _tracer.start_as_current_span(
+        name, attributes=_clean(attributes), record_exception=False, set_status_on_exception=False
+    ) as current:
+        try:
+            yield current
+        except (RetryLater, HandBack, asyncio.CancelledError) as deferred:
+            current.add_event(DEFERRED, {"reason": str(deferred) or type(deferred).__name__})
+            raise
+        except BaseException as exc:
+            current.record_exception(exc)
+            current.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
