@@ -31,6 +31,8 @@ def traced(request):
             "OTEL_EXPORTER_OTLP_PROTOCOL": request.param,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "AETHER_JAEGER_URL": JAEGER,
+            # A failed LLM call fails its subtask at once (for the retry test).
+            "AETHER_LLM_MAX_ATTEMPTS": "1",
         }
     )
     try:
@@ -165,6 +167,55 @@ async def test_one_task_is_one_trace_from_the_post_to_the_synthesis(traced):
     assert planning.attributes["gen_ai.agent.name"] == "Jason"
     assert planning.attributes["gen_ai.output.type"] == "json"
     assert sum(c.attributes["gen_ai.usage.input_tokens"] for c in chats) == task["usage"]["prompt_tokens"]
+
+
+async def test_a_retry_continues_the_tasks_trace(traced):
+    stack, sink = traced
+    plan = scripted("Traced retry", [subtask("flaky", "fullstack", sim="fail=503 times=1")])
+    async with stack.client() as client:
+        created = await stack.submit(client, plan)
+        failed = await stack.wait_task(client, created["id"])
+        assert failed["status"] == "failed", failed["logs"]
+        response = await client.post(f"/api/orchestrate/task/{created['id']}/retry")
+        assert response.status_code == 202, response.text
+        task = await stack.wait_task(client, created["id"])
+    assert task["status"] == "completed" and task["round"] == 2, task["logs"]
+    trace_id = created["trace_id"]
+    assert task["trace_id"] == trace_id
+
+    def rounds() -> list[Span] | None:
+        spans = [s for s in sink.snapshot() if s.trace_id == trace_id]
+        ids = {s.span_id for s in spans}
+        done = sum(s.name == "subtask flaky" for s in spans) == 2 and any(s.name == "synthesis" for s in spans)
+        return spans if done and all(s.parent_id in ids for s in spans if s.parent_id) else None
+
+    async def received():
+        return rounds()
+
+    spans = await eventually(received, timeout=60)
+    by_id = {s.span_id: s for s in spans}
+    [root] = [s for s in spans if s.parent_id is None]
+    assert root.name == "POST /api/orchestrate/task"
+    [retry] = [s for s in spans if s.name == "retry"]
+    assert retry.service == "gateway" and retry.parent_id == root.span_id
+    assert retry.attributes["aether.round"] == 2 and retry.attributes["aether.task.id"] == task["id"]
+    # ... linked to the request that asked for it, which is a trace of its own
+    [(request_trace, request_span)] = retry.links
+    [request] = [s for s in sink.snapshot() if s.span_id == request_span]
+    assert request_trace != trace_id and request.kind == "SPAN_KIND_SERVER"
+    assert request.name == "POST /api/orchestrate/task/{task_id}/retry"
+
+    # Round 1 under the POST, round 2 under the retry, both in the task's trace.
+    def after_retry(span: Span) -> bool:
+        return retry.span_id in {a.span_id for a in ancestors(span, by_id)}
+
+    [first] = [s for s in spans if s.name == "subtask flaky" and not after_retry(s)]
+    [second] = [s for s in spans if s.name == "subtask flaky" and after_retry(s)]
+    assert second.attributes["aether.subtask.id"] == first.attributes["aether.subtask.id"] == "flaky"
+    [chat_failed] = [s for s in spans if s.parent_id == first.span_id and s.name.startswith("chat ")]
+    assert chat_failed.error and chat_failed.attributes["error.type"] == "503"
+    [synthesis] = [s for s in spans if s.name == "synthesis"]
+    assert after_retry(synthesis)
 
 
 async def test_without_otel_variables_no_service_traces(stack):

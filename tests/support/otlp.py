@@ -27,6 +27,8 @@ class Span:
     attributes: dict[str, Any] = field(default_factory=dict)
     error: bool = False
     events: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(trace id, span id) of each linked span."""
 
     def __repr__(self) -> str:
         return f"<{self.service}: {self.name} {self.span_id} ← {self.parent_id}>"
@@ -66,6 +68,7 @@ class SpanSink:
                             attributes={kv.key: _value(kv.value) for kv in span.attributes},
                             error=span.status.code == span.status.STATUS_CODE_ERROR,
                             events=[event.name for event in span.events],
+                            links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                         )
                     )
         with self._lock:

@@ -154,6 +154,9 @@ class TaskState(BaseModel):
     events: list[TaskEvent] = Field(default_factory=list)
     trace_id: str | None = None
     """The OpenTelemetry trace of the task (32 hex digits), set at creation when tracing is on."""
+    trace_parent: str | None = None
+    """W3C `traceparent` of the span that created the task: a retry or a cancel continues the
+    task's trace from it, so one task stays one trace however many rounds it takes."""
     synthesis_files: list[WorkspaceFile] = Field(default_factory=list)
     conflicts: list[PathConflict] = Field(default_factory=list)
     repository: RepositoryInfo | None = None

@@ -22,7 +22,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .errors import HandBack, RetryLater
 
@@ -213,6 +214,33 @@ def current_trace_id() -> str | None:
     if not context.is_valid or not context.trace_flags.sampled:
         return None
     return trace.format_trace_id(context.trace_id)
+
+
+def current_traceparent() -> str | None:
+    """The current span as a W3C `traceparent`, to continue its trace later (see `resume`)."""
+    if current_trace_id() is None:
+        return None
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    return carrier.get("traceparent")
+
+
+def resume(
+    traceparent: str | None, name: str, attributes: Mapping[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A span in the trace `traceparent` names, linked to the current one (the request that
+    asked for it): what a retry publishes then joins the task's trace, not the request's."""
+    if _tracer is None:
+        return _NULL
+    if not traceparent:
+        return span(name, attributes)
+    here = trace.get_current_span().get_span_context()
+    return _tracer.start_as_current_span(
+        name,
+        context=TraceContextTextMapPropagator().extract({"traceparent": traceparent}),
+        links=[Link(here)] if here.is_valid else None,
+        attributes=_clean(attributes),
+    )
 
 
 def work(

@@ -85,6 +85,7 @@ async def submit_task(
     # This request's trace is the task's: every service's spans for it join it.
     trace_id = telemetry.current_trace_id()
     state = TaskState(
+        trace_parent=telemetry.current_traceparent(),
         id=task_id,
         description=description,
         master_id=master_id,
@@ -162,12 +163,14 @@ async def cancel_task(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> 
     reason = "cancelled through the API"
     mutation = await _control(gw, principal, task_id, lambda s: stop_task(s, TaskStatus.CANCELLED, reason))
     state = mutation.state
-    await gw.runtime.broker.publish(
-        TaskControl(task_id=task_id, action="cancel", reason=reason), subjects.TASK_CONTROL
-    )
-    await gw.runtime.publish(
-        TaskFinished(task_id=task_id, status="cancelled", round=state.round), subjects.TASK_FINISHED
-    )
+    with telemetry.resume(state.trace_parent, "cancel", {telemetry.TASK_ID: task_id}):
+        await gw.runtime.broker.publish(
+            TaskControl(task_id=task_id, action="cancel", reason=reason), subjects.TASK_CONTROL
+        )
+        await gw.runtime.publish(
+            TaskFinished(task_id=task_id, status="cancelled", round=state.round),
+            subjects.TASK_FINISHED,
+        )
     return task_body(state, mutation.revision)
 
 
@@ -197,25 +200,29 @@ async def retry_task(
     mutation = await _control(gw, principal, task_id, change)
     state = mutation.state
     action, selected = mutation.value
-    if action == "plan":
-        await gw.runtime.publish(
-            TaskCreated(
-                task_id=task_id,
-                description=state.description,
-                master_id=state.master_id,
-                tenant=state.tenant,
-                created_at=state.created_at,
-                round=state.round,
-            ),
-            subjects.TASK_CREATED,
-        )
-    elif action == "replan":
-        await gw.runtime.publish(
-            ReplanRequested(task_id=task_id, subtask_ids=selected, round=state.round),
-            subjects.REPLAN_REQUESTED,
-        )
-    else:
-        await gw.runtime.publish(PlanReady(task_id=task_id, round=state.round), subjects.PLAN_READY)
+    attributes = {telemetry.TASK_ID: task_id, "aether.round": state.round, "aether.retry": action}
+    # The new round's work continues the task's trace (linked to this request's).
+    with telemetry.resume(state.trace_parent, "retry", attributes):
+        if action == "plan":
+            await gw.runtime.publish(
+                TaskCreated(
+                    task_id=task_id,
+                    description=state.description,
+                    master_id=state.master_id,
+                    tenant=state.tenant,
+                    trace_id=state.trace_id,
+                    created_at=state.created_at,
+                    round=state.round,
+                ),
+                subjects.TASK_CREATED,
+            )
+        elif action == "replan":
+            await gw.runtime.publish(
+                ReplanRequested(task_id=task_id, subtask_ids=selected, round=state.round),
+                subjects.REPLAN_REQUESTED,
+            )
+        else:
+            await gw.runtime.publish(PlanReady(task_id=task_id, round=state.round), subjects.PLAN_READY)
     await arm_deadline(gw, state)
     return task_body(state, mutation.revision)
 
