@@ -55,8 +55,8 @@ async def test_counters_move_with_a_task_in_every_service(stack):
         "Metrics",
         [
             subtask("good", "python-backend"),
+            # refused: it fails at once (and Jason replans it, so the task still completes)
             subtask("bad", "devops-expert", sim="fail=400"),
-            subtask("after-bad", "testing-expert", ["bad"]),
         ],
     )
     before = await scrape_all(stack)
@@ -80,7 +80,6 @@ async def test_counters_move_with_a_task_in_every_service(stack):
     assert moved("synthesizer", "aether_task_duration_seconds_count", outcome="completed") >= 1
     assert moved("executor", "aether_subtasks_finished_total", agent_type="python-backend", outcome="completed") >= 1
     assert moved("executor", "aether_subtasks_finished_total", agent_type="devops-expert", outcome="failed") >= 1
-    assert moved("executor", "aether_subtasks_finished_total", agent_type="testing-expert", outcome="blocked") >= 1
     assert moved("executor", "aether_subtask_duration_seconds_count", agent_type="python-backend", outcome="completed") >= 1
 
     # LLM tokens: per subtask and per task where the outcome is written (the experts' calls are
