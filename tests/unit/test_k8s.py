@@ -38,6 +38,10 @@ UNSET_ON_PURPOSE = {
     "AETHER_AGENT_ID": "the instance id, which is the pod name",
     "AETHER_TASK_TOKEN_BUDGET": "no budget",
     "AETHER_API_KEYS": "the keys are a Secret, mounted where AETHER_API_KEYS_FILE points",
+    "OTEL_SDK_DISABLED": "tracing on: OTEL_EXPORTER_OTLP_ENDPOINT is set",
+    "OTEL_TRACES_EXPORTER": "otlp, implied by OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "OTEL_EXPORTER_OTLP_ENDPOINT covers traces",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "OTEL_EXPORTER_OTLP_PROTOCOL covers traces",
 }
 GATEWAY_UNSET = {
     "AETHER_PROBE_PORT": "the gateway serves /livez and /readyz on its HTTP port",

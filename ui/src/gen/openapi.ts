@@ -38,6 +38,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Settings a client (the UI) needs */
+        get: operations["client_config_api_config_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/health": {
         parameters: {
             query?: never;
@@ -303,6 +320,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics
+         * @description This gateway's counters and gauges of the shared state: backlog per consumer, agents per type, tasks per status.
+         */
+        get: operations["prometheus_metrics_metrics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/readyz": {
         parameters: {
             query?: never;
@@ -454,6 +491,14 @@ export interface components {
              * @constant
              */
             type: "board.task";
+        };
+        /** ClientConfig */
+        ClientConfig: {
+            /**
+             * Jaeger Url
+             * @description Jaeger UI base URL; a task's trace is at `{jaeger_url}/trace/{trace_id}`.
+             */
+            jaeger_url?: string | null;
         };
         /** ErrorBody */
         ErrorBody: {
@@ -817,7 +862,10 @@ export interface components {
             status: components["schemas"]["TaskStatus"];
             /** Subtasks */
             subtasks: components["schemas"]["SubtaskBody"][];
-            /** Trace Id */
+            /**
+             * Trace Id
+             * @description The task's OpenTelemetry trace id; null when tracing is off. In Jaeger at `{jaeger_url}/trace/{trace_id}` (`GET /api/config`).
+             */
             trace_id?: string | null;
             /**
              * Updated At
@@ -978,6 +1026,7 @@ export interface components {
             subtasks: components["schemas"]["SubtaskBody"][];
             /**
              * Trace Id
+             * @description The task's OpenTelemetry trace id; null when tracing is off. In Jaeger at `{jaeger_url}/trace/{trace_id}` (`GET /api/config`).
              * @default null
              */
             trace_id: string | null;
@@ -1209,6 +1258,26 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    client_config_api_config_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClientConfig"];
                 };
             };
         };
@@ -1775,6 +1844,26 @@ export interface operations {
         requestBody?: never;
         responses: {
             /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+        };
+    };
+    prometheus_metrics_metrics_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The Prometheus text format */
             200: {
                 headers: {
                     [name: string]: unknown;

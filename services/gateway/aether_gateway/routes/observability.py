@@ -9,6 +9,12 @@ router = APIRouter(tags=["observability"])
 @router.get(
     "/metrics",
     response_class=Response,
+    responses={
+        200: {
+            "description": "The Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
     summary="Prometheus metrics",
     description="This gateway's counters and gauges of the shared state: backlog per consumer, "
     "agents per type, tasks per status.",
