@@ -35,14 +35,24 @@ async def test_three_executors_share_one_backlog_and_run_no_subtask_twice():
                 for request in await stack.sim_requests(client, task_id=task["id"], role="expert"):
                     expert_calls[request["task_id"], request["subtask_id"]] += 1
     finally:
+        log_tail = stack.log_tail(8000)
         stack.stop()
+
+    # What a failure needs to be explained: each rerun subtask's own log lines and the services'.
+    reruns = [
+        (t["id"], s["id"], s["attempts"], [line for line in t["logs"] if f"Subtask {s['id']} " in line])
+        for t in tasks
+        for s in t["subtasks"]
+        if s["attempts"] != 1
+    ]
+    explain = f"reruns: {reruns}\n--- stack log ---\n{log_tail}"
 
     subtasks = [(t["id"], s) for t in tasks for s in t["subtasks"]]
     assert all(t["status"] == "completed" for t in tasks), [t["logs"][-5:] for t in tasks]
     assert len(subtasks) == 32
     handled = Counter(s["agent_id"] for _, s in subtasks)
     assert set(handled) == set(REPLICAS), handled
-    assert all(s["status"] == "completed" and s["attempts"] == 1 for _, s in subtasks)
+    assert all(s["status"] == "completed" and s["attempts"] == 1 for _, s in subtasks), explain
     # The LLM saw each subtask exactly once: nothing was executed by two replicas.
     assert sorted(expert_calls) == sorted((task_id, s["id"]) for task_id, s in subtasks)
-    assert set(expert_calls.values()) == {1}
+    assert set(expert_calls.values()) == {1}, explain

@@ -164,8 +164,12 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
         panel.get_by_role("heading", name="Subtask api").wait_for()
         result = next(s["result"] for s in task["subtasks"] if s["id"] == "api")
         assert "Simulated work on" in panel.inner_text() and "Simulated work on" in result
-        assert panel.locator("pre code.hljs .hljs-keyword").count() > 0  # highlighted code
-        assert "from fastapi import FastAPI" in panel.locator("pre code").first.inner_text()
+        # The expert's files went to the workspace; the panel lists them and shows one highlighted.
+        panel.locator("[data-testid=subtask-files] button", has_text="app/main.py").click()
+        code = panel.locator("[data-testid=file-content] pre code")
+        code.wait_for()
+        assert panel.locator("[data-testid=file-content] pre code.hljs .hljs-keyword").count() > 0
+        assert "from fastapi import FastAPI" in code.first.inner_text()
         page.keyboard.press("Tab")
         page.keyboard.press("Enter")
         assert panel.get_attribute("data-subtask") != "api"  # Tab moved to the next node
@@ -178,6 +182,13 @@ def test_submit_a_task_and_watch_every_node_complete_without_reloading(stack, pa
         rows = usage.locator("tbody tr").all_inner_texts()
         assert len(rows) == 4 and all(re.search(r"\d s\s", row) for row in rows), rows  # a duration each
         assert short_tokens(task["usage"]["total_tokens"]) in usage.locator("tfoot").inner_text()
+        # The workspace's repository, downloaded as the browser would (the link carries the key).
+        download = page.get_by_role("link", name="Download .tar.gz")
+        download.wait_for()
+        archive = httpx.get(f"{stack.url}{download.get_attribute('href')}", timeout=30)
+        assert archive.status_code == 200 and archive.content[:2] == b"\x1f\x8b", archive.text[:200]
+        bundle = page.get_by_role("link", name="Download git bundle").get_attribute("href")
+        assert httpx.get(f"{stack.url}{bundle}", timeout=30).content.startswith(b"# v2 git bundle")
         assert_contrast(page, "the task view")
         page.screenshot(path=str(ARTIFACTS / "ui-task.png"), full_page=True)
 

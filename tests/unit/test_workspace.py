@@ -2,6 +2,8 @@
 prompt's file context, and the repository built from it (read back with the real git)."""
 
 import subprocess
+import time
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 
 from aether_contracts.events import SubtaskFinished
@@ -121,3 +123,40 @@ def test_worker_checkout_and_synthesizer_history_agree_and_git_reads_them(tmp_pa
     finally:
         worktree.close()
     assert list((tmp_path / "agent").iterdir()) == [], "the task's checkout goes with its last worktree"
+
+
+
+def test_a_checkout_while_the_tasks_last_worktree_closes_is_not_removed_under_it(tmp_path, monkeypatch):
+    """The last worktree of a task removes the task's checkout; a subtask of the same task that
+    starts meanwhile (AETHER_WORKER_CONCURRENCY > 1) must get a checkout that survives. Seen in
+    CI as KeyError(b'HEAD') / NotGitRepository and a subtask run twice. The removal is slowed
+    down here so that the new checkout lands inside it every time."""
+    import shutil
+    import threading
+
+    from aether_core import gitrepo
+
+    real_rmtree = shutil.rmtree
+    removing = threading.Event()
+
+    def slow_rmtree(path, *args, **kwargs):
+        if Path(path) == tmp_path / "agent" / "t":  # the task's checkout, not a worktree
+            removing.set()
+            time.sleep(0.3)
+        return real_rmtree(path, *args, **kwargs)
+
+    checkouts = TaskCheckouts(tmp_path / "agent")
+    first = checkouts.checkout("t", "a", [])
+    monkeypatch.setattr(gitrepo.shutil, "rmtree", slow_rmtree)
+    closing = threading.Thread(target=first.close)
+    closing.start()
+    assert removing.wait(5)
+    second = checkouts.checkout("t", "b", [])  # while the first one's checkout is being removed
+    closing.join()
+    try:
+        changed, refused = second.commit({"app/b.py": b"b"}, "fullstack", "b")
+        assert changed == {"app/b.py": b"b"} and refused == []
+        assert (second.path / "app/b.py").read_bytes() == b"b"
+    finally:
+        second.close()
+    assert list((tmp_path / "agent").iterdir()) == []

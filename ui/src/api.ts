@@ -119,3 +119,24 @@ export const streamPaths = {
   task: (taskId: string) => `/api/orchestrate/task/${encodeURIComponent(taskId)}/stream`,
   board: "/api/orchestrate/tasks/stream",
 } satisfies Record<string, keyof paths | ((id: string) => string)>;
+
+/** A download link for a task's repository; the key rides in the URL, as an anchor cannot set headers. */
+export function downloadUrl(taskId: string, file: "repository.tar.gz" | "repository.bundle"): string {
+  const key = apiKey();
+  const query = key ? `?access_token=${encodeURIComponent(key)}` : "";
+  return `/api/orchestrate/task/${encodeURIComponent(taskId)}/${file}${query}`;
+}
+
+/** One file of a task's workspace as text, the version `writtenBy` (a subtask id) wrote. */
+export async function fetchTaskFile(taskId: string, path: string, writtenBy: string): Promise<string> {
+  const key = apiKey();
+  const url = `/api/orchestrate/task/${encodeURIComponent(taskId)}/files/${path.split("/").map(encodeURIComponent).join("/")}?written_by=${encodeURIComponent(writtenBy)}`;
+  let response: Response;
+  try {
+    response = await fetch(url, { headers: key ? { authorization: `Bearer ${key}` } : {} });
+  } catch {
+    throw new ApiError(0, "The Aether gateway cannot be reached");
+  }
+  if (!response.ok) throw new ApiError(response.status, response.statusText || "request failed");
+  return response.text();
+}

@@ -259,14 +259,14 @@ class TaskCheckouts:
             raise
 
     def _release(self, key: str) -> None:
+        # The removal happens under the guard: a checkout of the same task starting meanwhile
+        # waits for it and builds a new one, instead of opening the one being removed.
         with self._guard:
             self._users[key] -= 1
-            last = self._users[key] == 0
-            if last:
+            if self._users[key] == 0:
                 del self._users[key]
                 self._locks.pop(key, None)
-        if last:
-            shutil.rmtree(self.root / key, ignore_errors=True)
+                shutil.rmtree(self.root / key, ignore_errors=True)
 
 
 @dataclass

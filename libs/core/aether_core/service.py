@@ -12,7 +12,9 @@ from typing import Any
 
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 from nats.js.kv import KeyValue
 
 from aether_contracts import topology
@@ -26,6 +28,10 @@ from .probe import Metrics, ProbeServer
 from .store import TaskStore
 
 log = logging.getLogger("aether")
+
+PUBLISH_TIMEOUT_S = 5.0
+"""How long a publish waits for the stream's ack before it is repeated (same id: stored once)."""
+PUBLISH_ATTEMPTS = 3
 
 HEARTBEAT_EVERY_S = 2.0
 HAND_BACK_DELAY_S = 1.0
@@ -230,10 +236,24 @@ class Runtime:
                 log.warning("heartbeat failed: %r", exc)
 
     async def publish(self, event: Any, subject: str) -> None:
-        """Persist an event on the work stream, deduplicated by the event's own id."""
-        await self.broker.publish(
-            event,
-            subject,
-            headers={"Nats-Msg-Id": event.dedup_id()},
-            stream=topology.STREAM,
-        )
+        """Persist an event on the work stream, deduplicated by the event's own id.
+
+        A stream's ack can be late on a busy machine (FastStream waits 0.5 s by default): the
+        publish is repeated with the same id, which the stream stores once, instead of failing
+        the handler, whose message would come back and redo work that was in fact recorded.
+        """
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self.broker.publish(
+                    event,
+                    subject,
+                    headers={"Nats-Msg-Id": event.dedup_id()},
+                    stream=topology.STREAM,
+                    timeout=PUBLISH_TIMEOUT_S,
+                )
+                return
+            except (TimeoutError, NoRespondersError, NoStreamResponseError) as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("publish to %s unacknowledged (attempt %d), repeating: %r", subject, attempt, exc)
+                await asyncio.sleep(0.2 * attempt)

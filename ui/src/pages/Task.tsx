@@ -8,6 +8,7 @@ import { clock, duration, firstLine, seconds, tokens } from "../format";
 import { useDocumentTitle, useNow } from "../hooks";
 import { useTaskStream } from "../live";
 import { Link } from "../router";
+import { downloadUrl, fetchTaskFile } from "../api";
 
 const RUNNING = new Set(["executing", "creating_agent"]);
 
@@ -78,15 +79,45 @@ export function TaskPage({ taskId }: { taskId: string }) {
         </section>
       )}
       {task.status === "synthesizing" && <Loading label="Jason is putting the results together…" />}
+      {task.repository && <Downloads task={task} />}
 
       <div className="grid grid-cols-1 gap-6 lg:grid-cols-5">
         <div className="min-w-0 space-y-6 lg:col-span-3">
-          {selected && <SubtaskPanel subtask={selected} now={now} onSelect={setPicked} />}
+          {selected && <SubtaskPanel taskId={task.id} subtask={selected} now={now} onSelect={setPicked} />}
           {task.subtasks.length > 0 && <UsageTable task={task} now={now} selected={selected?.id} onSelect={setPicked} />}
         </div>
         <LogPanel events={events} subtaskId={selected?.id ?? null} className="min-w-0 lg:col-span-2" />
       </div>
     </div>
+  );
+}
+
+function Downloads({ task }: { task: TaskState }) {
+  const repository = task.repository!;
+  const link = (file: "repository.tar.gz" | "repository.bundle") => downloadUrl(task.id, file);
+  if (repository.error) {
+    return <ErrorState title="No repository" detail={`The repository could not be assembled: ${repository.error}`} />;
+  }
+  return (
+    <section aria-labelledby="repository-heading" className="rounded-2xl border border-slate-700 bg-slate-900/60 p-4 sm:p-5">
+      <h2 id="repository-heading" className="mb-2 text-lg font-semibold">
+        Repository
+      </h2>
+      <p className="mb-3 text-sm text-slate-300">
+        {repository.files} files, {repository.commits?.length ?? 0} commits: one per subtask in dependency order, then Jason's.
+      </p>
+      <div className="flex flex-wrap gap-3">
+        <a className="btn-secondary" href={link("repository.tar.gz")} download={`aether-${task.id}.tar.gz`}>
+          Download .tar.gz
+        </a>
+        <a className="btn-secondary" href={link("repository.bundle")} download={`aether-${task.id}.bundle`}>
+          Download git bundle
+        </a>
+      </div>
+      <p className="mt-3 text-xs text-slate-400">
+        <code>git clone aether-{task.id}.bundle</code> gives the repository with its history.
+      </p>
+    </section>
   );
 }
 
@@ -148,7 +179,7 @@ function Fact({ label, children }: { label: string; children: ReactNode }) {
 
 type Subtask = TaskState["subtasks"][number];
 
-function SubtaskPanel({ subtask, now, onSelect }: { subtask: Subtask; now: number; onSelect: (id: string) => void }) {
+function SubtaskPanel({ taskId, subtask, now, onSelect }: { taskId: string; subtask: Subtask; now: number; onSelect: (id: string) => void }) {
   const look = subtaskLook(subtask);
   const headingId = useId();
   const running = RUNNING.has(subtask.status);
@@ -202,7 +233,68 @@ function SubtaskPanel({ subtask, now, onSelect }: { subtask: Subtask; now: numbe
           </p>
         )}
       </div>
+      {subtask.files.length > 0 && <FileList taskId={taskId} subtask={subtask} />}
     </section>
+  );
+}
+
+const LANGUAGES: Record<string, string> = {
+  py: "python", ts: "typescript", tsx: "typescript", js: "javascript", jsx: "javascript", sql: "sql",
+  md: "markdown", yml: "yaml", yaml: "yaml", json: "json", sh: "bash", toml: "ini", css: "css", html: "xml",
+};
+
+function languageOf(path: string): string {
+  const name = path.split("/").pop() ?? path;
+  if (name === "Dockerfile") return "dockerfile";
+  return LANGUAGES[name.split(".").pop() ?? ""] ?? "";
+}
+
+/** A code block of `text` whose fence no line of the file can close (files are LLM output). */
+function fenced(text: string, language: string): string {
+  const longest = Math.max(2, ...(text.match(/`+/g) ?? []).map((run) => run.length));
+  const fence = "`".repeat(longest + 1);
+  return `${fence}${language}\n${text}\n${fence}`;
+}
+
+function FileList({ taskId, subtask }: { taskId: string; subtask: Subtask }) {
+  const [open, setOpen] = useState<string | null>(null);
+  const [content, setContent] = useState<{ path: string; text?: string; error?: string } | null>(null);
+  useEffect(() => {
+    if (!open) return;
+    let live = true;
+    setContent({ path: open });
+    fetchTaskFile(taskId, open, subtask.id).then(
+      (text) => live && setContent({ path: open, text }),
+      (error: Error) => live && setContent({ path: open, error: error.message }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [taskId, subtask.id, open]);
+  return (
+    <div className="mt-4 border-t border-slate-800 pt-4" data-testid="subtask-files">
+      <h3 className="mb-2 text-sm font-semibold text-slate-200">Files written</h3>
+      <ul className="flex flex-wrap gap-1.5">
+        {subtask.files.map((file) => (
+          <li key={file.path}>
+            <button type="button" className="chip" aria-pressed={open === file.path} onClick={() => setOpen(open === file.path ? null : file.path)}>
+              {file.path} <span className="text-slate-400">({file.size} B)</span>
+            </button>
+          </li>
+        ))}
+      </ul>
+      {content && (
+        <div className="mt-3" data-testid="file-content" data-path={content.path}>
+          {content.error ? (
+            <p role="alert" className="text-sm text-rose-200">{content.error}</p>
+          ) : content.text === undefined ? (
+            <Loading label={`Loading ${content.path}…`} />
+          ) : (
+            <Markdown text={fenced(content.text, languageOf(content.path))} />
+          )}
+        </div>
+      )}
+    </div>
   );
 }
 

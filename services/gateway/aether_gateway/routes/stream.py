@@ -44,11 +44,16 @@ a WebSocket upgrade with the same messages as JSON text frames `{type, id, data}
 Message schemas: `BoardTaskMessage`, `BoardRemovedMessage`, `BoardReadyMessage`."""
 
 POSITION_DOC = "Resume after this position (the `id` of the last message received)."
+# The stream routes' response class is text/event-stream, which FastAPI would also give the
+# errors' `model`: errors are JSON, so their content is spelled out.
+_ERROR_JSON = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}}}
 BAD_REQUEST = {
-    401: {"model": ErrorBody, "description": "No valid API key (`?access_token=` works where headers cannot be set)"},
-    404: {"model": ErrorBody, "description": "No task with this id"},
-    422: {"model": ErrorBody, "description": "Malformed resume position"},
+    401: {"description": "No valid API key (`?access_token=` works where headers cannot be set)", "content": _ERROR_JSON},
+    404: {"description": "No task with this id", "content": _ERROR_JSON},
+    422: {"description": "Malformed resume position", "content": _ERROR_JSON},
 }
+# A position is the decimal `id` of a message; the schema says so, so a client generator knows.
+POSITION_PATTERN = r"^[0-9]{0,18}$"
 
 
 def _position(after: str | None, last_event_id: str | None) -> int | None:
@@ -80,7 +85,7 @@ async def task_feed(
     task_id: str,
     gw: GatewayDep,
     principal: PrincipalDep,
-    after: Annotated[str | None, Query(description=POSITION_DOC)] = None,
+    after: Annotated[str | None, Query(description=POSITION_DOC, pattern=POSITION_PATTERN)] = None,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[TaskFeed]:
     position = _position(after, last_event_id)
@@ -93,7 +98,7 @@ async def task_feed(
 async def board_feed(
     gw: GatewayDep,
     principal: PrincipalDep,
-    after: Annotated[str | None, Query(description=POSITION_DOC)] = None,
+    after: Annotated[str | None, Query(description=POSITION_DOC, pattern=POSITION_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=BOARD_NEWEST_MAX, description="Backlog size without a position.")] = 50,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[BoardFeed]:

@@ -23,6 +23,7 @@ from aether_core.control import (
     stop_task,
 )
 from aether_core.ids import stable_task_id, uuid7
+from aether_core.service import PUBLISH_TIMEOUT_S
 from aether_core.store import TaskExists, TaskNotFound
 
 from ..auth import Principal, visible
@@ -258,6 +259,7 @@ async def arm_deadline(gw: Gateway, state: TaskState) -> None:
             "Nats-Schedule-Target": subjects.TASK_EXPIRED,
         },
         stream=topology.STREAM,
+        timeout=PUBLISH_TIMEOUT_S,
     )
 
 
