@@ -3,8 +3,8 @@ prompt's file context, and the repository built from it (read back with the real
 
 import subprocess
 import time
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
