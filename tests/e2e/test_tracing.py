@@ -2,10 +2,13 @@
 would receive it: the services run as separate processes (`make up`), a receiver in the test
 stands in for Jaeger and the assertions read the tree it got."""
 
+import asyncio
+import json
 import re
 
 import pytest
 
+from tests.support.browser import chromium
 from tests.support.otlp import Span, receiver
 from tests.support.plans import scripted, subtask
 from tests.support.services import eventually
@@ -26,6 +29,7 @@ DIAMOND = [
 def traced(request):
     sink = receiver(request.param).start()
     stack = Stack(
+        ui=True,  # for the Mission Board's link to the trace
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": request.param,
@@ -216,6 +220,36 @@ async def test_a_retry_continues_the_tasks_trace(traced):
     assert chat_failed.error and chat_failed.attributes["error.type"] == "503"
     [synthesis] = [s for s in spans if s.name == "synthesis"]
     assert after_retry(synthesis)
+
+
+def test_the_task_page_links_to_the_tasks_trace_in_jaeger(traced):
+    """The Mission Board, in a real browser, links a task to `{AETHER_JAEGER_URL}/trace/{trace_id}`,
+    and that trace is the one the services exported."""
+    from playwright.sync_api import expect
+
+    stack, sink = traced
+
+    async def run_task() -> dict:
+        async with stack.client() as client:
+            created = await stack.submit(client, scripted("Linked trace", DIAMOND[:1]))
+            return await stack.wait_task(client, created["id"])
+
+    task = asyncio.run(run_task())
+    assert task["status"] == "completed", task["logs"]
+    with chromium() as browser:
+        context = browser.new_context()
+        context.add_init_script(f"localStorage.setItem('aether.apiKey', {json.dumps(stack.api_key)})")
+        page = context.new_page()
+        page.goto(f"{stack.url}/tasks/{task['id']}")
+        link = page.get_by_test_id("trace-link")
+        expect(link).to_have_attribute("href", f"{JAEGER}/trace/{task['trace_id']}")
+        expect(link).to_have_attribute("target", "_blank")
+        context.close()
+
+    async def exported() -> bool:
+        return any(s.trace_id == task["trace_id"] and s.service == "synthesizer" for s in sink.snapshot())
+
+    assert asyncio.run(eventually(exported)), "the linked trace is the one the services exported"
 
 
 async def test_without_otel_variables_no_service_traces(stack):

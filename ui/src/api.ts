@@ -115,6 +115,25 @@ export function deleteAgent(agentId: string): Promise<JsonOf<"/api/agents/{agent
   return request(`/api/agents/${encodeURIComponent(agentId)}`, { method: "DELETE" });
 }
 
+export type ClientConfig = JsonOf<"/api/config", "get", 200>;
+
+let clientConfig: Promise<ClientConfig> | null = null;
+
+/** The deployment's client settings (the Jaeger URL), fetched once per page load. */
+export function fetchClientConfig(): Promise<ClientConfig> {
+  clientConfig ??= request<ClientConfig>("/api/config").catch((error: unknown) => {
+    clientConfig = null; // not cached: the next caller asks again
+    throw error;
+  });
+  return clientConfig;
+}
+
+/** Where Jaeger shows a trace, or null without a Jaeger URL or a trace id. */
+export function traceUrl(jaegerUrl: string | null | undefined, traceId: string | null | undefined): string | null {
+  if (!jaegerUrl || !traceId) return null;
+  return `${jaegerUrl.replace(/\/+$/, "")}/trace/${encodeURIComponent(traceId)}`;
+}
+
 export const streamPaths = {
   task: (taskId: string) => `/api/orchestrate/task/${encodeURIComponent(taskId)}/stream`,
   board: "/api/orchestrate/tasks/stream",

@@ -8,7 +8,7 @@ import { clock, duration, firstLine, seconds, tokens } from "../format";
 import { useDocumentTitle, useNow } from "../hooks";
 import { useTaskStream } from "../live";
 import { Link } from "../router";
-import { downloadUrl, fetchTaskFile } from "../api";
+import { downloadUrl, fetchClientConfig, fetchTaskFile, traceUrl } from "../api";
 
 const RUNNING = new Set(["executing", "creating_agent"]);
 
@@ -164,7 +164,32 @@ function TaskHeader({ task, now, connection }: { task: TaskState; now: number; c
         </Fact>
         <Fact label="Master">{task.master_deployment_id}</Fact>
       </dl>
+      <TraceLink traceId={task.trace_id} />
     </header>
+  );
+}
+
+/** The task's trace in Jaeger, when the deployment names a Jaeger URL and the task was traced. */
+function TraceLink({ traceId }: { traceId: string | null | undefined }) {
+  const [jaegerUrl, setJaegerUrl] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    fetchClientConfig()
+      .then((config) => live && setJaegerUrl(config.jaeger_url ?? null))
+      .catch(() => undefined); // no link is the only consequence
+    return () => {
+      live = false;
+    };
+  }, []);
+  const href = traceUrl(jaegerUrl, traceId);
+  if (!href) return null;
+  return (
+    <p className="text-sm">
+      <a className="link" href={href} target="_blank" rel="noreferrer" data-testid="trace-link">
+        View this task's trace in Jaeger <span aria-hidden="true">↗</span>
+      </a>
+      <span className="ml-2 font-mono text-xs text-slate-400">{traceId}</span>
+    </p>
   );
 }
 
