@@ -1,28 +1,22 @@
-"""The whole stack, started exactly as `make up` starts it (`python -m aether_devstack up`), on
-free ports and a private data directory, driven over its public REST API."""
+"""The stack as `make up` starts it (aether_devstack.harness), with what the tests add: the
+Mission Board for the browser tests, and REST calls that assert as they go."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .ports import free_port
+from aether_devstack import harness
+from aether_devstack.harness import TERMINAL
 
-TERMINAL = {"completed", "failed", "cancelled"}
 UI_DIST = Path(__file__).resolve().parents[2] / "ui" / "dist"
 
 
-class Stack:
+class Stack(harness.Stack):
     def __init__(
         self,
         *,
@@ -32,154 +26,8 @@ class Stack:
         python: str | None = None,
         root: Path | None = None,
     ) -> None:
-        """`python` and `root` run another checkout (its virtualenv's python), e.g. to compare."""
-        self.python = python or sys.executable
-        self.root = root or Path(__file__).resolve().parents[2]
-        self.data_dir = Path(tempfile.mkdtemp(prefix="aether-stack-"))
-        self.http_port = free_port()
-        self.sim_port = free_port()
-        self.nats_port = free_port()
-        self.monitor_port = free_port()
-        self.scale = scale
-        self.env = {
-            # Hermetic: a developer's own LLM key or OpenTelemetry setup must not leak in.
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if k != "OPENAI_API_KEY" and not k.startswith("OTEL_")
-            },
-            "AETHER_DATA_DIR": str(self.data_dir),
-            "AETHER_HTTP_PORT": str(self.http_port),
-            "AETHER_SIM_PORT": str(self.sim_port),
-            "AETHER_NATS_PORT": str(self.nats_port),
-            "AETHER_NATS_MONITOR_PORT": str(self.monitor_port),
-            "AETHER_SIM_LATENCY_MS": "0",
-            "AETHER_SIM_LATENCY_DIST": "fixed",
-            # The Mission Board as `make ui` built it, for the browser tests; else none.
-            "AETHER_UI_DIR": str(UI_DIST if ui else self.data_dir / "no-ui"),
-            # Every NATS service gets a free probe port (/metrics), as it would in Kubernetes.
-            "AETHER_PROBE_PORT": "0",
-            **(env or {}),
-        }
-        self.process: subprocess.Popen | None = None
-        self.log_path = self.data_dir / "stack.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def sim_url(self) -> str:
-        return f"http://127.0.0.1:{self.sim_port}"
-
-    @property
-    def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats_port}"
-
-    def start(self, timeout: float = 120) -> Stack:
-        argv = [self.python, "-m", "aether_devstack", "up"]
-        if self.scale:
-            argv += ["--scale", self.scale]
-        self.process = subprocess.Popen(
-            argv,
-            env=self.env,
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            cwd=self.root,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the stack exited early:\n{self.log_tail()}")
-            crashing = [c["name"] for c in self._children_or_empty() if c["restarts"] >= 3]
-            if crashing:
-                self.stop()
-                raise RuntimeError(f"{', '.join(crashing)} keep crashing:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"the stack did not become healthy:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(150)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    # -- processes ---------------------------------------------------------------------------
-    def _children_or_empty(self) -> list[dict[str, Any]]:
-        try:
-            return list(self.children().values())
-        except (OSError, ValueError, KeyError):
-            return []
-
-    def children(self) -> dict[str, dict[str, Any]]:
-        state = json.loads((self.data_dir / "devstack.json").read_text())
-        return {c["name"]: c for c in state["children"]}
-
-    def pid(self, name: str) -> int:
-        return self.children()[name]["pid"]
-
-    def probe_url(self, name: str) -> str:
-        """Where a NATS service serves /livez, /readyz and /metrics."""
-        return f"http://127.0.0.1:{self.children()[name]['probe_port']}"
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
-        pid = self.pid(name)
-        os.kill(pid, sig)
-        return pid
-
-    async def wait_restarted(self, name: str, old_pid: int, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pid = self.children()[name]["pid"]
-            if pid != old_pid:
-                return pid
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"{name} was not restarted")
-
-    def wait_healthy_again(self, name: str, old_pid: int, timeout: float = 60) -> None:
-        """For synchronous tests: `name` runs under a new pid and the stack answers healthy."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.children()[name]["pid"] != old_pid:
-                try:
-                    if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{name} did not come back healthy:\n{self.log_tail(3000)}")
-
-    # -- REST ----------------------------------------------------------------------------------
-    @property
-    def api_key(self) -> str | None:
-        """The development key `make up` generated (None with AETHER_AUTH=off)."""
-        path = self.data_dir / "api-key"
-        return path.read_text().strip() if path.exists() else None
-
-    def auth_headers(self) -> dict[str, str]:
-        key = self.api_key
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def client(self, *, key: str | None = None, anonymous: bool = False) -> httpx.AsyncClient:
-        headers = {} if anonymous else ({"Authorization": f"Bearer {key}"} if key else self.auth_headers())
-        return httpx.AsyncClient(base_url=self.url, timeout=30, headers=headers)
+        """`ui`: serve the Mission Board as `make ui` built it."""
+        super().__init__(env=env, scale=scale, ui_dir=UI_DIST if ui else None, python=python, root=root)
 
     async def submit(self, client: httpx.AsyncClient, description: str, **extra: Any) -> dict:
         response = await client.post("/api/orchestrate/task", json={"description": description, **extra})

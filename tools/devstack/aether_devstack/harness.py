@@ -1,8 +1,10 @@
-"""The whole stack as `make up` starts it, on free ports and a private data directory, for the
-tests and the benchmark to drive through its public API (REST; NATS only to observe)."""
+"""The whole stack, started exactly as `make up` starts it (`python -m aether_devstack up`), on
+free ports and a private data directory, for the tests and the benchmark to drive through its
+public API (REST; NATS only to observe). tests/support/stack.py adds the tests' assertions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[3]
+TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def free_port() -> int:
@@ -26,7 +29,20 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, *, env: dict[str, str] | None = None, scale: str | None = None, prefix: str = "aether-stack-") -> None:
+    def __init__(
+        self,
+        *,
+        env: dict[str, str] | None = None,
+        scale: str | None = None,
+        ui_dir: Path | None = None,
+        python: str | None = None,
+        root: Path | None = None,
+        prefix: str = "aether-stack-",
+    ) -> None:
+        """`ui_dir`: a built Mission Board to serve (else none). `python` and `root` run another
+        checkout (its virtualenv's python), e.g. to compare two versions side by side."""
+        self.python = python or sys.executable
+        self.root = root or ROOT
         self.data_dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.http_port = free_port()
         self.sim_port = free_port()
@@ -34,7 +50,12 @@ class Stack:
         self.monitor_port = free_port()
         self.scale = scale
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"},
+            # Hermetic: a developer's own LLM key or OpenTelemetry setup must not leak in.
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k != "OPENAI_API_KEY" and not k.startswith("OTEL_")
+            },
             "AETHER_DATA_DIR": str(self.data_dir),
             "AETHER_HTTP_PORT": str(self.http_port),
             "AETHER_SIM_PORT": str(self.sim_port),
@@ -42,7 +63,9 @@ class Stack:
             "AETHER_NATS_MONITOR_PORT": str(self.monitor_port),
             "AETHER_SIM_LATENCY_MS": "0",
             "AETHER_SIM_LATENCY_DIST": "fixed",
-            "AETHER_UI_DIR": str(self.data_dir / "no-ui"),
+            "AETHER_UI_DIR": str(ui_dir or self.data_dir / "no-ui"),
+            # Every NATS service gets a free probe port (/metrics), as it would in Kubernetes.
+            "AETHER_PROBE_PORT": "0",
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None
@@ -61,11 +84,15 @@ class Stack:
         return f"nats://127.0.0.1:{self.nats_port}"
 
     def start(self, timeout: float = 120) -> Stack:
-        argv = [sys.executable, "-m", "aether_devstack", "up"]
+        argv = [self.python, "-m", "aether_devstack", "up"]
         if self.scale:
             argv += ["--scale", self.scale]
         self.process = subprocess.Popen(
-            argv, env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT
+            argv,
+            env=self.env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -101,6 +128,7 @@ class Stack:
             self.process.wait()
         self.process = None
 
+    # -- processes ---------------------------------------------------------------------------
     def _children_or_empty(self) -> list[dict[str, Any]]:
         try:
             return list(self.children().values())
@@ -114,6 +142,38 @@ class Stack:
     def pid(self, name: str) -> int:
         return self.children()[name]["pid"]
 
+    def probe_url(self, name: str) -> str:
+        """Where a NATS service serves /livez, /readyz and /metrics."""
+        return f"http://127.0.0.1:{self.children()[name]['probe_port']}"
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.pid(name)
+        os.kill(pid, sig)
+        return pid
+
+    async def wait_restarted(self, name: str, old_pid: int, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.children()[name]["pid"]
+            if pid != old_pid:
+                return pid
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{name} was not restarted")
+
+    def wait_healthy_again(self, name: str, old_pid: int, timeout: float = 60) -> None:
+        """For synchronous tests: `name` runs under a new pid and the stack answers healthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.children()[name]["pid"] != old_pid:
+                try:
+                    if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} did not come back healthy:\n{self.log_tail(3000)}")
+
+    # -- REST ----------------------------------------------------------------------------------
     @property
     def api_key(self) -> str | None:
         """The development key `make up` generated (None with AETHER_AUTH=off)."""
@@ -124,6 +184,6 @@ class Stack:
         key = self.api_key
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def client(self, *, key: str | None = None, anonymous: bool = False) -> httpx.AsyncClient:
+    def client(self, *, key: str | None = None, anonymous: bool = False, timeout: float = 30) -> httpx.AsyncClient:
         headers = {} if anonymous else ({"Authorization": f"Bearer {key}"} if key else self.auth_headers())
-        return httpx.AsyncClient(base_url=self.url, timeout=60, headers=headers)
+        return httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers)
