@@ -160,3 +160,17 @@ def test_a_checkout_while_the_tasks_last_worktree_closes_is_not_removed_under_it
     finally:
         second.close()
     assert list((tmp_path / "agent").iterdir()) == []
+
+
+def test_the_agents_file_cache_keeps_the_most_recent_within_its_bytes():
+    from aether_core.workspace_store import ContentCache
+
+    cache = ContentCache(max_bytes=800)
+    for n in range(8):
+        cache.put(f"o{n}", bytes(100))
+    cache.get("o0")  # used: kept over o1
+    cache.put("o8", bytes(100))
+    assert cache.get("o0") is not None and cache.get("o1") is None
+    assert cache.size <= 800
+    cache.put("huge", bytes(101))  # over an eighth of the budget: never cached
+    assert cache.get("huge") is None

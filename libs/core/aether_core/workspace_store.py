@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
@@ -49,12 +50,43 @@ def _hex(digest: str | None) -> str:
     return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).hex()
 
 
-class WorkspaceStore:
-    """Created before the connection exists; finds the bucket on first use."""
+class ContentCache:
+    """Recently read or written objects, least recently used out first, at most `max_bytes`.
 
-    def __init__(self, js: Callable[[], JetStreamContext | None]) -> None:
+    Safe because an object's name holds its digest (aether_contracts.workspace.file_object):
+    a name never stands for other bytes. An agent running a chain of subtasks reads its own
+    dependencies' files from here instead of from NATS.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, name: str) -> bytes | None:
+        data = self._items.get(name)
+        if data is not None:
+            self._items.move_to_end(name)
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 8 or name in self._items:
+            return
+        self._items[name] = data
+        self.size += len(data)
+        while self.size > self.max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self.size -= len(dropped)
+
+
+class WorkspaceStore:
+    """Created before the connection exists; finds the bucket on first use. With `cache_bytes`,
+    objects read or written are kept in memory (see ContentCache)."""
+
+    def __init__(self, js: Callable[[], JetStreamContext | None], *, cache_bytes: int = 0) -> None:
         self._js = js
         self._bucket: ObjectStore | None = None
+        self.cache = ContentCache(cache_bytes) if cache_bytes > 0 else None
 
     async def bucket(self) -> ObjectStore:
         if self._bucket is None:
@@ -77,6 +109,8 @@ class WorkspaceStore:
         existing = await self.info(name)
         if existing is None or _hex(existing.digest) != digest:
             await (await self.bucket()).put(name, data)
+        if self.cache is not None:
+            self.cache.put(name, data)
         return Stored(name, len(data), digest)
 
     async def store_files(
@@ -96,7 +130,12 @@ class WorkspaceStore:
         return list(await asyncio.gather(*(one(f) for f in files)))
 
     async def read(self, name: str) -> bytes:
-        return b"".join([chunk async for chunk in self.stream(name)])
+        if self.cache is not None and (cached := self.cache.get(name)) is not None:
+            return cached
+        data = b"".join([chunk async for chunk in self.stream(name)])
+        if self.cache is not None:
+            self.cache.put(name, data)
+        return data
 
     async def read_files(self, files: Iterable[WorkspaceFile]) -> dict[str, bytes]:
         """Object name -> content, read concurrently."""

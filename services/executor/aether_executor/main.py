@@ -16,7 +16,7 @@ from .handlers import build_scheduler_router, build_worker_router
 from .presence import Presence
 from .running import Worker
 from .settings import ExecutorSettings
-from .workspace import Workspace
+from .workspace import FILE_CACHE_BYTES, Workspace
 
 SERVICE = "executor"
 
@@ -75,7 +75,9 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             model=settings.model,
             timeout_s=settings.subtask_timeout_s,
             workspace=Workspace(
-                WorkspaceStore(lambda: runtime.js), settings.file_limits(), settings.workspace_path
+                WorkspaceStore(lambda: runtime.js, cache_bytes=FILE_CACHE_BYTES),
+                settings.file_limits(),
+                settings.workspace_path,
             ),
             presence=presence,
         )

@@ -110,6 +110,12 @@ class Worker:
         self.workspace = workspace
         self.inflight = InFlight()
         self.handing_back = False
+        self._cleanups: set[asyncio.Task] = set()
+
+    def _cleanup(self, work) -> None:
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def run_tracked(self, event: SubtaskReady, *, redelivered: bool = False) -> SubtaskFinished | None:
         """`run`, in a task of its own that a cancellation or a hand-back can take away."""
@@ -177,7 +183,8 @@ class Worker:
         except LLMCallError as exc:
             return self._finished(event, started, error=str(exc), retryable=exc.retryable)
         finally:
-            await desk.close()
+            # The worktree goes in the background: its removal is not on the way to the result.
+            self._cleanup(desk.close())
         return SubtaskFinished(
             task_id=event.task_id,
             subtask_id=event.subtask_id,

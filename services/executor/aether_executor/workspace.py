@@ -41,6 +41,8 @@ CONTEXT_FILE_CHARS = 12_000
 """A dependency's file is cut to this many characters in a dependent's prompt (marked)."""
 CONTEXT_FILES_CHARS = 48_000
 """All dependency files together; past this they are listed by path and size only."""
+FILE_CACHE_BYTES = 64 * 2**20
+"""Workspace files an agent keeps in memory (its own and its dependencies'), by content."""
 
 
 @dataclass
@@ -105,18 +107,21 @@ class Workspace:
                 )
 
     async def open(self, state: TaskState, subtask: Subtask, messages: list[dict[str, str]]) -> Desk:
-        """Read the ancestors' files, check out a worktree, and add the files to the prompt."""
+        """Read the ancestors' files and add them to the prompt; the worktree is checked out
+        meanwhile (in a thread), while the LLM works: only `deliver` needs it."""
         seen = ancestors(state, subtask.id)
         history = [s for s in commit_order(state) if s.id in seen]
         contents = await self.store.read_files(f for s in history for f in s.files)
-        worktree = None
+        checkout = None
         if self.checkouts is not None:
             specs = [subtask_commit(s, contents) for s in history]
-            worktree = await asyncio.to_thread(self.checkouts.checkout, state.id, subtask.id, specs)
+            checkout = asyncio.ensure_future(
+                asyncio.to_thread(self.checkouts.checkout, state.id, subtask.id, specs)
+            )
         context = files_context(state, subtask, contents)
         if context:
             messages[-1]["content"] += "\n\n" + context
-        return Desk(self, state, subtask, worktree)
+        return Desk(self, state, subtask, checkout)
 
 
 @dataclass
@@ -124,21 +129,22 @@ class Desk:
     workspace: Workspace
     state: TaskState
     subtask: Subtask
-    worktree: Worktree | None
+    checkout: asyncio.Future[Worktree] | None
+    """The worktree being checked out (None: this agent works without one)."""
     closed: bool = field(default=False)
 
-    @property
-    def path(self) -> Path | None:
-        return self.worktree.path if self.worktree else None
+    async def worktree(self) -> Worktree | None:
+        return await asyncio.shield(self.checkout) if self.checkout is not None else None
 
     async def deliver(self, reply: str) -> Delivery:
         """The reply's files, committed in the worktree and stored; the text with file notes."""
         extraction = extract_files(reply, self.workspace.limits)
         refused = list(extraction.refused)
         wanted = {f.path: f.content for f in extraction.files}
-        if self.worktree is not None:
+        worktree = await self.worktree()
+        if worktree is not None:
             changed, skipped = await asyncio.to_thread(
-                self.worktree.commit, wanted, self.subtask.agent_type, commit_message(self.subtask)
+                worktree.commit, wanted, self.subtask.agent_type, commit_message(self.subtask)
             )
             refused += [RefusedFile(path=s.path, reason=s.reason) for s in skipped]
             files = [ExtractedFile(path, content) for path, content in sorted(changed.items())]
@@ -152,8 +158,17 @@ class Desk:
         return Delivery(extraction.text, stored, refused)
 
     async def close(self) -> None:
+        """Remove the worktree (once its checkout is done, even if the caller was cancelled)."""
         if self.closed:
             return
         self.closed = True
-        if self.worktree is not None:
-            await asyncio.shield(asyncio.to_thread(self.worktree.close))
+        if self.checkout is not None:
+            await asyncio.shield(_discard(self.checkout))
+
+
+async def _discard(checkout: asyncio.Future[Worktree]) -> None:
+    try:
+        worktree = await checkout
+    except Exception:  # a failed checkout left nothing behind (TaskCheckouts cleans up)
+        return
+    await asyncio.to_thread(worktree.close)

@@ -52,7 +52,8 @@ BAD_REQUEST = {
     404: {"description": "No task with this id", "content": _ERROR_JSON},
     422: {"description": "Malformed resume position", "content": _ERROR_JSON},
 }
-# A position is the decimal `id` of a message; the schema says so, so a client generator knows.
+# A position is the decimal `id` of a message. The schema says so (for client generators and
+# schemathesis); the check itself is resume_position, whose message says what is expected.
 POSITION_PATTERN = r"^[0-9]{0,18}$"
 
 
@@ -85,7 +86,7 @@ async def task_feed(
     task_id: str,
     gw: GatewayDep,
     principal: PrincipalDep,
-    after: Annotated[str | None, Query(description=POSITION_DOC, pattern=POSITION_PATTERN)] = None,
+    after: Annotated[str | None, Query(description=POSITION_DOC, json_schema_extra={"pattern": POSITION_PATTERN})] = None,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[TaskFeed]:
     position = _position(after, last_event_id)
@@ -98,7 +99,7 @@ async def task_feed(
 async def board_feed(
     gw: GatewayDep,
     principal: PrincipalDep,
-    after: Annotated[str | None, Query(description=POSITION_DOC, pattern=POSITION_PATTERN)] = None,
+    after: Annotated[str | None, Query(description=POSITION_DOC, json_schema_extra={"pattern": POSITION_PATTERN})] = None,
     limit: Annotated[int, Query(ge=1, le=BOARD_NEWEST_MAX, description="Backlog size without a position.")] = 50,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[BoardFeed]:
