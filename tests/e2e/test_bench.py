@@ -38,7 +38,7 @@ def test_the_bench_runs_every_section_and_its_numbers_make_sense(tmp_path: Path)
     overhead = results["overhead"]["ms"]
     assert overhead["n"] == 2 * 19 and overhead["median"] > 0
 
-    assert [t["replicas"] for t in results["throughput"]] == [1, 2, 4]
+    assert [(t["replicas"], t["worktrees"]) for t in results["throughput"]] == [(1, True), (2, True), (4, True), (1, False)]
     for t in results["throughput"]:
         assert t["tasks"] == 5 and t["subtasks_per_s"] > 0
         executors = [name for name in t["cpu_s"] if name.startswith("executor")]

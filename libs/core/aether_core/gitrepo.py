@@ -241,6 +241,9 @@ class TaskCheckouts:
                 else:
                     task_dir.mkdir(parents=True, exist_ok=True)
                     repo = Repo.init_bare(str(bare), mkdir=True)
+                    config = repo.get_config()
+                    config.set((b"gc",), b"auto", b"0")  # short-lived: never worth collecting
+                    config.write_to_path()
                 history = History(repo)
                 for spec in base:
                     history.commit(spec)
@@ -292,6 +295,7 @@ class Worktree:
             except (ValueError, OSError) as exc:
                 refused.append(Skipped(path, str(exc)))
         worktree = Repo(str(self.path))
+        worktree.hooks.clear()  # a scratch checkout: no hooks (dulwich spawns a process per hook)
         try:
             work = worktree.get_worktree()
             if written:
@@ -300,6 +304,7 @@ class Worktree:
                 message=message.encode() or b"(no message)",
                 author=identity(author),
                 committer=COMMITTER.encode(),
+                no_verify=True,
             )
             store = worktree.object_store
             old, new = store[self.base].tree, store[head].tree
