@@ -16,7 +16,9 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -88,6 +90,15 @@ async def wait_all(client: httpx.AsyncClient, ids: list[str], timeout: float = 9
             return [found[i] for i in ids]
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{len(wanted) - len(found)} of {len(wanted)} tasks unfinished")
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def stop(stack: Stack) -> None:
+    stack.stop()
+    shutil.rmtree(stack.data_dir, ignore_errors=True)  # 10,000 tasks leave some 100 MB
 
 
 def stack_env(**extra: str) -> dict[str, str]:
@@ -196,7 +207,7 @@ async def throughput(replicas: int, tasks: int, *, worktrees: bool = True) -> di
             "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
         }
     finally:
-        stack.stop()
+        stop(stack)
 
 
 # -- 4. memory and listing at 10,000 tasks ---------------------------------------------------------
@@ -238,7 +249,7 @@ async def memory(count: int) -> dict:
             "list_last_page_ms": summary(deep),
         }
     finally:
-        stack.stop()
+        stop(stack)
 
 
 def table(results: dict) -> str:
@@ -281,12 +292,17 @@ async def run(args: argparse.Namespace) -> dict:
     dags = workload(SEED, args.dags, mean_ms=args.mean_ms, sigma=0.6)
     stack = Stack(env=stack_env(), prefix="aether-bench-").start()
     try:
+        progress(f"makespan: {len(dags)} DAGs through Aether, the Phase 1 loop and LangGraph at once")
         results["makespan"] = await makespan(stack, dags)
+        progress(f"overhead: {args.chains} chains of 20 subtasks, zero latency")
         results["overhead"] = await overhead(stack, args.chains, 20)
     finally:
-        stack.stop()
-    results["throughput"] = [await throughput(r, args.tasks) for r in (1, 2, 4)]
-    results["throughput"].append(await throughput(1, args.tasks, worktrees=False))
+        stop(stack)
+    results["throughput"] = []
+    for replicas, worktrees in ((1, True), (2, True), (4, True), (1, False)):
+        progress(f"throughput: {args.tasks} tasks of 8 subtasks, {replicas} executor(s), worktrees {'on' if worktrees else 'off'}")
+        results["throughput"].append(await throughput(replicas, args.tasks, worktrees=worktrees))
+    progress(f"memory: {args.memory_tasks} tasks, then listing them")
     results["memory"] = await memory(args.memory_tasks)
     return results
 
