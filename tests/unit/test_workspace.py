@@ -110,7 +110,7 @@ def test_worker_checkout_and_synthesizer_history_agree_and_git_reads_them(tmp_pa
     history = memory_history()
     for subtask in commit_order(state):
         history.commit(subtask_commit(subtask, contents))
-    checkouts = TaskCheckouts(tmp_path / "agent")
+    checkouts = TaskCheckouts(tmp_path / "agent", keep_idle_s=0)
     worktree = checkouts.checkout("t", "c", [subtask_commit(s, contents) for s in commit_order(state)])
     try:
         assert worktree.base == history.head, "the same commits on every machine"
@@ -145,7 +145,7 @@ def test_a_checkout_while_the_tasks_last_worktree_closes_is_not_removed_under_it
             time.sleep(0.3)
         return real_rmtree(path, *args, **kwargs)
 
-    checkouts = TaskCheckouts(tmp_path / "agent")
+    checkouts = TaskCheckouts(tmp_path / "agent", keep_idle_s=0)
     first = checkouts.checkout("t", "a", [])
     monkeypatch.setattr(gitrepo.shutil, "rmtree", slow_rmtree)
     closing = threading.Thread(target=first.close)
@@ -174,3 +174,30 @@ def test_the_agents_file_cache_keeps_the_most_recent_within_its_bytes():
     assert cache.size <= 800
     cache.put("huge", bytes(101))  # over an eighth of the budget: never cached
     assert cache.get("huge") is None
+
+
+def test_a_tasks_repository_stays_for_its_next_subtask_and_goes_when_idle(tmp_path):
+    state = state_of(("a", [], [wf("app/x.py", "a")]))
+    contents = {f.object: f"{f.path} by {f.written_by}".encode() for s in state.subtasks for f in s.files}
+    base = [subtask_commit(s, contents) for s in commit_order(state)]
+    checkouts = TaskCheckouts(tmp_path / "agent", keep_idle_s=0.3, keep_idle_max=2)
+    first = checkouts.checkout("t", "b", base)
+    first.commit({"app/b.py": b"b"}, "fullstack", "b")
+    first.close()
+    assert (tmp_path / "agent" / "t" / "repo.git").is_dir(), "kept for the task's next subtask"
+    assert not (tmp_path / "agent" / "t" / "b").exists(), "the worktree itself is gone"
+
+    second = checkouts.checkout("t", "c", base)  # reuses the repository
+    try:
+        assert second.base == first.base, "the same commits, whether built anew or reused"
+        assert (second.path / "app/x.py").read_text() == "app/x.py by a"
+        assert not (second.path / "app/b.py").exists(), "a sibling's uncommitted-to-base work is not in it"
+    finally:
+        second.close()
+
+    for other in ("u", "v", "w"):  # more idle repositories than keep_idle_max
+        checkouts.checkout(other, "s", []).close()
+    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == ["v", "w"], "oldest idle ones removed first"
+    time.sleep(0.35)
+    checkouts.checkout("x", "s", []).close()  # any release prunes what has been idle too long
+    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == ["x"]

@@ -16,6 +16,7 @@ import os
 import shutil
 import tarfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -204,14 +205,20 @@ class TaskCheckouts:
     """An agent's working directories: per task a bare repository holding the dependencies'
     commits, and per running subtask a git worktree of it.
 
-    Everything lives under `root` (on a container's /tmp), owned by this process alone, and is
-    removed when the task's last subtask here is done: the Object Store is the source of truth,
-    a checkout is only where the agent works.
+    Everything lives under `root` (on a container's /tmp), owned by this process alone: the
+    Object Store is the source of truth, a checkout is only where the agent works. A task's
+    repository outlives its last worktree here by `keep_idle_s` (at most `keep_idle_max` idle
+    ones, oldest removed first), because the task's next subtask often comes to the same agent:
+    it then only adds the commits it lacks instead of building the repository again.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, keep_idle_s: float = 30.0, keep_idle_max: int = 32) -> None:
         self.root = root
+        self.keep_idle_s = keep_idle_s
+        self.keep_idle_max = keep_idle_max
         self._users: dict[str, int] = {}
+        self._idle: dict[str, float] = {}
+        """Task key -> when its last worktree here closed (time.monotonic)."""
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         if root.exists():
@@ -231,6 +238,7 @@ class TaskCheckouts:
         key = self.dirname(task_id)
         with self._guard:
             self._users[key] = self._users.get(key, 0) + 1
+            self._idle.pop(key, None)
             lock = self._locks.setdefault(key, threading.Lock())
         try:
             with lock:
@@ -262,12 +270,23 @@ class TaskCheckouts:
             raise
 
     def _release(self, key: str) -> None:
-        # The removal happens under the guard: a checkout of the same task starting meanwhile
-        # waits for it and builds a new one, instead of opening the one being removed.
         with self._guard:
             self._users[key] -= 1
             if self._users[key] == 0:
                 del self._users[key]
+                self._idle[key] = time.monotonic()
+            self._prune()
+
+    def _prune(self) -> None:
+        """Remove the idle repositories past their time or their number. Under the guard: a
+        checkout of the same task starting meanwhile waits, then builds a new one, instead of
+        opening the one being removed."""
+        now = time.monotonic()
+        oldest_first = sorted(self._idle.items(), key=lambda item: item[1])
+        excess = len(oldest_first) - self.keep_idle_max
+        for n, (key, since) in enumerate(oldest_first):
+            if n < excess or now - since >= self.keep_idle_s:
+                del self._idle[key]
                 self._locks.pop(key, None)
                 shutil.rmtree(self.root / key, ignore_errors=True)
 
