@@ -29,6 +29,8 @@ class Span:
     events: list[str] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
     """(trace id, span id) of each linked span."""
+    start_ns: int = 0
+    end_ns: int = 0
 
     def __repr__(self) -> str:
         return f"<{self.service}: {self.name} {self.span_id} ← {self.parent_id}>"
@@ -69,6 +71,8 @@ class SpanSink:
                             error=span.status.code == span.status.STATUS_CODE_ERROR,
                             events=[event.name for event in span.events],
                             links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                         )
                     )
         with self._lock:
