@@ -26,12 +26,11 @@ from pathlib import Path
 import httpx
 import nats
 
-from aether_devstack.harness import ROOT, Stack
+from aether_devstack.harness import ROOT, TERMINAL, Stack
 
 from .baselines import Llm, langgraph, phase1
 from .dags import Dag, Node, workload
 
-TERMINAL = {"completed", "failed", "cancelled"}
 SEED = 20261124
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -57,16 +56,6 @@ async def submit(client: httpx.AsyncClient, description: str) -> str:
         if response.status_code != 429:
             raise RuntimeError(f"submit failed: {response.status_code} {response.text}")
         await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-
-
-async def wait_task(client: httpx.AsyncClient, task_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = (await client.get(f"/api/orchestrate/task/{task_id}")).json()
-        if body["status"] in TERMINAL:
-            return body
-        await asyncio.sleep(0.05)
-    raise TimeoutError(task_id)
 
 
 async def wait_all(client: httpx.AsyncClient, ids: list[str], timeout: float = 900) -> list[dict]:
@@ -119,7 +108,7 @@ async def makespan(stack: Stack, dags: list[Dag]) -> dict:
     async with stack.client() as client:
 
         async def aether(dag: Dag) -> float:
-            task = await wait_task(client, await submit(client, dag.description()))
+            task = await stack.wait_task(client, await submit(client, dag.description()), timeout=600)
             assert task["status"] == "completed", task["logs"][-5:]
             return (when(task["completed_at"]) - when(task["created_at"])).total_seconds()
 
@@ -145,8 +134,8 @@ async def overhead(stack: Stack, chains: int, length: int) -> dict:
         for c in range(chains):
             nodes = tuple(Node(f"s{i}", "fullstack", (f"s{i - 1}",) if i else (), 0) for i in range(length))
             dag = Dag(f"chain-{c}", nodes, 0, 0)
-            task = await wait_task(client, await submit(client, dag.description()))
-            requests = (await client.get(f"{stack.sim_url}/_sim/requests", params={"task_id": task["id"], "role": "expert"})).json()["requests"]
+            task = await stack.wait_task(client, await submit(client, dag.description()), timeout=600)
+            requests = await stack.sim_requests(client, task_id=task["id"], role="expert")
             asked = {r["subtask_id"]: r["at"] for r in requests}
             by_id = {s["id"]: s for s in task["subtasks"]}
             for i in range(1, length):
@@ -188,7 +177,7 @@ async def throughput(replicas: int, tasks: int, *, worktrees: bool = True) -> di
     try:
         async with stack.client() as client:
             warm = [await submit(client, eight_subtasks(-1))]
-            await wait_task(client, warm[0])
+            await stack.wait_task(client, warm[0], timeout=600)
             pids = {c["name"]: c["pid"] for c in stack.children().values()}
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             ids = await asyncio.gather(*(submit(client, eight_subtasks(n)) for n in range(tasks)))

@@ -187,3 +187,26 @@ class Stack:
     def client(self, *, key: str | None = None, anonymous: bool = False, timeout: float = 30) -> httpx.AsyncClient:
         headers = {} if anonymous else ({"Authorization": f"Bearer {key}"} if key else self.auth_headers())
         return httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=headers)
+
+    async def wait_task(
+        self, client: httpx.AsyncClient, task_id: str, timeout: float = 60, until=TERMINAL
+    ) -> dict:
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            response = await client.get(f"/api/orchestrate/task/{task_id}")
+            assert response.status_code == 200, response.text
+            body = response.json()
+            if body["status"] in until:
+                return body
+            await asyncio.sleep(0.05)
+        raise TimeoutError(
+            f"task {task_id} still {body.get('status')} after {timeout}s; logs:\n"
+            + "\n".join(body.get("logs", [])[-30:])
+            + f"\n--- stack log ---\n{self.log_tail(3000)}"
+        )
+
+    async def sim_requests(self, client: httpx.AsyncClient, **query: str) -> list[dict]:
+        response = await client.get(f"{self.sim_url}/_sim/requests", params=query)
+        response.raise_for_status()
+        return response.json()["requests"]
