@@ -22,7 +22,7 @@ from aether_contracts import subjects, topology
 from aether_core.templates import load_registry
 from aether_devstack.nats_secrets import generate
 from tests.support.k8s import nats_conf, render
-from tests.support.nats import nats_binary
+from tests.support.nats import nats_binary, stop_process
 from tests.support.ports import free_port
 
 
@@ -83,12 +83,7 @@ class Node:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
 
     def log(self) -> str:

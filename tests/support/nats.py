@@ -27,6 +27,19 @@ def nats_binary() -> str:
     return found
 
 
+def stop_process(process: subprocess.Popen, *, kill: bool = False, timeout: float = 15) -> None:
+    """SIGTERM (or SIGKILL with `kill`), then SIGKILL if it is still there after `timeout`."""
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class NatsServer:
     def __init__(self, store_dir: Path | None = None, *, extra_config: str = "") -> None:
         self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="aether-nats-"))
@@ -74,15 +87,6 @@ class NatsServer:
         raise RuntimeError("nats-server did not become ready")
 
     def stop(self, *, kill: bool = False) -> None:
-        if self.process is None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        if self.process is not None:
+            stop_process(self.process, kill=kill)
+            self.process = None
