@@ -54,16 +54,22 @@ class SubtaskStatus(StrEnum):
 
 
 class Usage(BaseModel):
+    """Tokens and LLM requests, every attempt counted: failed, abandoned and retried ones too."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     calls: int = 0
+    estimated_tokens: int = 0
+    """The part of `total_tokens` Aether estimated (about 4 characters a token) because the server
+    never reported it: an attempt cut off by a cancel, a timeout or a failure mid-reply."""
 
     def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.total_tokens += other.total_tokens
         self.calls += other.calls
+        self.estimated_tokens += other.estimated_tokens
 
 
 class Subtask(BaseModel):

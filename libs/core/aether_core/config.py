@@ -122,6 +122,15 @@ class LLMSettings(BaseSettings):
     llm_retry_budget_s: float = Field(300.0, gt=0, description="Time one LLM call may spend retrying.")
     llm_backoff_base_s: float = Field(1.0, gt=0, description="First retry delay (doubles each time).")
     llm_backoff_max_s: float = Field(30.0, gt=0, description="Longest delay between two retries.")
+    llm_max_tokens: int = Field(
+        4096, ge=16, description="Longest reply of one request (max_tokens) for every role without its own."
+    )
+    llm_max_continuations: int = Field(
+        2, ge=0, description="Times a reply cut off at max_tokens is continued before the call fails."
+    )
+    llm_max_concurrency: int = Field(
+        0, ge=0, description="LLM calls in flight per endpoint across every process; 0: no limit (1 for a local llama.cpp)."
+    )
 
     def llm_config(self) -> LLMConfig:
         if self.openai_api_key is None:
@@ -137,6 +146,7 @@ class LLMSettings(BaseSettings):
             retry_budget_s=self.llm_retry_budget_s,
             backoff_base_s=self.llm_backoff_base_s,
             backoff_max_s=self.llm_backoff_max_s,
+            max_continuations=self.llm_max_continuations,
         )
 
 

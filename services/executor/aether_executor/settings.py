@@ -32,6 +32,9 @@ class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
     worker_concurrency: int = Field(4, ge=1, description="Subtasks one worker runs at once, per type.")
     scheduler_concurrency: int = Field(64, ge=1, description="Events the scheduler handles at once.")
     expert_model: str | None = Field(None, description="Expert model; default AETHER_LLM_MODEL.")
+    expert_max_tokens: int | None = Field(
+        None, ge=16, description="Expert replies' max_tokens per request; default AETHER_LLM_MAX_TOKENS."
+    )
     subtask_timeout_s: float = Field(900.0, gt=0, description="Time one subtask may take, retries included.")
     auto_replan: bool = Field(
         True, description="Ask Jason once for a replacement when a subtask fails for good."
@@ -52,6 +55,10 @@ class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
         return Path(self.workspace_dir) / "".join(
             c if c.isalnum() or c in "-_" else "_" for c in (self.agent_id or self.instance_id)
         )
+
+    @property
+    def max_tokens(self) -> int:
+        return self.expert_max_tokens or self.llm_max_tokens
 
     @property
     def model(self) -> str:
