@@ -535,16 +535,25 @@ def replan_messages(
     return messages
 
 
+def _free_id(prefix: str, start: int, taken: set[str]) -> str:
+    """`prefix.start`, or the next number that no subtask of the state uses (issue 19)."""
+    number = start
+    while f"{prefix}.{number}" in taken:
+        number += 1
+    return f"{prefix}.{number}"
+
+
 def splice(state: TaskState, failed: Subtask, plan: Plan) -> list[str]:
     """Put `plan` in the failed subtask's place: its roots take the failed subtask's dependencies,
     and whatever depended on the failed subtask now depends on the sub-plan's final subtasks."""
     n = failed.replans + 1
-    existing = {s.id for s in state.subtasks}
+    taken = {s.id for s in state.subtasks}
     ids: dict[str, str] = {}
     for index, planned in enumerate(plan.subtasks, 1):
         new_id = f"{failed.id}.{n}.{planned.id}"
-        if len(new_id) > 64 or new_id in existing:
-            new_id = f"{failed.id[:40]}.{n}.{index}"
+        if len(new_id) > 64 or new_id in taken:
+            new_id = _free_id(f"{failed.id[:40]}.{n}", index, taken)
+        taken.add(new_id)
         ids[planned.id] = new_id
     depended_on = {d for planned in plan.subtasks for d in planned.depends_on}
     sinks = [ids[p.id] for p in plan.subtasks if p.id not in depended_on]
