@@ -1,10 +1,12 @@
 """The LLM client against a real OpenAI-compatible HTTP server (the simulator)."""
 
+import asyncio
 import json
 
 import pytest
 from openai import AsyncOpenAI
 
+from aether_contracts.state import Usage
 from aether_core.llm import LLMCallError, LLMClient, LLMConfig, aether_headers
 
 
@@ -109,3 +111,124 @@ async def test_json_mode_plans_and_streaming_speak_the_openai_protocol(simulator
         if chunk.usage:
             usage = chunk.usage
     assert "Simulated result" in text and usage is not None and usage.total_tokens > 0
+
+
+# -- real servers' behaviour (issue 12): streaming, limits, formats, honest counts -------------
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    """Generates 400 tokens a second, as a small local model does, and serves any number at once."""
+    from tests.support.simulator import SimulatorServer
+
+    server = SimulatorServer(tokens_per_s=400).start()
+    yield server
+    server.stop()
+
+
+async def test_a_cancel_closes_the_stream_so_the_server_stops_and_the_tokens_count(slow_server):
+    llm = client(slow_server)
+    spent = Usage()
+    call = asyncio.create_task(
+        llm.chat(messages("long=4000", subtask="c1"), model="m", headers=aether_headers("expert", "task-cancel", "c1"), usage=spent)
+    )
+    await asyncio.sleep(1.0)  # some 400 of at least 4,000 tokens are out
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.5)
+    [recorded] = slow_server.requests(task_id="task-cancel")
+    assert recorded["stream"] and recorded["status"] == 499  # the server saw the client go
+    assert spent.calls == 1 and 0 < spent.estimated_tokens == spent.total_tokens
+    assert spent.completion_tokens < 4000  # what came before the cancel, not the whole reply
+
+
+async def test_a_timeout_mid_stream_stops_the_server_counts_the_tokens_and_is_retried(slow_server):
+    llm = client(slow_server, timeout_s=1.0, max_attempts=2)
+    spent = Usage()
+    with pytest.raises(LLMCallError, match="timed out") as failed:
+        await llm.chat(messages("long=4000", subtask="t1"), model="m", headers=aether_headers("expert", "task-timeout", "t1"), usage=spent)
+    await asyncio.sleep(0.5)
+    recorded = slow_server.requests(task_id="task-timeout")
+    assert [r["status"] for r in recorded] == [499, 499]
+    assert spent.calls == 2 and spent.estimated_tokens > 0
+    assert failed.value.usage.total_tokens == spent.total_tokens
+
+
+async def test_max_tokens_is_sent_and_a_cut_off_reply_is_continued_visibly(simulator):
+    llm = client(simulator)
+    notes = []
+    reply = await llm.chat(
+        messages("long=600", subtask="l1"), model="m", headers=aether_headers("expert", "task-length", "l1"),
+        max_tokens=400, on_note=notes.append,
+    )
+    sent = simulator.requests(task_id="task-length")
+    assert [r["status"] for r in sent] == [200, 200] and reply.continuations == 1
+    assert "continuing (1/2)" in notes[0] and "max_tokens=400" in notes[0]
+    assert sent[1]["messages"][-2]["role"] == "assistant" and "Continue exactly where it stopped" in sent[1]["messages"][-1]["content"]
+    assert reply.usage.calls == 2 and reply.finish_reason == "stop"
+    assert reply.text.startswith("> **Simulated result.**") and len(reply.text) > 400 * 4
+
+    short = client(simulator, max_continuations=1)
+    with pytest.raises(LLMCallError, match="still cut off at the length limit") as failed:
+        await short.chat(messages("long=2000", subtask="l2"), model="m", headers=aether_headers("expert", "task-length-2", "l2"), max_tokens=100)
+    assert not failed.value.retryable and failed.value.usage.calls == 2
+
+
+@pytest.mark.parametrize(("structured", "asked"), [("schema", ["json_schema"]), ("json", ["json_schema", "json_object"]), ("text", ["json_schema", "json_object", None])])
+async def test_structured_output_degrades_to_what_the_server_takes_and_is_remembered(structured, asked):
+    from tests.support.simulator import SimulatorServer
+
+    server = SimulatorServer(structured=structured).start()
+    try:
+        llm = client(server)
+        schema = {"name": "plan", "schema": {"type": "object", "properties": {}, "additionalProperties": True}}
+        plan = [{"role": "system", "content": "types:\n- fullstack: F\n"}, {"role": "user", "content": "<task>\nBuild a thing\n</task>"}]
+        for task in ("task-f1", "task-f2"):
+            reply = await llm.chat(plan, model="m", headers=aether_headers("planner", task), schema=schema)
+            assert json.loads(reply.text)["subtasks"]
+        first = [(r["status"], _format(r)) for r in server.requests(task_id="task-f1")]
+        second = [(r["status"], _format(r)) for r in server.requests(task_id="task-f2")]
+    finally:
+        server.stop()
+    assert [f for _, f in first] == asked and [s for s, _ in first] == [400] * (len(asked) - 1) + [200]
+    assert second == [(200, asked[-1])]  # remembered: no second refusal
+    assert reply.output_format == (asked[-1] or "text")
+
+
+def _format(recorded: dict) -> str | None:
+    return (recorded["body"].get("response_format") or {}).get("type")
+
+
+async def test_a_refused_request_costs_no_tokens_but_a_failed_stream_does(simulator):
+    llm = client(simulator, max_attempts=3)
+    spent = Usage()
+    reply = await llm.chat(messages("fail=503 times=2", subtask="r1"), model="m", headers=aether_headers("expert", "task-refused", "r1"), usage=spent)
+    assert spent.calls == 3 and reply.usage.calls == 3
+    assert spent.total_tokens == reply.usage.total_tokens > 0 and spent.estimated_tokens == 0  # the server said
+
+
+async def test_the_endpoint_limit_holds_across_clients_as_across_processes(simulator, nats_server):
+    import nats
+
+    from aether_core.llm_slots import limit_concurrency
+
+    simulator.reset()
+    connection = await nats.connect(nats_server.url)
+    js = connection.jetstream()
+    from aether_contracts import topology
+
+    await topology.ensure_topology(js)
+    clients = [client(simulator) for _ in range(3)]  # three processes' clients, one endpoint
+    for llm in clients:
+        await limit_concurrency(llm, js, simulator.base_url, 1)
+    calls = [
+        llm.chat(messages("latency_ms=300", subtask=f"p{n}"), model="m", headers=aether_headers("expert", "task-slots", f"p{n}"))
+        for n, llm in enumerate(clients * 2)
+    ]
+    started = asyncio.get_running_loop().time()
+    await asyncio.gather(*calls)
+    took = asyncio.get_running_loop().time() - started
+    await connection.close()
+    assert simulator.stats()["max_in_flight"] == 1
+    assert took >= 6 * 0.3  # one at a time: the calls waited in Aether, not at the server

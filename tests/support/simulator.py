@@ -12,11 +12,23 @@ from .ports import free_port
 
 
 class SimulatorServer:
-    def __init__(self, *, latency_ms: float = 0, dist: str = "fixed", seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        latency_ms: float = 0,
+        dist: str = "fixed",
+        seed: int | None = None,
+        structured: str = "schema",
+        max_concurrency: int = 0,
+        tokens_per_s: float = 0,
+    ) -> None:
+        """`structured`, `max_concurrency`, `tokens_per_s`: behave as a real server of that
+        kind (see the simulator's docstring)."""
         self.port = free_port()
         self.argv = [
             sys.executable, "-m", "aether_simulator", "--port", str(self.port),
-            "--latency-ms", str(latency_ms), "--latency-dist", dist,
+            "--latency-ms", str(latency_ms), "--latency-dist", dist, "--structured", structured,
+            "--max-concurrency", str(max_concurrency), "--tokens-per-s", str(tokens_per_s),
         ]
         if seed is not None:
             self.argv += ["--seed", str(seed)]
@@ -49,6 +61,9 @@ class SimulatorServer:
 
     def requests(self, **query: str) -> list[dict]:
         return httpx.get(f"{self.url}/_sim/requests", params=query, timeout=10).json()["requests"]
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.url}/_sim/stats", timeout=10).json()
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_sim/reset", timeout=10)

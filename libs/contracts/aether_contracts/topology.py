@@ -48,6 +48,8 @@ DUPLICATE_WINDOW_S = 15 * 60
 TASKS_BUCKET = "tasks"
 SERVICES_BUCKET = "services"
 AGENTS_BUCKET = "agents"
+LLM_SLOTS_BUCKET = "llm_slots"
+"""Per LLM endpoint, the calls in flight when `AETHER_LLM_MAX_CONCURRENCY` limits them."""
 WORKSPACE_BUCKET = "workspace"
 """Object Store: the files experts write and each task's repository (see `workspace`)."""
 SERVICE_TTL_S = 10.0
@@ -180,6 +182,7 @@ BUCKETS = (
         ttl_s=AGENT_RECORD_MAX_AGE_S,
         description="the agent pool (see aether_contracts.agents); live agents rewrite theirs",
     ),
+    BucketSpec(LLM_SLOTS_BUCKET, description="LLM calls in flight per endpoint (aether_core.llm_slots)"),
 )
 
 

@@ -128,6 +128,9 @@ class LLMSettings(BaseSettings):
     llm_max_continuations: int = Field(
         2, ge=0, description="Times a reply cut off at max_tokens is continued before the call fails."
     )
+    task_token_budget: int | None = Field(
+        None, ge=1, description="Tokens a task may spend: every LLM call's reply is capped by what is left."
+    )
     llm_max_concurrency: int = Field(
         0, ge=0, description="LLM calls in flight per endpoint across every process; 0: no limit (1 for a local llama.cpp)."
     )

@@ -228,8 +228,11 @@ class _Attempt:
             for i, c in sorted(self.calls.items())
         ]
 
-    def spent(self, prompt_estimate: int) -> Usage:
-        """This attempt's tokens: the server's count, else an estimate (marked so)."""
+    def spent(self, prompt_estimate: int, *, refused: bool = False) -> Usage:
+        """This attempt's tokens: the server's count, else an estimate (marked so). A request
+        the server refused with an HTTP error before it streamed anything cost it nothing."""
+        if refused and self.usage is None and not self.parts and not self.calls:
+            return Usage(calls=1)
         if self.usage is not None:
             prompt = self.usage.prompt_tokens or 0
             completion = self.usage.completion_tokens or 0
@@ -486,7 +489,7 @@ class LLMClient:
         self, result: _Attempt, prompt_estimate: int, spent: Usage, usage: Usage | None, role: str, model: str,
         outcome: str, sent: float, span: Any, reason: str | None = None,
     ) -> Usage:
-        this = result.spent(prompt_estimate)
+        this = result.spent(prompt_estimate, refused=outcome.isdigit())
         spent.add(this)
         if usage is not None:
             usage.add(this)

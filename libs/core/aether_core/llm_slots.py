@@ -27,6 +27,8 @@ from collections.abc import AsyncIterator
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from aether_contracts.topology import LLM_SLOTS_BUCKET
+
 log = logging.getLogger("aether.llm")
 
 LEASE_S = 30.0
@@ -102,3 +104,10 @@ class EndpointSlots:
                 return True
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(random.uniform(0, 0.003))
+
+
+async def limit_concurrency(llm, js, base_url: str | None, limit: int) -> None:
+    """Give `llm` (an `LLMClient`) the shared slots of its endpoint, when a limit is set."""
+    if limit > 0:
+        llm.slots = EndpointSlots(await js.key_value(LLM_SLOTS_BUCKET), base_url, limit)
+        log.info("at most %d LLM call(s) in flight to %s, across every process", limit, base_url or "OpenAI")

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -203,6 +204,43 @@ def match_template(text: str, templates: Iterable[AgentTemplate]) -> str:
         if score > best_score:
             best, best_score = template.type, score
     return best
+
+
+KEYWORD_PIPELINE = ["database-expert", "python-backend", "react-frontend", "fullstack", "devops-expert", "testing-expert"]
+"""The order a keyword plan builds things in, and below what each part needs first."""
+KEYWORD_NEEDS = {
+    "python-backend": ["database-expert"],
+    "react-frontend": ["python-backend"],
+    "fullstack": ["python-backend", "react-frontend"],
+    "devops-expert": ["python-backend", "react-frontend", "fullstack"],
+    "testing-expert": ["python-backend", "react-frontend", "fullstack", "database-expert"],
+}
+
+
+def keyword_plan(description: str, templates: Iterable[AgentTemplate]) -> dict[str, Any]:
+    """A plan without a model (the seed's `match_template`, widened): one subtask per agent type
+    whose tags occur in the description, built in pipeline order, each after the parts it needs;
+    the single best match when no tag occurs. Types outside the pipeline come last, on their own."""
+    known = list(templates)
+    words = set(_words(description))
+    chosen = [t.type for t in known if t.type != "fullstack" and words.intersection(t.tags)]
+    if not chosen:
+        chosen = [match_template(description, known)]
+    order = [t for t in KEYWORD_PIPELINE if t in chosen] + [t for t in chosen if t not in KEYWORD_PIPELINE]
+    names = {t.type: t.name for t in known}
+    subtasks = []
+    for index, agent_type in enumerate(order, 1):
+        needs = KEYWORD_NEEDS.get(agent_type, [])
+        deps = [f"subtask-{order.index(d) + 1}" for d in needs if d in order[: index - 1]]
+        subtasks.append(
+            {
+                "id": f"subtask-{index}",
+                "description": f"{names.get(agent_type, agent_type)}: the {agent_type} part of: {description[:160]}",
+                "agent_type": agent_type,
+                "depends_on": deps,
+            }
+        )
+    return {"analysis": f"Matched {', '.join(order)} by keywords in the task description.", "subtasks": subtasks}
 
 
 class TemplateError(ValueError):

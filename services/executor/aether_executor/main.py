@@ -6,6 +6,7 @@ from faststream import FastStream
 from aether_contracts.agents import ANY_TYPE, AgentRecord
 from aether_contracts.state import utcnow
 from aether_core.llm import LLMClient
+from aether_core.llm_slots import limit_concurrency
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
@@ -74,6 +75,8 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             agent_id=agent_id,
             model=settings.model,
             timeout_s=settings.subtask_timeout_s,
+            max_tokens=settings.max_tokens,
+            token_budget=settings.task_token_budget,
             workspace=Workspace(
                 WorkspaceStore(lambda: runtime.js, cache_bytes=FILE_CACHE_BYTES),
                 settings.file_limits(),
@@ -92,6 +95,7 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             )
         )
         starters.append(lambda: presence.start(runtime.agents_kv))
+        starters.append(lambda: limit_concurrency(llm, runtime.js, settings.openai_base_url, settings.llm_max_concurrency))
         stoppers += [presence.stop, llm.close]
 
     async def startup() -> None:

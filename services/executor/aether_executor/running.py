@@ -6,20 +6,24 @@ No broker in here: the handler turns the returned `SubtaskFinished` into an even
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 from aether_contracts.events import SubtaskFinished, SubtaskReady
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage, utcnow
 from aether_core.errors import HandBack
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
+from aether_core.llm_calls import BudgetSpent, TaskNotes, record_spent, reply_bound
 from aether_core.prompting import frame, new_nonce, rules
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
 
 from .presence import Presence
 from .workspace import Workspace, files_context
+
+log = logging.getLogger("aether.agent")
 
 HAND_BACK = "hand-back"
 CONTEXT_RESULT_CHARS = 12_000
@@ -120,6 +124,8 @@ class Worker:
         timeout_s: float,
         workspace: Workspace,
         presence: Presence | None = None,
+        max_tokens: int = 4096,
+        token_budget: int | None = None,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -127,6 +133,9 @@ class Worker:
         self.agent_id = agent_id
         self.model = model
         self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        self.token_budget = token_budget
+        """The task's budget: every request's reply is capped by what it leaves."""
         self.presence = presence
         self.workspace = workspace
         self.inflight = InFlight()
@@ -189,20 +198,33 @@ class Worker:
         if template is None:
             return self._finished(event, started, error=f"no template for agent type '{subtask.agent_type}'")
         desk = await self.workspace.open(claim.state, subtask)
+        spent = Usage()
+        notes = TaskNotes(self.store, event.task_id, f"Subtask {event.subtask_id}:", event.subtask_id)
         try:
             messages = expert_messages(claim.state, subtask, template, files=desk.contents)
+            bound = reply_bound(self.max_tokens, self.token_budget, claim.state.usage.total_tokens, messages)
             reply = await self.llm.chat(
                 messages,
                 model=self.model,
                 headers=aether_headers("expert", event.task_id, subtask.id, subtask.agent_type),
-                on_retry=self._note_retry(event),
+                max_tokens=bound,
+                usage=spent,
+                on_retry=notes.retry,
+                on_note=notes.note,
                 deadline=time.monotonic() + self.timeout_s,
                 agent_name=template.name,
                 agent_id=self.agent_id,
             )
             delivered = await desk.deliver(reply.text)
+        except BudgetSpent as exc:
+            return self._finished(event, started, error=str(exc), usage=spent)
         except LLMCallError as exc:
-            return self._finished(event, started, error=str(exc), retryable=exc.retryable)
+            log.warning("task %s: subtask %s failed: %s", event.task_id, event.subtask_id, exc)
+            return self._finished(event, started, error=str(exc), retryable=exc.retryable, usage=spent)
+        except BaseException:
+            # Cancelled or handed back: no result will carry these tokens, so they are counted now.
+            self._cleanup(record_spent(self.store, event.task_id, spent, event.subtask_id))
+            raise
         finally:
             # The worktree goes in the background: its removal is not on the way to the result.
             self._cleanup(desk.close())
@@ -220,7 +242,9 @@ class Worker:
             started_at=started,
         )
 
-    def _finished(self, event: SubtaskReady, started, *, error: str, retryable: bool = False) -> SubtaskFinished:
+    def _finished(
+        self, event: SubtaskReady, started, *, error: str, retryable: bool = False, usage: Usage | None = None
+    ) -> SubtaskFinished:
         return SubtaskFinished(
             task_id=event.task_id,
             subtask_id=event.subtask_id,
@@ -228,23 +252,10 @@ class Worker:
             outcome="failed",
             error=error,
             retryable=retryable,
+            usage=usage or Usage(),
             agent_id=self.agent_id,
             started_at=started,
         )
 
     def give_up(self, event: SubtaskReady, exc: BaseException) -> SubtaskFinished:
         return self._finished(event, None, error=f"gave up after repeated failures: {exc!r}")
-
-    def _note_retry(self, event: SubtaskReady):
-        async def note(attempt: int, wait: float, reason: str) -> None:
-            def change(state: TaskState) -> None:
-                state.record(
-                    "llm.retry",
-                    f"Subtask {event.subtask_id}: LLM call failed ({reason}); retry {attempt} in {wait:.1f}s",
-                    level="warning",
-                    subtask_id=event.subtask_id,
-                )
-
-            await self.store.mutate(event.task_id, change)
-
-        return note

@@ -39,9 +39,6 @@ class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
     auto_replan: bool = Field(
         True, description="Ask Jason once for a replacement when a subtask fails for good."
     )
-    task_token_budget: int | None = Field(
-        None, ge=1, description="Tokens a task may spend before it stops starting subtasks."
-    )
 
     workspace_dir: str = Field(
         default_factory=lambda: str(Path(_temp_dir()) / "aether-workspaces"),

@@ -3,6 +3,7 @@
 from faststream import FastStream
 
 from aether_core.llm import LLMClient
+from aether_core.llm_slots import limit_concurrency
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 
@@ -28,11 +29,14 @@ def create_app(settings: PlannerSettings | None = None) -> FastStream:
         model=settings.model,
         max_subtasks=settings.max_subtasks,
         timeout_s=settings.planning_timeout_s,
+        max_tokens=settings.max_tokens,
+        fallback=settings.plan_fallback,
     )
     broker.include_router(build_router(runtime, planner, concurrency=settings.planner_concurrency))
 
     async def startup() -> None:
         await runtime.start(registry.agent_types)
+        await limit_concurrency(llm, runtime.js, settings.openai_base_url, settings.llm_max_concurrency)
 
     async def shutdown() -> None:
         await runtime.stop()

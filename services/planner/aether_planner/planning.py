@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -15,9 +16,12 @@ from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core.errors import RetryLater
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, LLMReply, aether_headers
+from aether_core.llm_calls import TaskNotes, record_spent
 from aether_core.prompting import frame, new_nonce, rules
 from aether_core.store import TaskExists, TaskStore, Unchanged
-from aether_core.templates import MasterConfig, Registry
+from aether_core.templates import MasterConfig, Registry, keyword_plan
+
+log = logging.getLogger("aether.planner")
 
 GATEWAY_GRACE_S = 5.0
 """How long a task.created may wait for the gateway's state write before the planner writes it."""
@@ -88,22 +92,57 @@ def planning_messages(
 
 
 def repair_messages(
-    messages: list[dict[str, str]], bad_reply: str, error: str, nonce: str
+    messages: list[dict[str, str]], bad_reply: str, error: str, nonce: str, schema: dict[str, Any] | None = None
 ) -> list[dict[str, str]]:
     # The error may quote the reply, which was written after the model saw the nonce: `frame`
     # removes the nonce from it, so the note cannot close its frame either.
+    shape = (
+        "\nThe plan must be one JSON object matching this JSON Schema:\n"
+        f"{json.dumps(schema['schema'], separators=(',', ':'))}\n"
+        if schema is not None
+        else "\n"
+    )
     return [
         *messages,
         {"role": "assistant", "content": bad_reply},
         {
             "role": "user",
             "content": (
-                "That plan cannot be used. Why (it may quote your reply):\n"
-                f"{frame('error', error, nonce)}\n"
+                "That plan cannot be used. Every problem found (it may quote your reply):\n"
+                f"{frame('error', error, nonce)}{shape}"
                 "Reply with the corrected plan: one JSON object, nothing else."
             ),
         },
     ]
+
+
+def plan_schema(registry: Registry, max_subtasks: int) -> dict[str, Any]:
+    """The plan's JSON Schema, for structured output (`response_format: json_schema`, strict:
+    every property required, nothing else allowed). Limits the schema cannot say, and the
+    dependencies' consistency, are checked by `parse_plan`."""
+    subtask = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "description": "1-64 letters, digits, '.', '_' or '-'"},
+            "description": {"type": "string"},
+            "agent_type": {"type": "string", "enum": sorted(registry.agent_types)},
+            "depends_on": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["id", "description", "agent_type", "depends_on"],
+        "additionalProperties": False,
+    }
+    return {
+        "name": "plan",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "analysis": {"type": "string"},
+                "subtasks": {"type": "array", "items": subtask, "description": f"1 to {max_subtasks} subtasks"},
+            },
+            "required": ["analysis", "subtasks"],
+            "additionalProperties": False,
+        },
+    }
 
 
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
@@ -112,11 +151,20 @@ _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 def _load_json(text: str, notes: list[str]) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError as first:
+    except json.JSONDecodeError as strict:
+        try:
+            # Raw newlines and tabs inside strings (models write them, structured output too).
+            value = json.loads(text, strict=False)
+        except json.JSONDecodeError:
+            pass
+        else:
+            notes.append("the plan's strings held raw control characters (newlines, tabs); they were read as text")
+            return value
+        first = strict
         fenced = _FENCE.match(text)
         if fenced:
             try:
-                value = json.loads(fenced.group(1))
+                value = json.loads(fenced.group(1), strict=False)
             except json.JSONDecodeError:
                 pass
             else:
@@ -125,7 +173,7 @@ def _load_json(text: str, notes: list[str]) -> Any:
         start, end = text.find("{"), text.rfind("}")
         if 0 <= start < end:
             try:
-                value = json.loads(text[start : end + 1])
+                value = json.loads(text[start : end + 1], strict=False)
             except json.JSONDecodeError:
                 pass
             else:
@@ -172,67 +220,78 @@ def parse_plan(text: str, registry: Registry, max_subtasks: int) -> Plan:
 
     subtasks: list[PlannedSubtask] = []
     seen: set[str] = set()
+    problems: list[str] = []
+    # Every problem is collected, so one repair can fix them all.
     for index, raw in enumerate(raw_subtasks, 1):
-        where = f"subtask #{index}"
-        if not isinstance(raw, dict):
-            raise PlanError(f"{where} must be an object, got {type(raw).__name__}")
-        if "id" not in raw:
-            raise PlanError(f"{where} has no 'id'")
-        subtask_id = _as_id(raw["id"], where, notes)
-        where = f"subtask '{subtask_id}'"
-        if subtask_id in seen:
-            raise PlanError(f"the id '{subtask_id}' is used by more than one subtask")
-        seen.add(subtask_id)
-
-        description = raw.get("description")
-        if not isinstance(description, str) or not description.strip():
-            raise PlanError(f"{where} needs a non-empty 'description'")
-        description = description.strip()
-        if len(description) > MAX_DESCRIPTION_CHARS:
-            raise PlanError(
-                f"{where}: the description has {len(description)} characters; "
-                f"at most {MAX_DESCRIPTION_CHARS} are allowed"
-            )
-
-        agent_type = raw.get("agent_type")
-        if not isinstance(agent_type, str) or not agent_type.strip():
-            mapped = registry.match(description)
-            notes.append(f"{where} had no agent_type; keyword matching chose '{mapped}'")
-            agent_type = mapped
-        agent_type = agent_type.strip()
-        if registry.template(agent_type) is None:
-            mapped = registry.match(f"{agent_type} {agent_type} {description}")
-            notes.append(f"{where}: unknown agent type '{agent_type}' was mapped to '{mapped}'")
-            agent_type = mapped
-
-        raw_deps = raw.get("depends_on", [])
-        if raw_deps is None:
-            raw_deps = []
-        if isinstance(raw_deps, str | int) and not isinstance(raw_deps, bool):
-            notes.append(f"{where}: depends_on was a single value and was read as a list")
-            raw_deps = [raw_deps]
-        if not isinstance(raw_deps, list):
-            raise PlanError(f"{where}: 'depends_on' must be a list of subtask ids")
-        depends_on: list[str] = []
-        for dep in raw_deps:
-            dep_id = _as_id(dep, f"{where} depends_on", notes)
-            if dep_id == subtask_id:
-                raise PlanError(f"{where} depends on itself")
-            if dep_id not in depends_on:
-                depends_on.append(dep_id)
-        subtasks.append(PlannedSubtask(subtask_id, description, agent_type, depends_on))
+        try:
+            subtasks.append(_parse_subtask(raw, index, seen, registry, notes))
+        except PlanError as problem:
+            problems.append(str(problem))
 
     for subtask in subtasks:
         missing = [d for d in subtask.depends_on if d not in seen]
         if missing:
-            raise PlanError(
+            problems.append(
                 f"subtask '{subtask.id}' depends on {', '.join(repr(m) for m in missing)}, "
                 "which the plan does not contain"
             )
+    if problems:
+        raise PlanError("; ".join(problems))
     cycle = find_cycle(subtasks)
     if cycle:
         raise PlanError(f"the dependencies form a cycle: {' -> '.join(cycle)}")
     return Plan(analysis=analysis.strip(), subtasks=subtasks, notes=notes)
+
+
+def _parse_subtask(raw: Any, index: int, seen: set[str], registry: Registry, notes: list[str]) -> PlannedSubtask:
+    where = f"subtask #{index}"
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where} must be an object, got {type(raw).__name__}")
+    if "id" not in raw:
+        raise PlanError(f"{where} has no 'id'")
+    subtask_id = _as_id(raw["id"], where, notes)
+    where = f"subtask '{subtask_id}'"
+    if subtask_id in seen:
+        raise PlanError(f"the id '{subtask_id}' is used by more than one subtask")
+    seen.add(subtask_id)
+
+    description = raw.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise PlanError(f"{where} needs a non-empty 'description'")
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise PlanError(
+            f"{where}: the description has {len(description)} characters; "
+            f"at most {MAX_DESCRIPTION_CHARS} are allowed"
+        )
+
+    agent_type = raw.get("agent_type")
+    if not isinstance(agent_type, str) or not agent_type.strip():
+        mapped = registry.match(description)
+        notes.append(f"{where} had no agent_type; keyword matching chose '{mapped}'")
+        agent_type = mapped
+    agent_type = agent_type.strip()
+    if registry.template(agent_type) is None:
+        mapped = registry.match(f"{agent_type} {agent_type} {description}")
+        notes.append(f"{where}: unknown agent type '{agent_type}' was mapped to '{mapped}'")
+        agent_type = mapped
+
+    raw_deps = raw.get("depends_on", [])
+    if raw_deps is None:
+        raw_deps = []
+    if isinstance(raw_deps, str | int) and not isinstance(raw_deps, bool):
+        notes.append(f"{where}: depends_on was a single value and was read as a list")
+        raw_deps = [raw_deps]
+    if not isinstance(raw_deps, list):
+        raise PlanError(f"{where}: 'depends_on' must be a list of subtask ids")
+    depends_on: list[str] = []
+    for dep in raw_deps:
+        dep_id = _as_id(dep, f"{where} depends_on", notes)
+        if dep_id == subtask_id:
+            raise PlanError(f"{where} depends on itself")
+        if dep_id not in depends_on:
+            depends_on.append(dep_id)
+    return PlannedSubtask(subtask_id, description, agent_type, depends_on)
 
 
 def find_cycle(subtasks: list[PlannedSubtask]) -> list[str] | None:
@@ -265,6 +324,15 @@ def find_cycle(subtasks: list[PlannedSubtask]) -> list[str] | None:
 Ask = Callable[[list[dict[str, str]]], Awaitable[LLMReply]]
 
 
+def _parse_reply(reply: LLMReply, registry: Registry, max_subtasks: int) -> Plan:
+    if reply.finish_reason == "length":
+        raise PlanError(
+            "the reply was cut off at the length limit before the plan ended: write shorter "
+            "descriptions and analysis, or fewer subtasks"
+        )
+    return parse_plan(reply.text, registry, max_subtasks)
+
+
 async def make_plan(
     description: str,
     ask: Ask,
@@ -274,7 +342,8 @@ async def make_plan(
     max_subtasks: int,
     prompt: tuple[list[dict[str, str]], str] | None = None,
 ) -> PlanOutcome:
-    """Ask for a plan; on an invalid one ask once more with the error; else `PlanningFailed`.
+    """Ask for a plan; on an invalid one ask once more with every error and the schema; else
+    `PlanningFailed`.
 
     `prompt`: the messages to ask with and the nonce they frame data with (default: the
     planning prompt for `description`)."""
@@ -286,18 +355,30 @@ async def make_plan(
     usage = Usage()
     usage.add(reply.usage)
     try:
-        plan = parse_plan(reply.text, registry, max_subtasks)
+        plan = _parse_reply(reply, registry, max_subtasks)
     except PlanError as first:
-        repair = await ask(repair_messages(messages, reply.text, str(first), nonce))
+        schema = plan_schema(registry, max_subtasks)
+        repair = await ask(repair_messages(messages, reply.text, str(first), nonce, schema))
         usage.add(repair.usage)
         try:
-            plan = parse_plan(repair.text, registry, max_subtasks)
+            plan = _parse_reply(repair, registry, max_subtasks)
         except PlanError as second:
             raise PlanningFailed(
                 f"Jason's plan was invalid ({first}) and so was the repaired one ({second})"
             ) from second
         return PlanOutcome(plan, usage, repair.model, repaired=True, first_error=str(first))
     return PlanOutcome(plan, usage, reply.model, repaired=False)
+
+
+def fallback_outcome(description: str, registry: Registry, why: str) -> PlanOutcome:
+    """The plan when Jason's failed twice (`AETHER_PLAN_FALLBACK=keywords`): one subtask per agent
+    type the description's words point to, said plainly in the analysis."""
+    plan = parse_plan(json.dumps(keyword_plan(description, registry.templates.values())), registry, len(registry.templates))
+    plan.analysis = (
+        f"Jason could not make a usable plan ({why}). This is a fallback plan from the agent "
+        f"templates' keywords instead (AETHER_PLAN_FALLBACK=keywords): {plan.analysis}"
+    )
+    return PlanOutcome(plan, Usage(), "keywords", repaired=False, first_error=why)
 
 
 class Planner:
@@ -312,6 +393,8 @@ class Planner:
         model: str,
         max_subtasks: int,
         timeout_s: float,
+        max_tokens: int | None = None,
+        fallback: str = "keywords",
     ) -> None:
         self.store = store
         self.llm = llm
@@ -319,21 +402,31 @@ class Planner:
         self.model = model
         self.max_subtasks = max_subtasks
         self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        self.fallback = fallback
+        """`keywords`: a plan from the templates' keywords when Jason's fails twice; `fail`."""
         self.inflight = InFlight()
 
     def cancel(self, task_id: str, reason: str) -> int:
         return len(self.inflight.cancel(task_id, reason))
 
-    def _asker(self, task_id: str, master: MasterConfig):
+    def _asker(self, task_id: str, master: MasterConfig, spent: Usage, max_subtasks: int):
+        """The planning calls of one task: the plan's schema forced where the server takes it;
+        `spent` counts every attempt, the failed ones too."""
         deadline = time.monotonic() + self.timeout_s
+        notes = TaskNotes(self.store, task_id, "Planning")
+        schema = plan_schema(self.registry, max_subtasks)
 
         async def ask(messages: list[dict[str, str]]) -> LLMReply:
             return await self.llm.chat(
                 messages,
                 model=master.model or self.model,
                 headers=aether_headers("planner", task_id),
-                json_mode=True,
-                on_retry=self._note_retry(task_id),
+                schema=schema,
+                max_tokens=self.max_tokens,
+                usage=spent,
+                on_retry=notes.retry,
+                on_note=notes.note,
                 deadline=deadline,
                 agent_name=master.name,
                 agent_id=master.id,
@@ -358,7 +451,8 @@ class Planner:
             await self.fail(event.task_id, f"unknown master agent '{begun.state.master_id}'")
             return None
 
-        ask = self._asker(event.task_id, master)
+        spent = Usage()
+        ask = self._asker(event.task_id, master, spent, self.max_subtasks)
         try:
             outcome = await self.inflight.run(
                 event.task_id,
@@ -371,10 +465,19 @@ class Planner:
                 ),
             )
         except Cancelled:
-            return None  # the task was cancelled while Jason planned; its state says so
-        except (PlanningFailed, LLMCallError) as exc:
-            await self.fail(event.task_id, f"planning failed: {exc}")
+            # The task was cancelled while Jason planned; its state says so. What he spent counts.
+            await record_spent(self.store, event.task_id, spent)
             return None
+        except PlanningFailed as exc:
+            if self.fallback != "keywords":
+                await self.fail(event.task_id, f"planning failed: {exc}", spent)
+                return None
+            log.warning("task %s: %s; planning from the templates' keywords instead", event.task_id, exc)
+            outcome = fallback_outcome(begun.state.description, self.registry, str(exc))
+        except LLMCallError as exc:
+            await self.fail(event.task_id, f"planning failed: {exc}", spent)
+            return None
+        outcome.usage = spent
         stored = await self.store.mutate(event.task_id, lambda s: _store_plan(s, outcome))
         return stored.state.round if stored.value else None
 
@@ -388,7 +491,8 @@ class Planner:
         if master is None:
             return None
         outcomes: dict[str, PlanOutcome | str] = {}
-        ask = self._asker(state.id, master)
+        spent = Usage()
+        ask = self._asker(state.id, master, spent, min(MAX_REPLAN_SUBTASKS, self.max_subtasks))
         for subtask_id in event.subtask_ids:
             failed = state.find_subtask(subtask_id)
             if failed is None or not failed.replan_pending:
@@ -401,8 +505,10 @@ class Planner:
                     make_plan(state.description, ask, master=master, registry=self.registry, max_subtasks=limit, prompt=prompt),
                 )
             except Cancelled:
+                await record_spent(self.store, state.id, spent)
                 return None
             except (PlanningFailed, LLMCallError) as exc:
+                log.error("task %s: replanning %s failed: %s", state.id, subtask_id, exc)
                 outcomes[subtask_id] = str(exc)
         if not outcomes:
             # Nothing left to replan (done by a twin): let the scheduler look at the state again.
@@ -412,6 +518,7 @@ class Planner:
             if state.status != TaskStatus.EXECUTING:
                 raise Unchanged(None)
             applied = False
+            state.usage.add(spent)  # every replanning call, the failed ones too
             for subtask_id, outcome in outcomes.items():
                 failed = state.find_subtask(subtask_id)
                 if failed is None or not failed.replan_pending:
@@ -422,7 +529,6 @@ class Planner:
                     failed.replans += 1
                     state.record("subtask.replan_failed", f"Replanning {subtask_id} failed: {outcome}", level="error", subtask_id=subtask_id)
                     continue
-                state.usage.add(outcome.usage)
                 new_ids = splice(state, failed, outcome.plan)
                 state.record(
                     "subtask.replanned",
@@ -435,12 +541,20 @@ class Planner:
             state.round += 1
             return state.round
 
-        return (await self.store.mutate(event.task_id, change)).value
+        mutation = await self.store.mutate(event.task_id, change)
+        if not mutation.changed:
+            await record_spent(self.store, event.task_id, spent)
+        return mutation.value
 
-    async def fail(self, task_id: str, reason: str) -> None:
+    async def fail(self, task_id: str, reason: str, spent: Usage | None = None) -> None:
+        """The task fails with `reason`; `spent`, what its planning cost, is counted still."""
+        log.error("task %s: %s", task_id, reason)
+
         def change(state: TaskState) -> None:
             if state.status.terminal:
                 raise Unchanged()
+            if spent is not None:
+                state.usage.add(spent)
             state.error = reason
             state.set_status(TaskStatus.FAILED, reason, level="error")
 
@@ -464,19 +578,6 @@ class Planner:
         state.record("task.created", "Task created (state restored by the planner)")
         with contextlib.suppress(TaskExists):
             await self.store.create(state)
-
-    def _note_retry(self, task_id: str):
-        async def note(attempt: int, wait: float, reason: str) -> None:
-            def change(state: TaskState) -> None:
-                state.record(
-                    "llm.retry",
-                    f"Planning LLM call failed ({reason}); retry {attempt} in {wait:.1f}s",
-                    level="warning",
-                )
-
-            await self.store.mutate(task_id, change)
-
-        return note
 
 
 def _begin_planning(state: TaskState, redelivered: bool) -> bool:
@@ -505,7 +606,13 @@ def _store_plan(state: TaskState, outcome: PlanOutcome) -> bool:
         for s in plan.subtasks
     ]
     state.usage.add(outcome.usage)
-    if outcome.repaired:
+    if outcome.model == "keywords":
+        state.record(
+            "plan.fallback",
+            f"Jason's plans were unusable ({outcome.first_error}); planned from the agent templates' keywords instead",
+            level="warning",
+        )
+    elif outcome.repaired:
         state.record(
             "plan.repaired",
             f"Jason's first plan was invalid ({outcome.first_error}); the repaired plan was accepted",

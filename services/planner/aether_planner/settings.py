@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field
 
 from aether_core.config import LLMSettings, ServiceSettings
@@ -11,6 +13,9 @@ class PlannerSettings(ServiceSettings, LLMSettings):
     max_subtasks: int = Field(32, ge=1, le=256, description="Most subtasks a plan may have.")
     planner_concurrency: int = Field(16, ge=1, description="Tasks planned at once per instance.")
     planning_timeout_s: float = Field(600.0, gt=0, description="Time planning may take, retries included.")
+    plan_fallback: Literal["keywords", "fail"] = Field(
+        "keywords", description="When Jason's plan and its repair both fail: plan from the templates' keywords, or fail."
+    )
 
     @property
     def max_tokens(self) -> int:

@@ -3,6 +3,7 @@
 from faststream import FastStream
 
 from aether_core.llm import LLMClient
+from aether_core.llm_slots import limit_concurrency
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 from aether_core.workspace_store import WorkspaceStore
@@ -29,6 +30,8 @@ def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
         registry,
         model=settings.model,
         timeout_s=settings.synthesis_timeout_s,
+        max_tokens=settings.max_tokens,
+        token_budget=settings.task_token_budget,
         repository=Repository(WorkspaceStore(lambda: runtime.js), settings.file_limits()),
     )
     broker.include_router(
@@ -37,6 +40,7 @@ def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
 
     async def startup() -> None:
         await runtime.start(registry.agent_types)
+        await limit_concurrency(llm, runtime.js, settings.openai_base_url, settings.llm_max_concurrency)
 
     async def shutdown() -> None:
         await runtime.stop()

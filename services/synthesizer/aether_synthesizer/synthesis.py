@@ -6,6 +6,7 @@ Failed subtasks are named as missing; the synthesis never pretends they succeede
 
 from __future__ import annotations
 
+import logging
 import time
 
 from aether_contracts.events import SynthesisRequested, TaskFinished
@@ -13,6 +14,7 @@ from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core import telemetry
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
+from aether_core.llm_calls import BudgetSpent, TaskNotes, record_spent, reply_bound
 from aether_core.prompting import frame, new_nonce, rules
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import JASON, MasterConfig, Registry
@@ -20,6 +22,8 @@ from aether_core.templates import JASON, MasterConfig, Registry
 from .repository import Repository, workspace_brief
 
 RESULT_CHARS = 24_000
+
+log = logging.getLogger("aether.synthesizer")
 
 
 def _cut(text: str, limit: int) -> str:
@@ -131,6 +135,8 @@ class Synthesizer:
         model: str,
         timeout_s: float,
         repository: Repository,
+        max_tokens: int = 4096,
+        token_budget: int | None = None,
     ) -> None:
         self.store = store
         self.repository = repository
@@ -138,6 +144,8 @@ class Synthesizer:
         self.registry = registry
         self.model = model
         self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        self.token_budget = token_budget
         self.inflight = InFlight()
 
     def cancel(self, task_id: str, reason: str) -> int:
@@ -158,23 +166,31 @@ class Synthesizer:
         telemetry.annotate({telemetry.AGENT_TYPE: master.id})
         usage, note = Usage(), None
         messages = synthesis_messages(state, master, files=await self.repository.brief_files(state))
+        notes = TaskNotes(self.store, state.id, "Synthesis")
         try:
+            bound = reply_bound(self.max_tokens, self.token_budget, state.usage.total_tokens, messages)
             reply = await self.inflight.run(
                 state.id,
                 self.llm.chat(
                     messages,
                     model=master.model or self.model,
                     headers=aether_headers("synthesizer", state.id),
-                    on_retry=self._note_retry(state.id),
+                    max_tokens=bound,
+                    usage=usage,
+                    on_retry=notes.retry,
+                    on_note=notes.note,
                     deadline=time.monotonic() + self.timeout_s,
                     agent_name=master.name,
                     agent_id=master.id,
                 ),
             )
-            text, usage = reply.text, reply.usage
+            text = reply.text
         except Cancelled:
-            return None  # the task was cancelled (or timed out) meanwhile; its state says so
-        except LLMCallError as exc:
+            # The task was cancelled (or timed out) meanwhile; its state says so. The tokens count.
+            await record_spent(self.store, state.id, usage)
+            return None
+        except (LLMCallError, BudgetSpent) as exc:
+            log.warning("task %s: synthesis failed, concatenating the results: %s", state.id, exc)
             note = f"Synthesis LLM call failed ({exc}); the results were concatenated instead"
             text = concatenate(state, str(exc))
         assembly = await self.repository.assemble(state, text, master)
@@ -185,16 +201,3 @@ class Synthesizer:
         if not final.terminal:
             return None
         return TaskFinished(task_id=state.id, status=final.value, round=event.round)
-
-    def _note_retry(self, task_id: str):
-        async def note(attempt: int, wait: float, reason: str) -> None:
-            def change(state: TaskState) -> None:
-                state.record(
-                    "llm.retry",
-                    f"Synthesis LLM call failed ({reason}); retry {attempt} in {wait:.1f}s",
-                    level="warning",
-                )
-
-            await self.store.mutate(task_id, change)
-
-        return note

@@ -20,8 +20,17 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=float(env("AETHER_SIM_SIGMA", "0.5")),
                         help="log-normal shape")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--structured", choices=["schema", "json", "text"], default=env("AETHER_SIM_STRUCTURED", "schema"),
+                        help="response formats accepted: json_schema and json_object, json_object only, neither")
+    parser.add_argument("--max-concurrency", type=int, default=int(env("AETHER_SIM_MAX_CONCURRENCY", "0")),
+                        help="requests generated at once, the rest queued (0: any; 1: like a local llama.cpp)")
+    parser.add_argument("--tokens-per-s", type=float, default=float(env("AETHER_SIM_TOKENS_PER_S", "0")),
+                        help="generation speed after the latency (0: instant)")
     args = parser.parse_args()
-    app = Simulator(SimConfig(args.latency_ms, args.latency_dist, args.sigma, args.seed))
+    app = Simulator(SimConfig(
+        args.latency_ms, args.latency_dist, args.sigma, args.seed,
+        structured=args.structured, max_concurrency=args.max_concurrency, tokens_per_s=args.tokens_per_s,
+    ))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 http="httptools", loop="uvloop", backlog=4096)
 

@@ -16,7 +16,17 @@ Aether's real API:
   of that role, task and subtask; default every one), `malformed=1` (invalid JSON once, for the
   repair path), `empty=1`, `files=<n>` (how many files an expert writes), `path=<path>` (the
   file an expert writes), `file_bytes=<n>` (each file padded to about n bytes), `hostile=1`
-  (the reply adds files with hostile paths and an unterminated block, for the parser).
+  (the reply adds files with hostile paths and an unterminated block, for the parser),
+  `long=<n>` (an expert's reply at least n tokens long), `shape=1` (a plan request without a
+  forced schema gets valid JSON that is no plan, as a small model answers JSON mode; `always`:
+  the repair too), `newlines=1` (the plan's strings hold raw newlines and tabs).
+
+It behaves as real servers do where Aether must cope with them: `max_tokens` cuts a reply
+(`finish_reason: length`); `--structured` makes it refuse `json_schema` (400) or every
+`response_format`; `--max-concurrency 1` generates one request at a time and queues the rest (a
+local llama.cpp); `--tokens-per-s` paces generation; a streamed reply stops when the client closes
+the stream (recorded as 499), an unstreamed one is generated to its end for nobody. `/_sim/stats`
+counts the prompt tokens processed and every completion token generated.
 
 Every simulated file names the subtask that wrote it, so parallel subtasks writing one path
 conflict; the synthesis resolves every conflict its prompt lists (`### <path>: conflict between`)
@@ -35,6 +45,7 @@ Test hooks: `GET /_sim/requests` (recorded requests, filter by `task_id`, `role`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -47,7 +58,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aether_core import prompting
-from aether_core.templates import BUILTIN_TEMPLATES, match_template
+from aether_core.llm import CONTINUE_PROMPT
+from aether_core.templates import BUILTIN_TEMPLATES, keyword_plan
 
 SIMULATED_NOTICE = (
     "> **Simulated result.** Produced by Aether's built-in LLM simulator, not by a language "
@@ -72,15 +84,6 @@ HOSTILE_BLOCKS = [
     ("text", "link -> /etc/passwd"),
 ]
 
-# The order a simulated plan builds things in, and what each part needs first.
-PIPELINE = ["database-expert", "python-backend", "react-frontend", "fullstack", "devops-expert", "testing-expert"]
-NEEDS = {
-    "python-backend": ["database-expert"],
-    "react-frontend": ["python-backend"],
-    "fullstack": ["python-backend", "react-frontend"],
-    "devops-expert": ["python-backend", "react-frontend", "fullstack"],
-    "testing-expert": ["python-backend", "react-frontend", "fullstack", "database-expert"],
-}
 FILE_FOR = {
     "database-expert": ("sql", "db/schema.sql", "-- simulated schema\nCREATE TABLE items (id SERIAL PRIMARY KEY, name TEXT NOT NULL);\n"),
     "python-backend": ("python", "app/main.py", "# simulated service\nfrom fastapi import FastAPI\n\napp = FastAPI()\n\n\n@app.get('/items')\nasync def items() -> list[dict]:\n    return []\n"),
@@ -98,6 +101,14 @@ class SimConfig:
     sigma: float = 0.5
     seed: int | None = None
     record_limit: int = 5000
+    structured: str = "schema"
+    """What `response_format` this server takes, as real ones differ: `schema` (json_schema and
+    json_object), `json` (json_object only: json_schema is a 400), `text` (neither)."""
+    max_concurrency: int = 0
+    """Requests generated at once (0: any); the others wait in the server's queue, as a local
+    llama.cpp serves one request at a time."""
+    tokens_per_s: float = 0.0
+    """Generation speed after the latency (0: the whole reply at once)."""
 
 
 @dataclass
@@ -113,6 +124,8 @@ class Recorded:
     status: int
     json_mode: bool
     stream: bool
+    body: dict[str, Any] = field(default_factory=dict)
+    """The request's other parameters (response_format, max_tokens, tools, …)."""
 
 
 @dataclass
@@ -126,12 +139,21 @@ class SimState:
     """Requests per (role, task, subtask): what `times=` counts."""
     in_flight: int = 0
     max_in_flight: int = 0
+    generating: int = 0
+    max_generating: int = 0
+    """Requests being generated at once (the queue of `max_concurrency` excluded)."""
+    prompt_tokens: int = 0
+    tokens_generated: int = 0
+    """Every completion token generated, for a client that left too (what the server spent)."""
+    gate: asyncio.Semaphore | None = None
     down_until: float = 0.0
     """While `time.monotonic()` is below this, every completion is a 503 (an outage)."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.config.seed)
         self.requests = deque(maxlen=self.config.record_limit)
+        if self.config.max_concurrency > 0:
+            self.gate = asyncio.Semaphore(self.config.max_concurrency)
 
 
 def directives(text: str, role: str) -> dict[str, str]:
@@ -169,27 +191,9 @@ def _latency_s(state: SimState, opts: dict[str, str]) -> float:
 
 def simulated_plan(description: str, types: list[str]) -> dict[str, Any]:
     known = [t for t in BUILTIN_TEMPLATES if t.type in types] or list(BUILTIN_TEMPLATES)
-    words = set(re.findall(r"[a-z0-9+#.-]+", description.lower()))
-    chosen = [t.type for t in known if t.type != "fullstack" and words.intersection(t.tags)]
-    if not chosen:
-        chosen = [match_template(description, known)]
-    order = [t for t in PIPELINE if t in chosen] + [t for t in chosen if t not in PIPELINE]
-    subtasks = []
-    for index, agent_type in enumerate(order, 1):
-        deps = [f"subtask-{order.index(d) + 1}" for d in NEEDS.get(agent_type, []) if d in order[: index - 1]]
-        name = next(t.name for t in known if t.type == agent_type) if agent_type in types else agent_type
-        subtasks.append(
-            {
-                "id": f"subtask-{index}",
-                "description": f"{name}: the {agent_type} part of: {description[:160]}",
-                "agent_type": agent_type,
-                "depends_on": deps,
-            }
-        )
-    return {
-        "analysis": f"(simulated) Matched {', '.join(order)} by keywords in the task description.",
-        "subtasks": subtasks,
-    }
+    plan = keyword_plan(description, known)
+    plan["analysis"] = f"(simulated) {plan['analysis']}"
+    return plan
 
 
 @dataclass
@@ -252,12 +256,22 @@ def replan_reply(prompt: Prompt, failed: prompting.Frame) -> str:
     })
 
 
-def plan_reply(messages: list[dict[str, Any]], opts: dict[str, str], repairing: bool) -> str:
+def plan_reply(messages: list[dict[str, Any]], opts: dict[str, str], repairing: bool, *, schema: bool = False) -> str:
+    """The plan; `schema`: the request forced the plan's JSON Schema, as a server with structured
+    output does, so a `shape` directive (a weak model's JSON that is no plan) does not apply."""
     prompt = Prompt.of(messages)
     task = prompt.task
     scripted = PLAN_LINE.search(task)
     if opts.get("malformed") and (not repairing or opts["malformed"] == "always"):
         return '{"analysis": "simulated malformed plan", "subtasks": [ {"id": "subtask-1", '
+    if opts.get("shape") and not schema and (not repairing or opts["shape"] == "always"):
+        # What a small model answers in JSON mode: valid JSON, not a plan.
+        return json.dumps({"task": task[:80], "steps": ["understand the task", "write the code"], "done": False})
+    if opts.get("newlines"):
+        # Structured output can still hold raw control characters inside strings.
+        plan = json.loads(scripted.group(1)) if scripted else simulated_plan(task, [t.type for t in BUILTIN_TEMPLATES])
+        plan["analysis"] = "(simulated) a plan\nwith raw newlines\tinside its strings"
+        return json.dumps(plan).replace("\\n", "\n").replace("\\t", "\t")
     failed = prompting.frames(prompt.first_user, prompt.nonce, "failed-subtask") if prompt.nonce else []
     if failed:  # a replan: the prompt names the subtask to replace
         return replan_reply(prompt, failed[0])
@@ -297,6 +311,8 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
         for hostile_lang, hostile_path in HOSTILE_BLOCKS:
             lines += ["", f'```{hostile_lang} path="{hostile_path}"', "owned", "```"]
         lines += ["", "```python path=cut_off.py", "def half_written("]
+    if "long" in opts:  # at least this many tokens of prose, for the length limit
+        lines += ["", "Notes: " + "the simulated expert keeps explaining. " * (int(opts["long"]) * 4 // 40 + 1)]
     return "\n".join(lines)
 
 
@@ -344,7 +360,10 @@ class Simulator:
             await self.recorded(scope, send)
         elif method == "GET" and path == "/_sim/stats":
             st = self.state
-            await _json(send, 200, {"requests": dict(st.counters), "in_flight": st.in_flight, "max_in_flight": st.max_in_flight})
+            await _json(send, 200, {
+                "requests": dict(st.counters), "in_flight": st.in_flight, "max_in_flight": st.max_in_flight,
+                "max_generating": st.max_generating, "prompt_tokens": st.prompt_tokens, "tokens_generated": st.tokens_generated,
+            })
         elif method == "POST" and path == "/_sim/outage":
             query = parse_qs(scope.get("query_string", b"").decode())
             seconds = float(query.get("seconds", ["60"])[0])
@@ -354,7 +373,8 @@ class Simulator:
             self.state.requests.clear()
             self.state.counters.clear()
             self.state.seen.clear()
-            self.state.max_in_flight = 0
+            self.state.max_in_flight = self.state.max_generating = 0
+            self.state.prompt_tokens = self.state.tokens_generated = 0
             await _json(send, 200, {"reset": True})
         elif method == "GET" and path in ("", "/health"):
             await _json(send, 200, {"status": "ok", "simulator": True})
@@ -396,7 +416,6 @@ class Simulator:
         model = request.get("model") or "aether-simulator"
         stream = bool(request.get("stream"))
         read = Prompt.of(messages)
-        prompt = read.text
         # Directives come from the task's own text (not the scripted plan inside it), and for an
         # expert also from its subtask's description, never from quoted dependency results.
         task_text = REPLAN_LINE.sub("", PLAN_LINE.sub("", read.task))
@@ -414,13 +433,42 @@ class Simulator:
             status = int(opts["fail"])
         if time.monotonic() < st.down_until:
             status = 503
-        record = Recorded(time.time(), role, task_id, subtask_id, agent_type, model, headers, messages, status, json_mode, stream)
+        refused = self._refused_format(request)
+        record = Recorded(time.time(), role, task_id, subtask_id, agent_type, model, headers, messages,
+                          400 if refused else status, json_mode, stream,
+                          {k: v for k, v in request.items() if k != "messages"})
         st.requests.append(record)
+        if refused:
+            await _json(send, 400, {"error": {"message": refused, "type": "invalid_request_error", "param": "response_format"}})
+            return
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
+            async with st.gate or contextlib.nullcontext():
+                await self._generate(receive, send, request, record, opts, read, role, status, stream, seen)
+        finally:
+            st.in_flight -= 1
+
+    def _refused_format(self, request: dict) -> str | None:
+        kind = (request.get("response_format") or {}).get("type")
+        structured = self.state.config.structured
+        if kind == "json_schema" and structured in ("json", "text"):
+            return "response_format type 'json_schema' is not supported by this server"
+        if kind == "json_object" and structured == "text":
+            return "response_format type 'json_object' is not supported by this server"
+        return None
+
+    async def _generate(self, receive, send, request: dict, record: Recorded, opts: dict[str, str], read, role: str,
+                        status: int, stream: bool, seen: int) -> None:
+        st = self.state
+        st.generating += 1
+        st.max_generating = max(st.max_generating, st.generating)
+        try:
+            messages = request["messages"]
             delay = _latency_s(st, opts)
-            if delay and await _client_left(receive, delay):
+            # A server notices a client that left only when it writes to it: a streamed reply
+            # stops then; an unstreamed one is generated to its end for nobody.
+            if delay and (await _client_left(receive, delay) if stream else await _slept(delay)):
                 # The caller gave up (a cancelled task aborts its LLM calls): record it as nginx
                 # does, 499, so tests can see the abort.
                 record.status = 499
@@ -429,28 +477,43 @@ class Simulator:
                 extra = [(b"retry-after", b"0")] if status == 429 else []
                 await _json(send, status, {"error": {"message": f"simulated HTTP {status}", "type": "simulated_error"}}, extra)
                 return
+            continued = ""
+            if len(messages) >= 2 and messages[-1].get("content") == CONTINUE_PROMPT and messages[-2].get("role") == "assistant":
+                # Asked to go on after a cut-off reply: the same reply, from where it stopped.
+                continued = messages[-2].get("content") or ""
+                messages = messages[:-2]
             if role == "planner":
                 repairing = any(m.get("role") == "assistant" for m in messages)
-                text = plan_reply(messages, opts, repairing)
+                structured = (request.get("response_format") or {}).get("type")
+                text = plan_reply(messages, opts, repairing, schema=structured == "json_schema")
             elif role == "synthesizer":
                 text = synthesis_reply(messages)
             else:
-                text = expert_reply(messages, agent_type, subtask_id, opts)
+                text = expert_reply(messages, record.agent_type, record.subtask_id, opts)
             if opts.get("empty") and role == "expert":
                 text = ""
-            usage = {
-                "prompt_tokens": estimate_tokens(prompt),
-                "completion_tokens": estimate_tokens(text) if text else 0,
-            }
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            if continued and text.startswith(continued):
+                text = text[len(continued):]
+            text, finish = _bounded(text, request.get("max_tokens") or request.get("max_completion_tokens"))
+            prompt_tokens = estimate_tokens(read.text)
+            st.prompt_tokens += prompt_tokens
             if stream:
-                await self._stream(send, model, text, usage, request)
+                await self._stream(receive, send, record, text, finish, prompt_tokens, request)
             else:
-                await _json(send, 200, _completion(model, text, usage))
+                await self._paced(estimate_tokens(text))
+                st.tokens_generated += estimate_tokens(text)
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": estimate_tokens(text)}
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                await _json(send, 200, _completion(record.model, text, usage, finish))
         finally:
-            st.in_flight -= 1
+            st.generating -= 1
 
-    async def _stream(self, send, model: str, text: str, usage: dict, request: dict) -> None:
+    async def _paced(self, tokens: int) -> None:
+        if self.state.config.tokens_per_s > 0 and tokens:
+            await asyncio.sleep(tokens / self.state.config.tokens_per_s)
+
+    async def _stream(self, receive, send, record: Recorded, text: str, finish: str, prompt_tokens: int, request: dict) -> None:
+        st = self.state
         await send({
             "type": "http.response.start",
             "status": 200,
@@ -464,7 +527,7 @@ class Simulator:
                 "id": ident,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": model,
+                "model": record.model,
                 "choices": [] if with_usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
             if with_usage:
@@ -473,12 +536,34 @@ class Simulator:
 
         pieces = [text[i : i + 64] for i in range(0, len(text), 64)] or [""]
         await send({"type": "http.response.body", "body": chunk({"role": "assistant", "content": ""}), "more_body": True})
+        generated = 0
+        pace = self.state.config.tokens_per_s
         for piece in pieces:
+            tokens = estimate_tokens(piece)
+            if pace > 0 and await _client_left(receive, tokens / pace):
+                record.status = 499  # the client closed the stream: generation stops here
+                st.tokens_generated += generated
+                return
+            generated += tokens
             await send({"type": "http.response.body", "body": chunk({"content": piece}), "more_body": True})
-        await send({"type": "http.response.body", "body": chunk({}, "stop"), "more_body": True})
+        st.tokens_generated += generated
+        await send({"type": "http.response.body", "body": chunk({}, finish), "more_body": True})
         if (request.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated}
             await send({"type": "http.response.body", "body": chunk({}, with_usage=usage), "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+def _bounded(text: str, max_tokens: Any) -> tuple[str, str]:
+    """The reply as `max_tokens` leaves it, and its finish reason (`length` when cut)."""
+    if isinstance(max_tokens, int) and max_tokens > 0 and estimate_tokens(text) > max_tokens:
+        return text[: max_tokens * 4], "length"
+    return text, "stop"
+
+
+async def _slept(delay: float) -> bool:
+    await asyncio.sleep(delay)
+    return False
 
 
 async def _client_left(receive, delay: float) -> bool:
@@ -498,7 +583,7 @@ async def _client_left(receive, delay: float) -> bool:
     return True
 
 
-def _completion(model: str, text: str, usage: dict) -> dict:
+def _completion(model: str, text: str, usage: dict, finish: str = "stop") -> dict:
     return {
         "id": f"chatcmpl-sim-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
@@ -506,7 +591,7 @@ def _completion(model: str, text: str, usage: dict) -> dict:
         "model": model,
         "system_fingerprint": "aether-simulator",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
         ],
         "usage": usage,
     }
