@@ -113,6 +113,7 @@ HOSTILE = {
     "c:evil": "drive letter",
     "..\\..\\boot.ini": "backslash",
     "~/.ssh/authorized_keys": "home-relative",
+    "./~/.ssh/authorized_keys": "home-relative",
     ".git/hooks/post-checkout": ".git",
     "sub/.GIT/config": ".git",
     ".git./config": ".git",

@@ -82,6 +82,8 @@ def check_path(raw: str) -> str:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not parts:
         raise UnsafePath("names no file")
+    if parts[0].startswith("~"):
+        raise UnsafePath("home-relative path")  # `./~/x` too: its normal form starts with `~`
     if len(parts) > MAX_DEPTH:
         raise UnsafePath(f"more than {MAX_DEPTH} directories deep")
     for part in parts:
