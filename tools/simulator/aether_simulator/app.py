@@ -15,8 +15,11 @@ Aether's real API:
   prompt contains it: `latency_ms`, `fail` (an HTTP status) with `times` (the first N requests
   of that role, task and subtask; default every one), `malformed=1` (invalid JSON once, for the
   repair path), `empty=1`, `files=<n>` (how many files an expert writes), `path=<path>` (the
-  file an expert writes), `file_bytes=<n>` (each file padded to about n bytes), `hostile=1`
-  (the reply adds files with hostile paths and an unterminated block, for the parser).
+  file an expert writes), `file_bytes=<n>` (each file padded to about n bytes), `form=<form>`
+  (how the reply names its files: `path` by default, or as models write them without being told:
+  `info` ```` ```python app/main.py ````, `comment` a first line `# app/main.py`, `heading` a
+  line `**app/main.py**` before the block), `hostile=1` (the reply adds files with hostile paths
+  and an unterminated block, for the parser).
 
 Every simulated file names the subtask that wrote it, so parallel subtasks writing one path
 conflict; the synthesis resolves every conflict its prompt lists (`### <path>: conflict between`)
@@ -252,12 +255,22 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     ]
     for n in range(files):
         file_path = path if n == 0 else re.sub(r"(\.[^./]+)?$", lambda m, n=n: f"_{n}{m.group(0)}", path, count=1)
-        lines += ["", f"```{lang} path={file_path}", body.rstrip("\n"), "```"]
+        lines += ["", *_named_block(opts.get("form", "path"), lang, file_path, body.rstrip("\n"))]
     if opts.get("hostile"):
         for hostile_lang, hostile_path in HOSTILE_BLOCKS:
             lines += ["", f'```{hostile_lang} path="{hostile_path}"', "owned", "```"]
         lines += ["", "```python path=cut_off.py", "def half_written("]
     return "\n".join(lines)
+
+
+def _named_block(form: str, lang: str, path: str, body: str) -> list[str]:
+    if form == "info":
+        return [f"```{lang} {path}", body, "```"]
+    if form == "comment":
+        return [f"```{lang}", f"{COMMENT.get(lang, '#')} {path}", body, "```"]
+    if form == "heading":
+        return [f"**{path}**", "", f"```{lang}", body, "```"]
+    return [f"```{lang} path={path}", body, "```"]
 
 
 def synthesis_reply(messages: list[dict[str, Any]]) -> str:
