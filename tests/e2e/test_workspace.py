@@ -139,6 +139,31 @@ async def test_parallel_subtasks_writing_one_path_are_a_conflict_that_the_synthe
     assert (tmp_path / "c/app/shared.py").read_text().startswith("simulated resolution of app/shared.py")
 
 
+async def test_files_named_as_models_write_them_without_path_equals_reach_the_repository(stack, tmp_path):
+    plan = scripted(
+        "Build an items service, files named the way real models name them",
+        [
+            subtask("schema", "database-expert", sim="form=comment"),
+            subtask("api", "python-backend", ["schema"], sim="form=heading"),
+            subtask("ui", "react-frontend", ["schema"], sim="form=info"),
+        ],
+    )
+    async with stack.client() as client:
+        created = await stack.submit(client, plan)
+        task = await stack.wait_task(client, created["id"])
+        assert task["status"] == "completed", task["logs"]
+        listing = (await client.get(f"/api/orchestrate/task/{task['id']}/files")).json()
+        bundle = (await client.get(f"/api/orchestrate/task/{task['id']}/repository.bundle")).content
+    written = {f["path"]: f["written_by"] for f in listing["files"]}
+    assert written == {"db/schema.sql": "schema", "app/main.py": "api", "ui/src/App.tsx": "ui", "README.md": "synthesis"}
+    assert listing["refused"] == []
+    (tmp_path / "f.bundle").write_bytes(bundle)
+    git("clone", "-q", str(tmp_path / "f.bundle"), str(tmp_path / "c"))
+    schema = (tmp_path / "c/db/schema.sql").read_text()
+    assert schema.startswith("-- db/schema.sql\n-- written by schema\n"), "the naming comment stays in the file"
+    assert (tmp_path / "c/app/main.py").read_text().startswith("# written by api\n")
+
+
 async def test_hostile_file_paths_are_refused_and_recorded_and_nothing_escapes(stack, tmp_path):
     plan = scripted("Hostile", [subtask("evil", "python-backend", sim="hostile=1")])
     async with stack.client() as client:

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aether_core.files import FileLimits, UnsafePath, check_path, extract_files, write_inside
+from aether_core.files import (
+    FileLimits,
+    UnsafePath,
+    check_path,
+    extract_files,
+    looks_like_file,
+    write_inside,
+)
 
 
 def block(path: str, body: str, lang: str = "python", fence: str = "```") -> str:
@@ -103,6 +110,449 @@ def test_the_same_path_twice_keeps_the_later_version_and_says_so():
     assert [r.reason for r in out.refused] == ["written again later in the same reply; the later version is kept"]
 
 
+# -- files named without path= (issue 12: how real models write them) ---------------------------
+
+
+def only_file(reply: str):
+    out = extract_files(reply)
+    assert out.refused == [], out.refused
+    [file] = out.files
+    return file
+
+
+@pytest.mark.parametrize(
+    "info, path, language",
+    [
+        ('python title="app.py"', "app.py", "python"),
+        ("python title=app.py", "app.py", "python"),
+        ("python name=app.py", "app.py", "python"),
+        ("app.py", "app.py", ""),
+        ("python app/main.py", "app/main.py", "python"),
+        ("python:app/main.py", "app/main.py", "python"),
+        ("tsx src/components/Button.tsx", "src/components/Button.tsx", "tsx"),
+        ("dockerfile Dockerfile", "Dockerfile", "dockerfile"),
+        ("yaml .github/workflows/ci.yml", ".github/workflows/ci.yml", "yaml"),
+        ('python hl_lines="1 2" title="main.py"', "main.py", "python"),
+        ("{.python title=app/main.py}", "app/main.py", "python"),
+    ],
+)
+def test_a_file_named_in_the_info_string(info, path, language):
+    file = only_file(f"Here it is:\n\n```{info}\nx = 1\n```\n")
+    assert (file.path, file.content, file.named_by, file.language) == (path, b"x = 1\n", "info", language)
+
+
+@pytest.mark.parametrize("info", ["python path=a/b.py", "python file=a/b.py", "python filename=a/b.py", "{.python filename=a/b.py}"])
+def test_path_and_its_old_synonyms_are_recorded_as_path_equals(info):
+    assert only_file(f"```{info}\nx = 1\n```").named_by == "path="
+
+
+@pytest.mark.parametrize(
+    "language, first_line, path",
+    [
+        ("python", "# file: app.py", "app.py"),
+        ("python", "# app.py", "app.py"),
+        ("python", "# Filename: app/models.py", "app/models.py"),
+        ("tsx", "// app.tsx", "app.tsx"),
+        ("tsx", "// File: src/App.tsx", "src/App.tsx"),
+        ("sql", "-- schema.sql", "schema.sql"),
+        ("html", "<!-- index.html -->", "index.html"),
+        ("css", "/* styles.css */", "styles.css"),
+        ("jsx", "{/* src/App.jsx */}", "src/App.jsx"),
+        ("ini", "; setup.cfg", "setup.cfg"),
+        ("yaml", "# docker-compose.yml", "docker-compose.yml"),
+        ("dockerfile", "# Dockerfile", "Dockerfile"),
+        ("", "# requirements.txt", "requirements.txt"),
+        ("markdown", "<!-- docs/index.md -->", "docs/index.md"),
+    ],
+)
+def test_a_file_named_by_a_comment_on_its_first_line_keeps_the_comment(language, first_line, path):
+    file = only_file(f"```{language}\r\n{first_line}\r\nbody\r\n```\r\n")
+    assert (file.path, file.named_by) == (path, "comment")
+    assert file.content == f"{first_line}\nbody\n".encode(), "the model expects its comment in the file"
+
+
+def test_the_naming_comment_is_left_out_where_the_format_cannot_hold_it():
+    package = only_file('```json\n// package.json\n{"name": "app"}\n```')
+    assert (package.path, package.content) == ("package.json", b'{"name": "app"}\n'), "JSON has no comments"
+    script = only_file("```bash\n# deploy.sh\n#!/usr/bin/env bash\necho hi\n```")
+    assert script.content == b"#!/usr/bin/env bash\necho hi\n", "a #! line must come first"
+
+
+@pytest.mark.parametrize(
+    "first, second, path",
+    [
+        ("#!/usr/bin/env bash", "# scripts/deploy.sh", "scripts/deploy.sh"),
+        ("<?php", "// public/index.php", "public/index.php"),
+        ("<!DOCTYPE html>", "<!-- index.html -->", "index.html"),
+    ],
+)
+def test_a_naming_comment_may_follow_a_line_that_must_come_first(first, second, path):
+    file = only_file(f"```\n{first}\n{second}\nx\n```")
+    assert (file.path, file.content) == (path, f"{first}\n{second}\nx\n".encode())
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "### app/main.py",
+        "## `app/main.py`",
+        "### 1. `app/main.py`",
+        "#### File: app/main.py",
+        "**app/main.py**",
+        "**app/main.py:**",
+        "**`app/main.py`**",
+        "**File:** `app/main.py`",
+        "`app/main.py`",
+        "`app/main.py`:",
+        "File: app/main.py",
+        "Filename: app/main.py",
+        "app/main.py:",
+        "1. **app/main.py**",
+        "- `app/main.py`",
+        "* **app/main.py**",
+    ],
+)
+@pytest.mark.parametrize("gap", ["\n", "\n\n", "\r\n\r\n"])
+def test_a_file_named_by_the_line_before_its_fence(label, gap):
+    out = extract_files(f"The service:\n\n{label}{gap}```python\nx = 1\n```\n")
+    assert [(f.path, f.content, f.named_by) for f in out.files] == [("app/main.py", b"x = 1\n", "heading")]
+    assert label in out.text, "the heading is prose and stays"
+
+
+def test_a_heading_names_a_fence_indented_under_a_list_item():
+    reply = "1. **app/main.py**\n   ```python\n   def f():\n       return 1\n   ```\n2. **app/db.py**\n   ```python\n   DB = 1\n   ```"
+    out = extract_files(reply)
+    assert [(f.path, f.content) for f in out.files] == [("app/main.py", b"def f():\n    return 1\n"), ("app/db.py", b"DB = 1\n")]
+
+
+def test_path_equals_wins_over_every_other_name():
+    file = only_file("### shown.py\n```python path=real.py title=title.py other.py\n# comment.py\nx\n```")
+    assert (file.path, file.named_by) == ("real.py", "path=")
+    assert only_file("```python file=a.py path=b.py\nx\n```").path == "b.py"
+
+
+def test_the_info_string_wins_over_a_comment_and_a_comment_over_a_heading():
+    assert only_file("### heading.py\n```python info.py\n# comment.py\nx\n```").path == "info.py"
+    assert only_file("### heading.py\n```python\n# comment.py\nx\n```").path == "comment.py"
+
+
+def test_a_heading_that_is_the_fuller_path_of_the_comment_wins():
+    file = only_file("### app/main.py\n```python\n# main.py\nx\n```")
+    assert (file.path, file.named_by, file.content) == ("app/main.py", "heading", b"# main.py\nx\n")
+
+
+@pytest.mark.parametrize(
+    "word",
+    ["app.py", "app/main.py", "src/App.test.tsx", "Dockerfile", "docker/Dockerfile", "Makefile", ".env",
+     ".env.example", ".gitignore", "requirements.txt", "docker-compose.yml", "café.txt", "__init__.py"],
+)
+def test_words_that_name_files(word):
+    assert looks_like_file(word)
+
+
+@pytest.mark.parametrize(
+    "word",
+    ["python", "bash", "Python", "dockerfile", "typescript", "c++", "objective-c", "python3", "v1.2.3", "3.11",
+     "Node.js", "next.js", "example.com", "socket.io", "https://example.com/app.py", "e.g.", "...", "",
+     "Here is app.py", "app.py,", "`app.py`", "License", "Readme", "-.py"],
+)
+def test_words_that_do_not(word):
+    assert not looks_like_file(word)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Here is the code:\n```python\nprint('hi')\n```",
+        "Here is the code:\n\n```python\nimport os\n```",
+        "Run it with `python app.py`:\n```python\nprint(1)\n```",
+        "```python\n# Compute the totals\ntotal = 1\n```",
+        "```python\nprint(1)  # app.py\n```",
+        "```Dockerfile\nFROM python:3.12\n```",
+        "```makefile\nall:\n\techo hi\n```",
+        "```python 3.11\nprint(1)\n```",
+        "```python {1,3-4}\nprint(1)\n```",
+        '```python title="Example usage"\nprint(1)\n```',
+        "**Python:**\n```python\nprint(1)\n```\n**Node.js:**\n```javascript\nconsole.log(1)\n```",
+        "### Usage\n```\nGET /items\n```",
+        "## License\n\n```\nMIT\n```",
+        "See example.com:\n```\nhi\n```\n**example.com**\n```\nhi\n```",
+        "Version:\n**v1.2.3**\n```\nchangelog\n```",
+        "```markdown\n# main.py\nThe module that starts the service.\n```",
+        "```text\nhttps://example.com/app.py\n```",
+    ],
+)
+def test_a_block_without_a_recognisable_name_stays_prose(reply):
+    out = extract_files(reply)
+    assert out.files == [] and out.refused == []
+    assert out.text == reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "```diff app/main.py\n-a\n+b\n```",
+        "```diff\n# app/main.py\n-a\n+b\n```",
+        "### app/main.py\n```diff\n-a\n+b\n```",
+        "```patch title=app/main.py\n-a\n+b\n```",
+    ],
+)
+def test_a_diff_of_a_file_is_not_the_file(reply):
+    assert extract_files(reply).files == []
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "```bash\n$ pip install fastapi uvicorn\n$ uvicorn app.main:app --reload\n```",
+        "```bash\n# Install the dependencies\n$ pip install -r requirements.txt\n```",
+        "```console\n# setup.sh\npip install fastapi\n```",
+        "**setup.sh**\n```bash\n$ pip install fastapi\n```",
+        "```sh\n# install.sh\n$ make install\n```",
+        "```python\n>>> from app.main import app\n>>> app.title\n'FastAPI'\n```",
+        "**demo.py**\n```pycon\n>>> 1 + 1\n2\n```",
+        "```powershell\n# setup.ps1\nPS C:\\app> pip install fastapi\n```",
+        "`requirements.txt`:\n\n```bash\npip install -r requirements.txt\n```",
+        "### app/main.py\n```bash\nuvicorn app.main:app\n```",
+    ],
+)
+def test_shell_sessions_and_commands_do_not_become_files_unless_the_fence_names_them(reply):
+    out = extract_files(reply)
+    assert out.files == [] and out.refused == [] and out.text == reply
+
+
+def test_a_shell_block_named_by_the_fence_or_naming_a_script_is_a_file():
+    assert only_file("```bash path=install.sh\n$ pip install x\n```").path == "install.sh"
+    assert only_file("```bash scripts/install.sh\n$ pip install x\n```").path == "scripts/install.sh"
+    assert only_file("### scripts/run.sh\n```bash\nset -e\nuvicorn app.main:app\n```").path == "scripts/run.sh"
+    assert only_file("**.env**\n```bash\nDATABASE_URL=postgres://db/app\n```").path == ".env"
+
+
+def test_a_list_of_files_before_a_block_does_not_name_it():
+    reply = "The project:\n\n- `app/main.py`\n- `app/models.py`\n\n```python\nprint('overview')\n```"
+    assert extract_files(reply).files == []
+    tree = "app/main.py\napp/models.py\n\n```python\nprint('overview')\n```"
+    assert extract_files(tree).files == []
+
+
+def test_a_markdown_file_named_by_a_heading_keeps_its_code_blocks():
+    reply = "\n".join(
+        ["### README.md", "", "```markdown", "# App", "", "```bash", "$ make run", "```", "", "Done.", "```", "", "after"]
+    )
+    file = only_file(reply)
+    assert (file.path, file.content) == ("README.md", b"# App\n\n```bash\n$ make run\n```\n\nDone.\n")
+    assert extract_files(reply).text.splitlines()[-1] == "after"
+
+
+def test_a_block_named_by_a_heading_or_comment_that_never_closes_is_refused():
+    out = extract_files("### a.py\n```python\nok = 1\n```\n**b.py**\n```python\ndef f(:\n    cut off mid-")
+    assert [f.path for f in out.files] == ["a.py"]
+    assert [(r.path, "never closed" in r.reason) for r in out.refused] == [("b.py", True)]
+    out = extract_files("```python\n# c.py\ndef half(")
+    assert out.files == [] and out.refused[0].path == "c.py" and "cut off" not in out.text
+
+
+def test_the_same_path_in_two_forms_keeps_the_later_version_and_says_so():
+    out = extract_files("### a.py\n```python\none\n```\n\n```python\n# a.py\ntwo\n```")
+    assert [(f.path, f.content, f.named_by) for f in out.files] == [("a.py", b"# a.py\ntwo\n", "comment")]
+    assert [r.reason for r in out.refused] == ["written again later in the same reply; the later version is kept"]
+
+
+# Replies shaped as models wrote them when asked for a small service without being told the format.
+
+CLAUDE_LIKE = """\
+I'll create a small FastAPI service with an in-memory store.
+
+**app/main.py**
+```python
+from fastapi import FastAPI
+
+from app.models import Item
+
+app = FastAPI()
+ITEMS: list[Item] = []
+
+
+@app.get("/items")
+def list_items() -> list[Item]:
+    return ITEMS
+```
+
+**app/models.py**
+```python
+from pydantic import BaseModel
+
+
+class Item(BaseModel):
+    name: str
+```
+
+**requirements.txt**
+```
+fastapi
+uvicorn
+```
+
+To run it:
+
+```bash
+pip install -r requirements.txt
+uvicorn app.main:app --reload
+```
+
+The `Item` model is shared by the routes.
+"""
+
+GPT_LIKE = """\
+Sure! Here's a minimal implementation.
+
+## Project structure
+
+```
+items/
+├── app/
+│   ├── __init__.py
+│   └── main.py
+├── package.json
+└── Dockerfile
+```
+
+### 1. `app/main.py`
+
+```python
+from fastapi import FastAPI
+
+app = FastAPI()
+```
+
+### 2. `package.json`
+
+```json
+// package.json
+{
+  "name": "items-ui",
+  "private": true
+}
+```
+
+### 3. `Dockerfile`
+
+```dockerfile
+FROM python:3.12-slim
+COPY . /app
+CMD ["uvicorn", "app.main:app"]
+```
+
+### Running
+
+```bash
+$ docker build -t items .
+$ docker run -p 8000:8000 items
+```
+
+Let me know if you want tests!
+"""
+
+SMALL_MODEL_LIKE = """\
+Here is the code.
+
+```python
+# app/main.py
+from fastapi import FastAPI
+app = FastAPI()
+```
+
+```sql
+-- db/schema.sql
+CREATE TABLE items (id SERIAL PRIMARY KEY, name TEXT);
+```
+
+```typescript:ui/src/api.ts
+export const base = "/api";
+```
+
+```python
+# Run with: uvicorn app.main:app
+```
+"""
+
+
+def test_a_reply_with_bold_path_labels_as_claude_writes_it():
+    out = extract_files(CLAUDE_LIKE)
+    assert [(f.path, f.named_by) for f in out.files] == [
+        ("app/main.py", "heading"),
+        ("app/models.py", "heading"),
+        ("requirements.txt", "heading"),
+    ]
+    assert out.refused == []
+    assert dict((f.path, f.content) for f in out.files)["requirements.txt"] == b"fastapi\nuvicorn\n"
+    assert "uvicorn app.main:app --reload" in out.text, "the commands to run it stay prose"
+    assert "[file app/models.py: 5 line(s)" in out.text and "class Item" not in out.text
+
+
+def test_a_reply_with_numbered_headings_and_a_tree_as_gpt_writes_it():
+    out = extract_files(GPT_LIKE)
+    files = {f.path: f for f in out.files}
+    assert list(files) == ["app/main.py", "package.json", "Dockerfile"]
+    assert files["package.json"].content.startswith(b"{\n"), "the // line would make it invalid JSON"
+    assert files["Dockerfile"].content.startswith(b"FROM python:3.12-slim\n")
+    assert out.refused == []
+    assert "├── app/" in out.text and "$ docker build -t items ." in out.text
+
+
+def test_a_reply_with_first_line_comments_as_a_small_local_model_writes_it():
+    out = extract_files(SMALL_MODEL_LIKE)
+    assert [(f.path, f.named_by) for f in out.files] == [
+        ("app/main.py", "comment"),
+        ("db/schema.sql", "comment"),
+        ("ui/src/api.ts", "info"),
+    ]
+    assert out.files[0].content == b"# app/main.py\nfrom fastapi import FastAPI\napp = FastAPI()\n"
+    assert "# Run with: uvicorn app.main:app" in out.text
+
+
+def test_a_reply_mixing_every_form_with_crlf_line_endings():
+    reply = "\r\n".join(
+        [
+            "Four files and a command.",
+            "",
+            "```python path=app/main.py",
+            "import app.db",
+            "```",
+            "",
+            "```python app/db.py",
+            "DB = {}",
+            "```",
+            "",
+            "```tsx",
+            "// File: ui/src/App.tsx",
+            "export default function App() { return null }",
+            "```",
+            "",
+            "### `db/schema.sql`",
+            "",
+            "```sql",
+            "CREATE TABLE items (id int);",
+            "```",
+            "",
+            "```bash",
+            "$ make run",
+            "```",
+            "",
+        ]
+    )
+    out = extract_files(reply)
+    assert [(f.path, f.named_by, f.content) for f in out.files] == [
+        ("app/main.py", "path=", b"import app.db\n"),
+        ("app/db.py", "info", b"DB = {}\n"),
+        ("ui/src/App.tsx", "comment", b"// File: ui/src/App.tsx\nexport default function App() { return null }\n"),
+        ("db/schema.sql", "heading", b"CREATE TABLE items (id int);\n"),
+    ]
+    assert out.refused == []
+    assert all(b"\r" not in f.content for f in out.files)
+    assert "$ make run" in out.text
+
+
 # -- hostile replies ----------------------------------------------------------------------------
 
 HOSTILE = {
@@ -113,6 +563,7 @@ HOSTILE = {
     "c:evil": "drive letter",
     "..\\..\\boot.ini": "backslash",
     "~/.ssh/authorized_keys": "home-relative",
+    "./~/.ssh/authorized_keys": "home-relative",
     ".git/hooks/post-checkout": ".git",
     "sub/.GIT/config": ".git",
     ".git./config": ".git",
@@ -149,6 +600,44 @@ def test_hostile_paths_are_refused_with_a_reason(path):
     [refusal] = out.refused
     assert HOSTILE[path] in refusal.reason
     assert "\x00" not in refusal.path and "\u202e" not in refusal.path, "refused paths are safe to show"
+    assert "boom" in out.text, "a refused block stays in the text: nothing is lost"
+
+
+HOSTILE_NAMED = {
+    "../../etc/evil.py": "'..'",
+    "app/../../evil.py": "'..'",
+    "/etc/evil.py": "absolute path",
+    "C:/Windows/evil.py": "drive letter",
+    "a\\..\\..\\evil.py": "backslash",
+    "~/.bashrc": "home-relative",
+    ".git/hooks/evil.py": ".git",
+    ".git": ".git",
+    "CON.py": "device name",
+    "nul.txt": "device name",
+    "a\u202eyp.py": "invisible",
+    "what?.py": "not portable",
+    "a|b.py": "not portable",
+    "x" * 300 + ".py": "longer than 255",
+}
+FORMS = {
+    "info": "```python {path}\nboom\n```",
+    "info-colon": "```python:{path}\nboom\n```",
+    "title": '```python title="{path}"\nboom\n```',
+    "comment": "```python\n# {path}\nboom\n```",
+    "heading": "### {path}\n\n```python\nboom\n```",
+    "bold": "**{path}**\n```python\nboom\n```",
+    "backticks": "`{path}`:\n```python\nboom\n```",
+}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("path", list(HOSTILE_NAMED))
+def test_hostile_paths_are_refused_in_every_form_with_a_reason(path, form):
+    out = extract_files("Files:\n\n" + FORMS[form].format(path=path) + "\n\n" + block("ok.py", "fine"))
+    assert [f.path for f in out.files] == ["ok.py"]
+    [refusal] = out.refused
+    assert HOSTILE_NAMED[path] in refusal.reason
+    assert "\u202e" not in refusal.path, "refused paths are safe to show"
     assert "boom" in out.text, "a refused block stays in the text: nothing is lost"
 
 
@@ -265,6 +754,90 @@ def test_any_reply_parses_within_its_limits(reply):
     assert len({f.path for f in out.files}) == len(out.files)
     for file in out.files:
         assert check_path(file.path) == file.path and len(file.content) <= 40
+
+
+NAMED_PATH = st.tuples(
+    SAFE_PATH.filter(lambda p: p.split("/")[-1][0].isalnum()), st.sampled_from(["py", "ts", "tsx", "sql", "md", "txt", "yaml", "toml", "css", "html", "json"])
+).map(".".join) | st.sampled_from(["Dockerfile", "Makefile", ".env", "docker/Dockerfile", "web/.gitignore"])
+PLAIN_LINE = st.text(alphabet=string.ascii_letters + string.digits + " =()+,'\"", max_size=30)
+FORM = st.sampled_from(["path=", "info", "info-colon", "title", "comment", "heading", "bold", "backticks"])
+COMMENT_FOR = {"py": "#", "ts": "//", "tsx": "//", "sql": "--", "css": "/*", "html": "<!--"}
+
+
+def written(path: str, form: str, lines: list[str]) -> tuple[str, bytes, str]:
+    """A file as a model writes it in `form`, the content it must give, and its `named_by`."""
+    body = "\n".join(lines) + "\n" if lines else ""
+    fence = lambda info: f"```{info}\n{body}```"  # noqa: E731
+    if form == "path=":
+        return fence(f"text path={path}"), body.encode(), "path="
+    if form in ("info", "info-colon", "title"):
+        info = {"info": f"text {path}", "info-colon": f"text:{path}", "title": f'text title="{path}"'}[form]
+        return fence(info), body.encode(), "info"
+    if form == "comment":
+        opener = COMMENT_FOR.get(path.rpartition(".")[2], "#")
+        closer = {"/*": " */", "<!--": " -->"}.get(opener, "")
+        comment = f"{opener} {path}{closer}"
+        kept = "" if path.endswith(".json") else comment + "\n"
+        return f"```\n{comment}\n{body}```", (kept + body).encode(), "comment"
+    label = {"heading": f"### {path}", "bold": f"**{path}**", "backticks": f"`{path}`:"}[form]
+    return f"{label}\n\n" + fence("text"), body.encode(), "heading"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(NAMED_PATH, FORM, st.lists(PLAIN_LINE, max_size=4)), max_size=6, unique_by=lambda t: t[0]),
+    st.booleans(),
+)
+def test_files_in_any_form_round_trip(files, crlf):
+    paths = [p for p, _, _ in files]
+    if any(a != b and b.startswith(a + "/") for a in paths for b in paths):
+        return  # a file and a directory of one name: refused by design
+    parts, expected = ["Here are the files:"], {}
+    for path, form, lines in files:
+        text, content, named_by = written(path, form, lines)
+        parts += ["", text]
+        expected[path] = (content, named_by)
+    reply = "\n".join(parts) + "\n"
+    out = extract_files(reply.replace("\n", "\r\n") if crlf else reply)
+    assert {f.path: (f.content, f.named_by) for f in out.files} == expected
+    assert out.refused == []
+
+
+LANGUAGES = st.sampled_from(
+    ["", "python", "py", "bash", "sh", "shell", "console", "text", "json", "yaml", "sql", "tsx", "typescript",
+     "javascript", "dockerfile", "Dockerfile", "makefile", "Makefile", "toml", "ini", "html", "css", "c", "c++",
+     "objective-c", "go", "rust", "markdown", "diff", "python3", "jsx", "env", "nginx"]
+)
+SENTENCE = st.tuples(st.lists(st.sampled_from(["Here", "is", "the", "code", "app.py", "`main.py`", "file", "run"]), min_size=2, max_size=6)).map(lambda t: " ".join(t[0]) + ":")
+UNNAMED_LINE = st.text(alphabet=string.ascii_letters + string.digits + " =()+,.:_'\"", max_size=30)
+
+
+@settings(max_examples=300)
+@given(LANGUAGES, SENTENCE, st.lists(UNNAMED_LINE, max_size=5))
+def test_a_block_named_by_nothing_but_its_language_is_never_a_file(language, sentence, lines):
+    reply = f"{sentence}\n\n```{language}\n" + "".join(line + "\n" for line in lines) + "```\n"
+    out = extract_files(reply)
+    assert out.files == [] and out.refused == [] and out.text == reply
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.sampled_from(
+            ["```", "~~~", "python", "bash", " ", "\n", "\r\n", "### ", "**", "`", ":", "# ", "// ", "-- ", "<!-- ", " -->",
+             "$ ", "title=", "file: ", "a.py", "b/c.ts", "../x.py", "/etc/x.sh", ".git", "CON.txt", "Dockerfile", "x"]
+        ),
+        max_size=60,
+    ).map("".join)
+)
+def test_any_reply_in_any_form_parses_within_its_limits_and_paths(reply):
+    limits = FileLimits(max_file_bytes=40, max_files=2, max_total_bytes=60)
+    out = extract_files(reply, limits)
+    assert len(out.files) <= 2 and sum(len(f.content) for f in out.files) <= 60
+    assert len({f.path for f in out.files}) == len(out.files)
+    for file in out.files:
+        assert check_path(file.path) == file.path and len(file.content) <= 40
+        assert file.named_by in ("path=", "info", "comment", "heading")
 
 
 # -- writing on disk ----------------------------------------------------------------------------

@@ -1,7 +1,26 @@
 """Files out of an LLM reply, and the path rules that keep them inside the task's workspace.
 
 Experts are asked (templates.OUTPUT_FORMAT) to put every file in a fenced block whose info string
-names it: ```` ```python path=app/main.py ````. The reply is untrusted text, so:
+names it: ```` ```python path=app/main.py ````. Real models often name it otherwise, so a fenced
+block is also a file when (first match wins):
+
+- its info string has `path=` (or `file=`, `filename=`), else `title=`/`name=` with a file name,
+  `python:app/main.py`, or a file name as a word of its own (```` ```python app/main.py ````,
+  ```` ```app.py ````);
+- its first line (or the second, after `#!`, `<?php`, `<?xml`, `<!DOCTYPE`) is a comment holding
+  only the name: `# app.py`, `// File: src/App.tsx`, `-- schema.sql`, `<!-- index.html -->`;
+- the line before it (blank lines between allowed) holds only the name, decorated as Markdown
+  does: `### app/main.py`, `**app/main.py**`, `` `app/main.py`: ``, `File: app/main.py`,
+  `1. **app/main.py**` — and that line is not one of a list of names (a project tree).
+
+A name is a word that looks like a file (`looks_like_file`: an extension, a dotfile, or a name like
+`Dockerfile`), so `python`, `v1.2`, `Node.js` and sentences are never paths, and a block with no
+such name stays text. A comment or heading does not make a file of a shell session (`$ …`,
+`>>> …`), of a diff, or of a shell block unless it names a script or a dotfile. The naming
+comment stays in the file, except where the format cannot hold it (JSON; before a `#!` line).
+Every name, however found, goes through the same `check_path`.
+
+The reply is untrusted text, so:
 
 - a path is accepted only if it is relative, `/`-separated, portable and harmless (`check_path`:
   no `..`, no absolute or drive paths, no `.git`, no device names such as `CON` or `NUL`, no
@@ -39,7 +58,45 @@ _DEVICE = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|c
 _NOT_PORTABLE = set('<>:"|?*')
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _INFO_PATH = re.compile(r"""(?:^|\s)(?:path|file|filename)\s*=\s*(?:"([^"]*)"|'([^']*)'|(\S+))""")
+_INFO_KEY = re.compile(
+    r"""(?:^|[\s{])(?P<key>[\w-]+)\s*=\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s}]+))"""
+)
 _LINK_WORDS = re.compile(r"(?:^|\s)(?:symlink|link|hardlink)(?:\s*=|\s|$)", re.I)
+
+# Files named other than by `path=` (issue 12: real models rarely write it). Only a token that
+# looks like a file name counts, so a language ("python") or a sentence never becomes a path.
+_KNOWN_NAMES = frozenset(
+    "Dockerfile Containerfile Makefile makefile GNUmakefile Justfile justfile Procfile Gemfile "
+    "Rakefile Jenkinsfile Vagrantfile Brewfile Caddyfile Pipfile Earthfile Tiltfile "
+    "LICENSE LICENCE README CHANGELOG CODEOWNERS AUTHORS NOTICE COPYING".split()
+)
+_NOT_FILES = frozenset(
+    "node.js next.js nuxt.js vue.js react.js express.js three.js d3.js chart.js p5.js "
+    "socket.io asp.net ado.net vb.net".split()
+)
+"""Names of technologies that look like files; a heading `**Node.js:**` is not a file."""
+_EXTENSION = re.compile(r"(?=[A-Za-z0-9_+-]*[A-Za-z])[A-Za-z0-9_+-]{1,16}")
+_DOMAINS = frozenset({"com", "org", "net", "io"})
+_DOTFILE = re.compile(r"\.[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_LANG_AND_PATH = re.compile(r"(?P<lang>[A-Za-z][\w+#.-]*):(?P<path>.+)")
+_DIFF = frozenset({"diff", "patch", "udiff"})
+"""A diff of app.py is not app.py: such blocks become files only by `path=`."""
+_SESSIONS = frozenset({"console", "terminal", "shell-session", "shellsession", "sh-session", "pycon"})
+_SHELLS = frozenset("bash sh shell zsh fish powershell pwsh ps1 cmd bat batch".split())
+_SCRIPT = re.compile(r"\.(?:sh|bash|zsh|fish|ps1|psm1|bat|cmd|command)$", re.I)
+_PROMPT = re.compile(r"^\s*(?:\$|>>>|PS\b[^>]*>)\s")
+_COMMENT_LINE = re.compile(r"^\s*(?:#|//|--|;|::|rem\s)", re.I)
+_PROSE = frozenset({"markdown", "md", "mdx", "rst"})
+_NAMING_COMMENT = re.compile(
+    r"^\s*(?:#+|//+|--|;+|%+|/\*+|\{/\*+|<!--|\(\*)\s*(?:(?:file(?:name)?|path)\s*:\s*)?"
+    r"`?(?P<name>[^\s`]+?)`?:?\s*(?:\*+/\}?|-->|\*\))?\s*$",
+    re.I,
+)
+_FIRST_LINE = re.compile(r"^(?:#!|<\?php|<\?xml|<!doctype)", re.I)
+"""Lines that must stay first in their file; a naming comment may come right after one."""
+_LIST_ITEM = re.compile(r"^(?:[-*+]|\d{1,3}[.)])\s+")
+_HEADING = re.compile(r"^#{1,6}\s+(?:\d{1,3}[.)]\s+)?")
+_LABEL_PREFIX = re.compile(r"^(?:file(?:name)?|path)\s*:\s*", re.I)
 
 
 @dataclass(frozen=True)
@@ -120,6 +177,9 @@ class ExtractedFile:
     path: str
     content: bytes
     language: str = ""
+    named_by: str = ""
+    """How the reply named it: `path=` (also `file=`, `filename=`), `info` (another name in the
+    fence's info string), `comment` (the block's first line), `heading` (the line before it)."""
 
     @property
     def sha256(self) -> str:
@@ -189,14 +249,19 @@ def _blocks(lines: list[str]) -> list[_Block]:
     return blocks
 
 
-def _body(lines: list[str], block: _Block) -> str:
-    assert block.end is not None
+def _body(lines: list[str], block: _Block) -> list[str]:
+    """The block's lines, dedented and without `\r` (to the end of the reply if it never closes)."""
     body = []
-    for line in lines[block.start + 1 : block.end]:
+    for line in lines[block.start + 1 : len(lines) if block.end is None else block.end]:
         line = line.rstrip("\r")
         strip = min(block.indent, len(line) - len(line.lstrip(" ")))
         body.append(line[strip:])
-    return "\n".join(body) + "\n" if body else ""
+    return body
+
+
+def _content(body: list[str], dropped: int | None) -> str:
+    kept = [line for index, line in enumerate(body) if index != dropped]
+    return "\n".join(kept) + "\n" if kept else ""
 
 
 def _info_path(info: str) -> str | None:
@@ -204,6 +269,151 @@ def _info_path(info: str) -> str | None:
     if not match:
         return None
     return next(g for g in match.groups() if g is not None)
+
+
+@dataclass(frozen=True)
+class _Name:
+    raw: str
+    language: str
+    named_by: str
+    dropped: int | None = None
+    """The body line left out of the file (a naming comment the file's format cannot hold)."""
+
+
+def looks_like_file(token: str) -> bool:
+    """Whether a word names a file: `app/main.py`, `.env`, `Dockerfile`; not `python`, `v1.2`,
+    `Node.js` or `example.com`. Whether the path is safe is `check_path`'s question."""
+    if not token or "`" in token or "://" in token or any(c.isspace() for c in token):
+        return False
+    name = re.split(r"[/\\]", token)[-1]
+    if name in _KNOWN_NAMES or _DOTFILE.fullmatch(name):
+        return True
+    stem, _, extension = name.rpartition(".")
+    return (
+        re.search(r"\w", stem) is not None
+        and _EXTENSION.fullmatch(extension) is not None
+        and extension.casefold() not in _DOMAINS
+        and token.casefold() not in _NOT_FILES
+    )
+
+
+def _language_and_path(word: str) -> tuple[str, str] | None:
+    """`python:app/main.py`; `C:/x.py` is a drive, not the language C."""
+    pair = _LANG_AND_PATH.fullmatch(word)
+    if pair is None or (len(pair.group("lang")) == 1 and pair.group("path")[0] in "/\\"):
+        return None
+    return pair.group("lang"), pair.group("path")
+
+
+def _language(info: str) -> str:
+    first = info.split()[0] if info.split() else ""
+    if first.startswith("{"):
+        first = first.strip("{}").lstrip(".")  # Pandoc's ```{.python}
+    pair = _language_and_path(first)
+    if pair:
+        return pair[0]
+    return "" if "=" in first or (looks_like_file(first) and first not in _KNOWN_NAMES) else first
+
+
+def _named_in_info(info: str) -> _Name | None:
+    values: dict[str, str] = {}
+    for match in _INFO_KEY.finditer(info):
+        value = next(g for g in match.group("dq", "sq", "bare") if g is not None)
+        values.setdefault(match.group("key"), value)
+    language = _language(info)
+    if "path" in values:
+        return _Name(values["path"], language, "path=")
+    for key in ("file", "filename"):  # read as `path=` since they were first accepted
+        if key in values:
+            return _Name(values[key], language, "path=")
+    if language.casefold() in _DIFF:
+        return None
+    for key in ("title", "name"):
+        if looks_like_file(values.get(key, "")):
+            return _Name(values[key], language, "info")
+    words = _INFO_KEY.sub(" ", info).split()
+    if not words:
+        return None
+    pair = _language_and_path(words[0])
+    if pair and looks_like_file(pair[1]):
+        return _Name(pair[1], language, "info")
+    if words[0] not in _KNOWN_NAMES and looks_like_file(words[0]):
+        return _Name(words[0], language, "info")  # ```app.py; a lone ```Dockerfile is a language
+    named = next((w for w in words[1:] if looks_like_file(w)), None)
+    return _Name(named, language, "info") if named else None
+
+
+def _label(line: str) -> str | None:
+    """The file a line names and nothing else: `### app/main.py`, `**File:** `app.py``, `app.py:`."""
+    text = _HEADING.sub("", _LIST_ITEM.sub("", line.strip()))
+    text = re.sub(r"\s#+$", "", text).strip("*`: \t")
+    text = _LABEL_PREFIX.sub("", text).strip("*`: \t")
+    return text if looks_like_file(text) else None
+
+
+def _named_by_heading(lines: list[str], start: int) -> str | None:
+    above = start - 1
+    while above >= 0 and not lines[above].strip():
+        above -= 1
+    if above < 0:
+        return None
+    name = _label(lines[above])
+    if name is None:
+        return None
+    before = above - 1
+    while before >= 0 and not lines[before].strip():
+        before -= 1
+    if before >= 0 and _label(lines[before]) is not None:
+        return None  # a list of files (a project tree), not the name of this block
+    return name
+
+
+def _named_by_comment(lines: list[str], language: str) -> tuple[str, int] | None:
+    first = 1 if lines and _FIRST_LINE.match(lines[0]) else 0
+    if len(lines) <= first:
+        return None
+    if language.casefold() in _PROSE and not lines[first].lstrip().startswith("<!--"):
+        return None  # `# main.py` in Markdown is a title, maybe of a page about main.py
+    match = _NAMING_COMMENT.match(lines[first])
+    if match is None or not looks_like_file(match.group("name")):
+        return None
+    return match.group("name"), first
+
+
+def _fits(name: str, language: str, lines: list[str]) -> bool:
+    """Whether a name from outside the fence (a comment or heading) may name this block: a shell
+    session or a diff is never a file unless the fence names it."""
+    language = language.casefold()
+    if language in _DIFF or language in _SESSIONS:
+        return False
+    significant = [line for line in lines if line.strip() and not _COMMENT_LINE.match(line)]
+    if language not in _PROSE and significant and _PROMPT.match(significant[0]):
+        return False
+    if language in _SHELLS:
+        last = name.replace("\\", "/").split("/")[-1]
+        return bool(_SCRIPT.search(last)) or last.startswith(".")
+    return True
+
+
+def _name(lines: list[str], block: _Block, body: list[str]) -> _Name | None:
+    named = _named_in_info(block.info)
+    if named is not None:
+        return named
+    language = _language(block.info)
+    heading = _named_by_heading(lines, block.start)
+    heading = heading if heading is not None and _fits(heading, language, body) else None
+    commented = _named_by_comment(body, language)
+    if commented is None or not _fits(commented[0], language, body):
+        return _Name(heading, language, "heading") if heading is not None else None
+    raw, index = commented
+    # The file keeps its naming comment, as the model wrote it, unless its format cannot hold one
+    # there: JSON has no comments, and a `#!` line must come first.
+    shebang_next = index == 0 and len(body) > 1 and body[1].startswith("#!")
+    unfit = raw.casefold().endswith(".json") or shebang_next
+    dropped = index if unfit else None
+    if heading is not None and heading.endswith("/" + raw):
+        return _Name(heading, language, "heading", dropped)  # `### app/main.py` over `# main.py`
+    return _Name(raw, language, "comment", dropped)
 
 
 def _parents(path: str) -> list[str]:
@@ -229,10 +439,11 @@ def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
     total = 0
     replaced: dict[int, str] = {}
     for block in _blocks(lines):
-        raw = _info_path(block.info)
-        if raw is None:
+        body = _body(lines, block)
+        name = _name(lines, block, body)
+        if name is None:
             continue  # an ordinary code block: part of the text
-        language = block.info.split()[0] if block.info.split() and "=" not in block.info.split()[0] else ""
+        raw = name.raw
 
         def refuse(reason: str, raw: str = raw) -> None:
             result.refused.append(RefusedFile(path=shown(raw), reason=reason))
@@ -249,7 +460,7 @@ def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
             refuse("the code block is never closed (the reply may have been cut off)")
             continue
         try:
-            content = _body(lines, block).encode("utf-8")
+            content = _content(body, name.dropped).encode("utf-8")
         except UnicodeEncodeError:
             refuse("the content is not valid Unicode")
             continue
@@ -275,7 +486,7 @@ def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
             del accepted[path]
             refuse("written again later in the same reply; the later version is kept")
         total += len(content) - earlier
-        accepted[path] = (ExtractedFile(path, content, language), block)
+        accepted[path] = (ExtractedFile(path, content, name.language, name.named_by), block)
         directories.update(_parents(path))
 
     for file, block in accepted.values():

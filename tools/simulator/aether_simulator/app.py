@@ -15,11 +15,14 @@ Aether's real API:
   prompt contains it: `latency_ms`, `fail` (an HTTP status) with `times` (the first N requests
   of that role, task and subtask; default every one), `malformed=1` (invalid JSON once, for the
   repair path), `empty=1`, `files=<n>` (how many files an expert writes), `path=<path>` (the
-  file an expert writes), `file_bytes=<n>` (each file padded to about n bytes), `hostile=1`
-  (the reply adds files with hostile paths and an unterminated block, for the parser),
-  `long=<n>` (an expert's reply at least n tokens long), `shape=1` (a plan request without a
-  forced schema gets valid JSON that is no plan, as a small model answers JSON mode; `always`:
-  the repair too), `newlines=1` (the plan's strings hold raw newlines and tabs).
+  file an expert writes), `file_bytes=<n>` (each file padded to about n bytes), `form=<form>`
+  (how the reply names its files: `path` by default, or as models write them without being told:
+  `info` ```` ```python app/main.py ````, `comment` a first line `# app/main.py`, `heading` a
+  line `**app/main.py**` before the block), `hostile=1` (the reply adds files with hostile paths
+  and an unterminated block, for the parser), `long=<n>` (an expert's reply at least n tokens
+  long), `shape=1` (a plan request without a forced schema gets valid JSON that is no plan, as a
+  small model answers JSON mode; `always`: the repair too), `newlines=1` (the plan's strings hold
+  raw newlines and tabs).
 
 It behaves as real servers do where Aether must cope with them: `max_tokens` cuts a reply
 (`finish_reason: length`); `--structured` makes it refuse `json_schema` (400) or every
@@ -306,7 +309,7 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     ]
     for n in range(files):
         file_path = path if n == 0 else re.sub(r"(\.[^./]+)?$", lambda m, n=n: f"_{n}{m.group(0)}", path, count=1)
-        lines += ["", f"```{lang} path={file_path}", body.rstrip("\n"), "```"]
+        lines += ["", *_named_block(opts.get("form", "path"), lang, file_path, body.rstrip("\n"))]
     if opts.get("hostile"):
         for hostile_lang, hostile_path in HOSTILE_BLOCKS:
             lines += ["", f'```{hostile_lang} path="{hostile_path}"', "owned", "```"]
@@ -314,6 +317,16 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     if "long" in opts:  # at least this many tokens of prose, for the length limit
         lines += ["", "Notes: " + "the simulated expert keeps explaining. " * (int(opts["long"]) * 4 // 40 + 1)]
     return "\n".join(lines)
+
+
+def _named_block(form: str, lang: str, path: str, body: str) -> list[str]:
+    if form == "info":
+        return [f"```{lang} {path}", body, "```"]
+    if form == "comment":
+        return [f"```{lang}", f"{COMMENT.get(lang, '#')} {path}", body, "```"]
+    if form == "heading":
+        return [f"**{path}**", "", f"```{lang}", body, "```"]
+    return [f"```{lang} path={path}", body, "```"]
 
 
 def synthesis_reply(messages: list[dict[str, Any]]) -> str:
