@@ -867,3 +867,10 @@ def test_write_inside_refuses_unsafe_paths_itself(tmp_path):
         with pytest.raises(UnsafePath):
             write_inside(str(tmp_path), bad, b"x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_jasons_synthesis_writes_only_the_files_it_declares_with_path():
+    # Jason's summary quotes excerpts under their names: only `path=` blocks are new versions.
+    summary = "**app/main.py**\n\n```python\napp = make_app()\n```\n\n```python path=app/extra.py\nx = 1\n```\n"
+    assert [f.path for f in extract_files(summary).files] == ["app/main.py", "app/extra.py"]
+    assert [f.path for f in extract_files(summary, declared_only=True).files] == ["app/extra.py"]

@@ -431,7 +431,9 @@ def _clash(path: str, accepted: dict, directories: set[str]) -> str | None:
     return None
 
 
-def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
+def extract_files(reply: str, limits: FileLimits = FileLimits(), *, declared_only: bool = False) -> Extraction:
+    """The files a reply writes. `declared_only`: only blocks that say `path=` (Jason's synthesis,
+    whose summary quotes excerpts of files under their names: those are not new versions)."""
     lines = reply.split("\n")
     result = Extraction()
     accepted: dict[str, tuple[ExtractedFile, _Block]] = {}
@@ -441,7 +443,7 @@ def extract_files(reply: str, limits: FileLimits = FileLimits()) -> Extraction:
     for block in _blocks(lines):
         body = _body(lines, block)
         name = _name(lines, block, body)
-        if name is None:
+        if name is None or (declared_only and name.named_by != "path="):
             continue  # an ordinary code block: part of the text
         raw = name.raw
 

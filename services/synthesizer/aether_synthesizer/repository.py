@@ -157,7 +157,7 @@ class Repository:
         return await self.store.read_files(wanted)
 
     async def assemble(self, state: TaskState, reply: str, master: MasterConfig) -> Assembly:
-        extraction = extract_files(reply, self.limits)
+        extraction = extract_files(reply, self.limits, declared_only=True)
         when = utcnow()
         try:
             order = commit_order(state)
