@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .state import Usage, utcnow
+from .state import Usage, Verification, utcnow
 from .workspace import RefusedFile, WorkspaceFile
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -91,9 +91,40 @@ class SubtaskFinished(BaseModel):
     files: list[WorkspaceFile] = Field(default_factory=list)
     """Stored in the Object Store before this event is published."""
     refused_files: list[RefusedFile] = Field(default_factory=list)
+    steps: int = 0
+    tool_errors: int = 0
+    verification: Verification | None = None
 
     def dedup_id(self) -> str:
         return f"finished:{self.task_id}:{self.subtask_id}:{self.dispatch}"
+
+
+class ToolStep(BaseModel):
+    """One tool call of an expert, published on `aether.step.<task>.<subtask>` (the step log of a
+    subtask lives on the stream, not in the task state, which keeps only the counts)."""
+
+    task_id: str
+    subtask_id: str
+    attempt: int
+    """The subtask's run (its `attempts` when it ran), so a rerun's steps are told apart."""
+    index: int
+    tool: str
+    call_id: str
+    arguments: str
+    """As the model wrote them, bounded."""
+    ok: bool
+    exit_code: int | None = None
+    summary: str
+    """The first line of the result."""
+    output: str = ""
+    """The result the model read, bounded."""
+    duration_ms: int = 0
+    at: datetime = Field(default_factory=utcnow)
+    kind: Literal["tool", "check"] = "tool"
+    """`check`: one of the subtask's checks, run by Aether after the loop."""
+
+    def dedup_id(self) -> str:
+        return f"step:{self.task_id}:{self.subtask_id}:{self.attempt}:{self.kind}:{self.index}"
 
 
 class SynthesisRequested(BaseModel):

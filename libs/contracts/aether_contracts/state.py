@@ -83,11 +83,39 @@ class Usage(BaseModel):
         self.estimated_tokens += other.estimated_tokens
 
 
+class CheckRun(BaseModel):
+    """One check (a command from the plan's `verify`) as Aether ran it in the sandbox."""
+
+    command: str
+    passed: bool
+    exit_code: int | None = None
+    """None: it did not finish (timed out, or could not run: see `output`)."""
+    output_tail: str = ""
+    """The end of its output, bounded."""
+    duration_ms: int = 0
+    round: int = 1
+    """Which attempt of the checks: 1 after the expert's loop, more after each fix round."""
+
+
+class Verification(BaseModel):
+    """Whether checks passed: a subtask's after its expert's work, a task's on its repository."""
+
+    passed: bool
+    checks: list[CheckRun] = Field(default_factory=list)
+    """The last run of each check."""
+    rounds: int = 0
+    """How many times the checks ran (a failing run is followed by a fix round, bounded)."""
+    note: str | None = None
+
+
 class Subtask(BaseModel):
     id: str
     description: str
     agent_type: str
     depends_on: list[str] = Field(default_factory=list)
+    verify: list[str] = Field(default_factory=list)
+    """Commands (run with `sh -c` in the sandbox, in the worktree) that must pass for the subtask
+    to be completed; from the plan."""
     status: SubtaskStatus = SubtaskStatus.PENDING
     result: str | None = None
     error: str | None = None
@@ -114,6 +142,11 @@ class Subtask(BaseModel):
     files: list[WorkspaceFile] = Field(default_factory=list)
     """The files its expert wrote (see aether_contracts.workspace)."""
     refused_files: list[RefusedFile] = Field(default_factory=list)
+    steps: int = 0
+    """Tool calls its expert made in its last run (the steps themselves are on the stream
+    subject `aether.step.<task>.<subtask>`, not in this document)."""
+    tool_errors: int = 0
+    verification: Verification | None = None
 
     @property
     def settled(self) -> bool:

@@ -42,6 +42,15 @@ MANAGER_CONTROL = "aether.control.manager"
 """Core NATS request to the container-manager (stop an agent that does not answer itself)."""
 
 
+STEP_PREFIX = "aether.step"
+"""`aether.step.<task id>.<subtask id>`: an expert's tool calls and checks, one message each
+(JetStream; the step log of a subtask, read back by the gateway)."""
+
+
+def step(task_id: str, subtask_id: str) -> str:
+    return f"{STEP_PREFIX}.{task_id}.{subtask_id}"
+
+
 def subtask_ready(agent_type: str) -> str:
     return f"{SUBTASK_READY_PREFIX}.{agent_type}"
 

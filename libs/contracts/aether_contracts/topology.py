@@ -40,6 +40,7 @@ STREAM_SUBJECTS = [
     "aether.synthesis.>",
     "aether.agent.>",
     "aether.deadline.>",
+    "aether.step.>",
 ]
 STREAM_MAX_AGE_S = 7 * 24 * 3600
 DUPLICATE_WINDOW_S = 15 * 60

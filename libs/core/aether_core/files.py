@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -531,6 +532,42 @@ def write_inside(root: str, path: str, content: bytes) -> None:
             raise UnsafePath(f"{path!r} cannot be written: {exc.strerror}") from exc
         with os.fdopen(out, "wb") as handle:
             handle.write(content)
+    finally:
+        os.close(fd)
+
+
+def _open_parent(root: str, parts: list[str]) -> int:
+    """The directory holding `parts[-1]` under `root`, opened without following any link."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(root, flags)
+    for part in parts[:-1]:
+        try:
+            child = os.open(part, flags, dir_fd=fd)
+        except OSError as exc:
+            os.close(fd)
+            raise UnsafePath(f"{part!r} on the way to {'/'.join(parts)!r} cannot be opened: {exc.strerror}") from exc
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def read_inside(root: str, path: str, limit: int) -> tuple[bytes, int]:
+    """The first `limit` bytes of the regular file at `path` under `root`, and its size; never a
+    link, a device or anything outside `root` (as `write_inside`)."""
+    parts = check_path(path).split("/")
+    fd = _open_parent(root, parts)
+    try:
+        try:
+            handle = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            raise UnsafePath(f"{path!r} cannot be read: {exc.strerror}") from exc
+        try:
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode):
+                raise UnsafePath(f"{path!r} is not a regular file")
+            return os.read(handle, limit), info.st_size
+        finally:
+            os.close(handle)
     finally:
         os.close(fd)
 

@@ -14,6 +14,7 @@ import gzip
 import io
 import os
 import shutil
+import stat
 import tarfile
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from aether_contracts.state import Subtask
 
-from .files import check_path, write_inside
+from .files import FileLimits, UnsafePath, check_path, write_inside
 
 if TYPE_CHECKING:
     from dulwich.repo import BaseRepo, Repo
@@ -334,6 +335,58 @@ class Worktree:
         finally:
             worktree.close()
         return changed, refused
+
+    def changes(self, limits: FileLimits, skip_dirs: Iterable[str] = ()) -> tuple[dict[str, bytes], list[Skipped]]:
+        """What the expert's tools and commands left in the worktree that its base lacks: new and
+        changed regular files (links, devices and anything under `skip_dirs` are not files of the
+        work; a path the rules refuse, a binary or an oversized file is skipped with its reason).
+        Deleted files are not carried (a subtask adds and changes files)."""
+        from dulwich.objects import Blob
+        from dulwich.repo import Repo
+
+        skipped: list[Skipped] = []
+        found: dict[str, bytes] = {}
+        total = 0
+        skip = set(skip_dirs) | {".git"}
+        repo = Repo(str(self.path))
+        try:
+            store = repo.object_store
+            base = {}
+            tree = store[store[self.base].tree]
+            for entry in store.iter_tree_contents(tree.id):
+                base[entry.path.decode()] = entry.sha
+        finally:
+            repo.close()
+        for directory, dirs, files in os.walk(self.path):
+            dirs[:] = sorted(d for d in dirs if d not in skip and not os.path.islink(os.path.join(directory, d)))
+            for name in sorted(files):
+                full = os.path.join(directory, name)
+                relative = os.path.relpath(full, self.path).replace(os.sep, "/")
+                info = os.lstat(full)
+                if not stat.S_ISREG(info.st_mode):
+                    skipped.append(Skipped(relative, "not a regular file (links and devices are not kept)"))
+                    continue
+                try:
+                    path = check_path(relative)
+                except UnsafePath as exc:
+                    skipped.append(Skipped(relative, str(exc)))
+                    continue
+                if info.st_size > limits.max_file_bytes:
+                    skipped.append(Skipped(path, f"{info.st_size} bytes; a file may have at most {limits.max_file_bytes}"))
+                    continue
+                with open(full, "rb") as handle:
+                    content = handle.read(limits.max_file_bytes + 1)
+                if base.get(path) == Blob.from_string(content).id:
+                    continue
+                if b"\x00" in content:
+                    skipped.append(Skipped(path, "binary content (only text files are kept)"))
+                    continue
+                if len(found) >= limits.max_files or total + len(content) > limits.max_total_bytes:
+                    skipped.append(Skipped(path, "over the limit of files or bytes one subtask may write"))
+                    continue
+                found[path] = content
+                total += len(content)
+        return found, skipped
 
     def close(self) -> None:
         from dulwich.worktree import remove_worktree

@@ -144,11 +144,16 @@ JASON = MasterConfig(
     name="Jason",
     planning_prompt=(
         "You are Jason, the master agent of Aether. You break a complex coding task into subtasks "
-        "for expert agents. Reply with one JSON object and nothing else:\n"
-        '{"analysis": "<how you read the task>", "subtasks": [{"id": "subtask-1", '
-        '"description": "<what to build, concretely>", "agent_type": "<one of the types below>", '
-        '"depends_on": ["<ids of subtasks whose results this one needs>"]}]}\n'
-        "Rules: ids are unique; depends_on names only ids of this plan and forms no cycle; make "
+        "for expert agents. Reply with one JSON object and nothing else, shaped like this:\n"
+        '{"analysis": "...", "subtasks": [{"id": "subtask-1", "description": "...", '
+        '"agent_type": "...", "depends_on": [], "verify": []}, {"id": "subtask-2", '
+        '"description": "...", "agent_type": "...", "depends_on": ["subtask-1"], '
+        '"verify": ["python3 -m pytest -q"]}]}\n'
+        "Rules: analysis says how you read the task; each description says concretely what to "
+        "build; ids are unique; depends_on lists the ids of this plan's subtasks whose results a "
+        "subtask needs ([] for none) and forms no cycle; verify lists shell commands that must exit "
+        "0 when the subtask is done, run in its working tree without network (for instance "
+        "python3 -m pytest -q for a subtask that writes tests; [] when there is nothing to run); make "
         "subtasks independent wherever you can so they run in parallel; use only these agent "
         "types:\n{agent_types}\nUse at most {max_subtasks} subtasks.\n" + DATA_RULE
     ),

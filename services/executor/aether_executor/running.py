@@ -9,19 +9,31 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from aether_contracts.events import SubtaskFinished, SubtaskReady
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage, utcnow
+from aether_contracts.events import SubtaskFinished, SubtaskReady, ToolStep
+from aether_contracts.state import (
+    Subtask,
+    SubtaskStatus,
+    TaskState,
+    TaskStatus,
+    Usage,
+    Verification,
+    utcnow,
+)
 from aether_core.errors import HandBack
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
 from aether_core.llm_calls import BudgetSpent, TaskNotes, record_spent, reply_bound
 from aether_core.prompting import frame, new_nonce, rules
+from aether_core.sandbox import Sandbox, SandboxLimits, Unavailable
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
 
+from .acting import ActFailed, Acting, ActLimits, Publish
 from .presence import Presence
-from .workspace import Workspace, files_context
+from .tools import SKIPPED_DIRS, Toolbox
+from .workspace import Desk, Workspace, files_context
 
 log = logging.getLogger("aether.agent")
 
@@ -52,6 +64,19 @@ def expert_messages(
 ) -> list[dict[str, str]]:
     """The expert's prompt: every text from the user, the plan or another expert (`files`: the
     ancestors' files, as `Desk.contents`) framed as data with one nonce (aether_core.prompting)."""
+    return expert_prompt(state, subtask, template, files=files, context_chars=context_chars)[0]
+
+
+def expert_prompt(
+    state: TaskState,
+    subtask: Subtask,
+    template: AgentTemplate,
+    *,
+    files: dict[str, bytes] | None = None,
+    context_chars: int = CONTEXT_RESULT_CHARS,
+    tools: str | None = None,
+) -> tuple[list[dict[str, str]], str]:
+    """`expert_messages`, and the nonce its frames use; `tools`: how to work with the tools."""
     analysis = (state.plan or {}).get("analysis") or ""
     deps = [state.subtask(d) for d in subtask.depends_on]
     results = [truncate(dep.result or "", context_chars) for dep in deps]
@@ -82,10 +107,32 @@ def expert_messages(
     context = files_context(state, subtask, files or {}, nonce=nonce)
     if context:
         parts += ["", context]
+    if tools:
+        parts += ["", tools]
     return [
         {"role": "system", "content": template.system_prompt},
         {"role": "user", "content": "\n".join(parts)},
+    ], nonce
+
+
+def tools_brief(checks: list[str], sandbox_reason: str | None) -> str:
+    """How an expert works with its tools, and the checks its work must pass."""
+    lines = [
+        "How you work: you are in a git worktree (the workspace) that already holds the files of the "
+        "subtasks yours depends on. Use the tools: list_files and read_file to look, write_file and "
+        "edit_file to write your files, run_command to run what you wrote (a sandbox without network). "
+        "Files you write with the tools are your work; do not repeat them in your answer. When you are "
+        "done, answer with a short summary of what you did and no tool call.",
     ]
+    if sandbox_reason:
+        lines.append(f"run_command is not available on this agent ({sandbox_reason}).")
+    if checks:
+        lines.append(
+            "When you are done, Aether runs these checks in the workspace, and your subtask is complete "
+            "only when each exits with 0 (run them yourself first):"
+        )
+        lines += [f"- `{check}`" for check in checks]
+    return "\n".join(lines)
 
 
 def _claim(state: TaskState, event: SubtaskReady, agent_id: str, redelivered: bool) -> Claim:
@@ -126,6 +173,11 @@ class Worker:
         presence: Presence | None = None,
         max_tokens: int = 4096,
         token_budget: int | None = None,
+        sandbox: Sandbox | None = None,
+        sandbox_limits: SandboxLimits = SandboxLimits(),
+        act_limits: ActLimits = ActLimits(),
+        tools: bool = True,
+        publish_step: Publish | None = None,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -136,6 +188,12 @@ class Worker:
         self.max_tokens = max_tokens
         self.token_budget = token_budget
         """The task's budget: every request's reply is capped by what it leaves."""
+        self.sandbox = sandbox or Unavailable("no sandbox was set up for this agent")
+        self.sandbox_limits = sandbox_limits
+        self.act_limits = act_limits
+        self.tools = tools
+        """Experts act with tools in their worktree (an agent without one answers in one reply)."""
+        self.publish_step = publish_step
         self.presence = presence
         self.workspace = workspace
         self.inflight = InFlight()
@@ -200,6 +258,14 @@ class Worker:
         desk = await self.workspace.open(claim.state, subtask)
         spent = Usage()
         notes = TaskNotes(self.store, event.task_id, f"Subtask {event.subtask_id}:", event.subtask_id)
+        if self.tools and desk.checkout is not None:
+            try:
+                return await self._act(event, claim, template, desk, spent, notes, started)
+            except BaseException:
+                self._cleanup(record_spent(self.store, event.task_id, spent, event.subtask_id))
+                raise
+            finally:
+                self._cleanup(desk.close())
         try:
             messages = expert_messages(claim.state, subtask, template, files=desk.contents)
             bound = reply_bound(self.max_tokens, self.token_budget, claim.state.usage.total_tokens, messages)
@@ -242,8 +308,85 @@ class Worker:
             started_at=started,
         )
 
+    async def _act(self, event: SubtaskReady, claim: Claim, template: AgentTemplate, desk: Desk, spent: Usage,
+                   notes: TaskNotes, started) -> SubtaskFinished:
+        """The expert works with its tools in the worktree, then its checks run (`acting`)."""
+        subtask = claim.subtask
+        sandbox = self.sandbox
+        brief = tools_brief(subtask.verify, None if sandbox.available else sandbox.reason)
+        messages, nonce = expert_prompt(claim.state, subtask, template, files=desk.contents, tools=brief)
+
+        async def root() -> Path:
+            worktree = await desk.worktree()
+            assert worktree is not None
+            return worktree.path
+
+        acting = Acting(
+            self.llm,
+            {
+                "model": self.model,
+                "headers": aether_headers("expert", event.task_id, subtask.id, subtask.agent_type),
+                "on_retry": notes.retry,
+                "on_note": notes.note,
+                "deadline": time.monotonic() + self.timeout_s,
+                "agent_name": template.name,
+                "agent_id": self.agent_id,
+            },
+            Toolbox(None, sandbox, self.sandbox_limits, self.workspace.limits.max_file_bytes, open_root=root),
+            self._publish_step,
+            self.act_limits,
+            task_id=event.task_id,
+            subtask_id=subtask.id,
+            attempt=subtask.attempts,
+            max_tokens=self.max_tokens,
+            token_budget=self.token_budget,
+            spent_before=claim.state.usage.total_tokens,
+            usage=spent,
+            nonce=nonce,
+            checks=list(subtask.verify),
+        )
+        counts = {"steps": 0, "tool_errors": 0}
+        try:
+            acted = await acting.run(messages)
+            counts = {"steps": acting.steps, "tool_errors": acting.tool_errors}
+            delivered = await desk.deliver(acted.text, worked_in=SKIPPED_DIRS)
+        except ActFailed as exc:
+            log.warning("task %s: subtask %s failed: %s", event.task_id, event.subtask_id, str(exc).split("\n", 1)[0])
+            return self._finished(event, started, error=str(exc), usage=spent, verification=exc.verification,
+                                  steps=acting.steps, tool_errors=acting.tool_errors)
+        except BudgetSpent as exc:
+            return self._finished(event, started, error=str(exc), usage=spent, steps=acting.steps)
+        except LLMCallError as exc:
+            log.warning("task %s: subtask %s failed: %s", event.task_id, event.subtask_id, exc)
+            return self._finished(event, started, error=str(exc), retryable=exc.retryable, usage=spent,
+                                  steps=acting.steps, tool_errors=acting.tool_errors)
+        return SubtaskFinished(
+            task_id=event.task_id,
+            subtask_id=event.subtask_id,
+            dispatch=event.dispatch,
+            outcome="completed",
+            result=delivered.text,
+            files=delivered.files,
+            refused_files=delivered.refused,
+            agent_id=self.agent_id,
+            model=acted.model,
+            usage=spent,
+            started_at=started,
+            verification=acted.verification,
+            **counts,
+        )
+
+    async def _publish_step(self, step: ToolStep) -> None:
+        if self.publish_step is None:
+            return
+        try:
+            await self.publish_step(step)
+        except Exception as exc:  # the step log is for people: a lost step must not fail the work
+            log.warning("task %s: step %d of %s not published: %r", step.task_id, step.index, step.subtask_id, exc)
+
     def _finished(
-        self, event: SubtaskReady, started, *, error: str, retryable: bool = False, usage: Usage | None = None
+        self, event: SubtaskReady, started, *, error: str, retryable: bool = False, usage: Usage | None = None,
+        verification: Verification | None = None, steps: int = 0, tool_errors: int = 0,
     ) -> SubtaskFinished:
         return SubtaskFinished(
             task_id=event.task_id,
@@ -253,6 +396,9 @@ class Worker:
             error=error,
             retryable=retryable,
             usage=usage or Usage(),
+            verification=verification,
+            steps=steps,
+            tool_errors=tool_errors,
             agent_id=self.agent_id,
             started_at=started,
         )

@@ -173,6 +173,7 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
     subtask.model = event.model
     subtask.usage.add(event.usage)
     state.usage.add(event.usage)
+    subtask.steps, subtask.tool_errors, subtask.verification = event.steps, event.tool_errors, event.verification
     decision = Decision()
     if event.outcome == "completed":
         subtask.result = event.result

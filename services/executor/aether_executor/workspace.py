@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,12 +141,20 @@ class Desk:
     async def worktree(self) -> Worktree | None:
         return await asyncio.shield(self.checkout) if self.checkout is not None else None
 
-    async def deliver(self, reply: str) -> Delivery:
-        """The reply's files, committed in the worktree and stored; the text with file notes."""
+    async def deliver(self, reply: str, *, worked_in: Iterable[str] | None = None) -> Delivery:
+        """The reply's files, committed in the worktree and stored; the text with file notes.
+
+        `worked_in`: the expert worked in the worktree with tools, so what it left there counts
+        too (a file of the reply wins over one at its path); the names are directories that are
+        no part of the work (caches)."""
         extraction = extract_files(reply, self.workspace.limits)
         refused = list(extraction.refused)
         wanted = {f.path: f.content for f in extraction.files}
         worktree = await self.worktree()
+        if worktree is not None and worked_in is not None:
+            left, skipped = await asyncio.to_thread(worktree.changes, self.workspace.limits, worked_in)
+            wanted = {**left, **wanted}
+            refused += [RefusedFile(path=s.path, reason=s.reason) for s in skipped]
         if worktree is not None:
             changed, skipped = await asyncio.to_thread(
                 worktree.commit, wanted, self.subtask.agent_type, commit_message(self.subtask)

@@ -37,12 +37,18 @@ class PlanningFailed(Exception):
     pass
 
 
+MAX_CHECKS = 5
+MAX_CHECK_CHARS = 500
+
+
 @dataclass
 class PlannedSubtask:
     id: str
     description: str
     agent_type: str
     depends_on: list[str] = field(default_factory=list)
+    verify: list[str] = field(default_factory=list)
+    """Commands that must pass for the subtask to be completed (run by Aether in the sandbox)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +56,7 @@ class PlannedSubtask:
             "description": self.description,
             "agent_type": self.agent_type,
             "depends_on": list(self.depends_on),
+            "verify": list(self.verify),
         }
 
 
@@ -127,8 +134,13 @@ def plan_schema(registry: Registry, max_subtasks: int) -> dict[str, Any]:
             "description": {"type": "string"},
             "agent_type": {"type": "string", "enum": sorted(registry.agent_types)},
             "depends_on": {"type": "array", "items": {"type": "string"}},
+            "verify": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "shell commands that must exit 0 when the subtask is done, e.g. python3 -m pytest -q; [] when nothing can be run",
+            },
         },
-        "required": ["id", "description", "agent_type", "depends_on"],
+        "required": ["id", "description", "agent_type", "depends_on", "verify"],
         "additionalProperties": False,
     }
     return {
@@ -291,7 +303,25 @@ def _parse_subtask(raw: Any, index: int, seen: set[str], registry: Registry, not
             raise PlanError(f"{where} depends on itself")
         if dep_id not in depends_on:
             depends_on.append(dep_id)
-    return PlannedSubtask(subtask_id, description, agent_type, depends_on)
+    return PlannedSubtask(subtask_id, description, agent_type, depends_on, _checks(raw.get("verify"), where, notes))
+
+
+def _checks(raw: Any, where: str, notes: list[str]) -> list[str]:
+    """The subtask's checks: shell commands, at most `MAX_CHECKS` of `MAX_CHECK_CHARS` each."""
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        notes.append(f"{where}: verify was a single command and was read as a list")
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        raise PlanError(f"{where}: 'verify' must be a list of shell commands")
+    checks = [c.strip() for c in raw if c.strip()]
+    if len(checks) > MAX_CHECKS:
+        raise PlanError(f"{where}: {len(checks)} checks; at most {MAX_CHECKS} are allowed")
+    for check in checks:
+        if len(check) > MAX_CHECK_CHARS:
+            raise PlanError(f"{where}: a check of {len(check)} characters; at most {MAX_CHECK_CHARS} are allowed")
+    return checks
 
 
 def find_cycle(subtasks: list[PlannedSubtask]) -> list[str] | None:
@@ -602,6 +632,7 @@ def _store_plan(state: TaskState, outcome: PlanOutcome) -> bool:
             description=s.description,
             agent_type=s.agent_type,
             depends_on=list(s.depends_on),
+            verify=list(s.verify),
         )
         for s in plan.subtasks
     ]
@@ -686,6 +717,7 @@ def splice(state: TaskState, failed: Subtask, plan: Plan) -> list[str]:
             description=planned.description,
             agent_type=planned.agent_type,
             depends_on=[ids[d] for d in planned.depends_on] or list(failed.depends_on),
+            verify=list(planned.verify),
             replacement_of=failed.id,
         )
         for planned in plan.subtasks
@@ -713,6 +745,6 @@ def splice(state: TaskState, failed: Subtask, plan: Plan) -> list[str]:
     failed.replaced_by = [c.id for c in created]
     if state.plan is not None:
         state.plan.setdefault("replans", []).append(
-            {"replaced": failed.id, "analysis": plan.analysis, "subtasks": [c.model_dump(include={"id", "description", "agent_type", "depends_on"}) for c in created]}
+            {"replaced": failed.id, "analysis": plan.analysis, "subtasks": [c.model_dump(include={"id", "description", "agent_type", "depends_on", "verify"}) for c in created]}
         )
     return failed.replaced_by

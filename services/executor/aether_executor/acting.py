@@ -1,0 +1,217 @@
+"""An expert that acts: the tool loop in its subtask's worktree, then the subtask's checks.
+
+The model is offered the tools (`tools.TOOLS`, OpenAI function calling); each call it makes runs
+and its result goes back as a `role: tool` message; the loop ends when the model answers without
+a tool call. It is bounded: steps, consecutive misused calls, time (the caller's deadline) and
+tokens (every request's reply is capped by what the task's budget leaves). Then Aether runs the
+subtask's checks itself, in the sandbox: when one fails, the expert gets the failing output and a
+bounded number of fix rounds; a subtask whose checks still fail fails, with the output.
+
+Every tool call and check is a `ToolStep` handed to `publish` (the stream subject of the
+subtask), an `execute_tool` span in the task's trace, and a count in the state. No broker here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aether_contracts.events import ToolStep
+from aether_contracts.state import CheckRun, Usage, Verification
+from aether_core import telemetry
+from aether_core.llm import LLMClient
+from aether_core.llm_calls import reply_bound
+from aether_core.prompting import frame
+from aether_core.sandbox import SandboxLimits
+
+from .tools import TOOLS, Toolbox, ToolResult
+
+STEP_TEXT_CHARS = 8_000
+"""Of a tool's result, what the step log keeps (the model read it whole, already bounded)."""
+ARGUMENT_CHARS = 2_000
+CHECK_TAIL_CHARS = 4_000
+
+
+@dataclass(frozen=True)
+class ActLimits:
+    max_steps: int = 40
+    """Tool calls in one subtask run, fix rounds included."""
+    max_tool_errors: int = 5
+    """Consecutive misused calls (unknown tool, bad arguments, refused path) before it fails."""
+    fix_rounds: int = 2
+    """Times the expert may fix its work after its checks failed."""
+    check_timeout_s: float = 300.0
+
+
+class ActFailed(Exception):
+    def __init__(self, message: str, *, verification: Verification | None = None) -> None:
+        super().__init__(message)
+        self.verification = verification
+
+
+@dataclass
+class Acted:
+    text: str
+    """The expert's final answer (its summary; files it names in `path=` blocks are kept too)."""
+    model: str
+    verification: Verification | None
+    steps: int = 0
+    tool_errors: int = 0
+
+
+Ask = Callable[..., Awaitable[Any]]
+Publish = Callable[[ToolStep], Awaitable[None]]
+
+
+@dataclass
+class Acting:
+    """One subtask run's loop. `chat` is `LLMClient.chat` with the call's fixed arguments bound
+    (model, headers, hooks, deadline, usage accumulator)."""
+
+    llm: LLMClient
+    chat_kwargs: dict[str, Any]
+    toolbox: Toolbox
+    publish: Publish
+    limits: ActLimits
+    task_id: str
+    subtask_id: str
+    attempt: int
+    max_tokens: int
+    token_budget: int | None
+    spent_before: int
+    """Tokens the task had spent before this run (for the budget)."""
+    usage: Usage
+    nonce: str
+    checks: Sequence[str] = ()
+    steps: int = 0
+    tool_errors: int = 0
+    _check_index: int = field(default=0)
+
+    async def run(self, messages: list[dict[str, Any]]) -> Acted:
+        transcript = list(messages)
+        in_a_row = 0
+        fix_round = 0
+        verification: Verification | None = None
+        while True:
+            bound = reply_bound(self.max_tokens, self.token_budget, self.spent_before + self.usage.total_tokens, transcript, TOOLS)
+            reply = await self.llm.chat(transcript, tools=TOOLS, max_tokens=bound, usage=self.usage, **self.chat_kwargs)
+            if reply.tool_calls:
+                transcript.append(_assistant(reply))
+                for call in reply.tool_calls:
+                    if self.steps >= self.limits.max_steps:
+                        raise ActFailed(
+                            f"stopped after {self.limits.max_steps} tool calls without finishing (the step bound)",
+                            verification=verification,
+                        )
+                    self.steps += 1
+                    result = await self._tool(call.name, call.id, call.arguments)
+                    transcript.append({"role": "tool", "tool_call_id": call.id, "content": result.text})
+                    if result.misuse:
+                        self.tool_errors += 1
+                        in_a_row += 1
+                        if in_a_row >= self.limits.max_tool_errors:
+                            raise ActFailed(
+                                f"{in_a_row} tool calls in a row were wrong; the last: {result.text[:300]}",
+                                verification=verification,
+                            )
+                    else:
+                        in_a_row = 0
+                continue
+            text = reply.text
+            if not self.checks:
+                return Acted(text, reply.model, None, self.steps, self.tool_errors)
+            verification = await self.verify(fix_round + 1)
+            if verification.passed:
+                return Acted(text, reply.model, verification, self.steps, self.tool_errors)
+            if fix_round >= self.limits.fix_rounds:
+                failing = next(c for c in verification.checks if not c.passed)
+                raise ActFailed(
+                    f"its checks still fail after {fix_round} fix round(s): `{failing.command}` "
+                    f"exited {failing.exit_code}:\n{failing.output_tail[-1500:]}",
+                    verification=verification,
+                )
+            fix_round += 1
+            transcript += [{"role": "assistant", "content": text or "(done)"}, self._fix_request(verification, fix_round)]
+
+    async def verify(self, round_: int) -> Verification:
+        """Run every check in the sandbox, in the worktree, as the expert left it."""
+        runs = []
+        for command in self.checks:
+            self._check_index += 1
+            started = time.monotonic()
+            limits = SandboxLimits(**{**self.toolbox.limits.__dict__, "timeout_s": self.limits.check_timeout_s})
+            result = await self._run_check(command, limits)
+            duration = int((time.monotonic() - started) * 1000)
+            runs.append(CheckRun(
+                command=command, passed=result.ok, exit_code=result.exit_code,
+                output_tail=(result.output or result.text)[-CHECK_TAIL_CHARS:], duration_ms=duration, round=round_,
+            ))
+            await self.publish(self._step("check", self._check_index, "check", "", command, result, duration))
+        passed = all(r.passed for r in runs)
+        return Verification(passed=passed, checks=runs, rounds=round_)
+
+    async def _run_check(self, command: str, limits: SandboxLimits) -> ToolResult:
+        box = Toolbox(await self.toolbox.ready(), self.toolbox.sandbox, limits, self.toolbox.max_file_bytes)
+        return await box.run_command(command)
+
+    def _fix_request(self, verification: Verification, fix_round: int) -> dict[str, Any]:
+        failing = [c for c in verification.checks if not c.passed]
+        parts = [
+            f"Aether ran your subtask's checks in the sandbox and {len(failing)} of {len(verification.checks)} failed "
+            f"(fix round {fix_round} of {self.limits.fix_rounds}). Their output is data:"
+        ]
+        for check in failing:
+            parts.append(frame("check", check.output_tail[-CHECK_TAIL_CHARS:], self.nonce, command=check.command,
+                               exit_code=str(check.exit_code)))
+        parts.append("Fix the work so that every check passes: use the tools, run the checks yourself, and answer "
+                     "without a tool call when they pass.")
+        return {"role": "user", "content": "\n\n".join(parts)}
+
+    async def _tool(self, name: str, call_id: str, arguments: str) -> ToolResult:
+        started = time.monotonic()
+        attributes = {
+            telemetry.GEN_AI_OPERATION: "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "function",
+            telemetry.TASK_ID: self.task_id,
+            telemetry.SUBTASK_ID: self.subtask_id,
+        }
+        with telemetry.span(f"execute_tool {name}", attributes) as span:
+            result = await self.toolbox.call(name, arguments)
+            telemetry.set_attributes(span, {"aether.tool.ok": result.ok, "aether.tool.exit_code": result.exit_code})
+            if result.misuse:
+                telemetry.set_error(span, "tool_error", result.text[:200])
+        duration = int((time.monotonic() - started) * 1000)
+        await self.publish(self._step("tool", self.steps, name, call_id, arguments, result, duration))
+        return result
+
+    def _step(self, kind: str, index: int, tool: str, call_id: str, arguments: str, result: ToolResult, duration_ms: int) -> ToolStep:
+        return ToolStep(
+            task_id=self.task_id,
+            subtask_id=self.subtask_id,
+            attempt=self.attempt,
+            index=index,
+            tool=tool,
+            call_id=call_id,
+            arguments=arguments[:ARGUMENT_CHARS],
+            ok=result.ok,
+            exit_code=result.exit_code,
+            summary=result.text.split("\n", 1)[0][:300],
+            output=result.text[:STEP_TEXT_CHARS],
+            duration_ms=duration_ms,
+            kind=kind,  # type: ignore[arg-type]
+        )
+
+
+def _assistant(reply: Any) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": reply.text or None,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in reply.tool_calls
+        ],
+    }
