@@ -235,6 +235,19 @@ class Runtime:
             except Exception as exc:  # NATS away: keep trying, the reconnect will come
                 log.warning("heartbeat failed: %r", exc)
 
+    async def record(self, event: Any, subject: str) -> None:
+        """Store an event on the work stream that no service consumes (an expert's step log),
+        deduplicated by its id; on the connection, not through the broker: its subject carries
+        ids, which the broker's middlewares would make a metric label and a span name."""
+        assert self.js is not None
+        await self.js.publish(
+            subject,
+            event.model_dump_json().encode(),
+            timeout=PUBLISH_TIMEOUT_S,
+            stream=topology.STREAM,
+            headers={"Nats-Msg-Id": event.dedup_id(), "content-type": "application/json"},
+        )
+
     async def publish(self, event: Any, subject: str) -> None:
         """Persist an event on the work stream, deduplicated by the event's own id.
 

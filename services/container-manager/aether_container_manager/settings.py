@@ -9,11 +9,10 @@ from aether_core.config import ServiceSettings
 
 # What an agent inherits from the container-manager's environment: how to reach the LLM and how
 # to behave as an expert. Nothing else leaks into an agent.
-AGENT_ENV_PREFIXES = ("OPENAI_", "AETHER_LLM_", "OTEL_", "AETHER_WORKSPACE_MAX_")
+AGENT_ENV_PREFIXES = ("OPENAI_", "AETHER_LLM_", "OTEL_", "AETHER_WORKSPACE_MAX_", "AETHER_SANDBOX", "AETHER_EXPERT_")
 AGENT_ENV_NAMES = (
-    "AETHER_EXPERT_MODEL",
-    "AETHER_EXPERT_MAX_TOKENS",
     "AETHER_TASK_TOKEN_BUDGET",
+    "AETHER_CHECK_TIMEOUT_S",
     "AETHER_SUBTASK_TIMEOUT_S",
     "AETHER_AGENTS_DIR",
     "AETHER_LOG_LEVEL",

@@ -1,18 +1,25 @@
 """The executor: a scheduler that dispatches subtasks as soon as their dependencies are done,
 and workers (agents) that run them, one durable consumer per agent type."""
 
+import logging
+import sys
+from pathlib import Path
+
 from faststream import FastStream
 
+from aether_contracts import subjects
 from aether_contracts.agents import ANY_TYPE, AgentRecord
 from aether_contracts.state import utcnow
 from aether_core.llm import LLMClient
 from aether_core.llm_slots import limit_concurrency
 from aether_core.mirror import KVMirror
+from aether_core.sandbox import detect
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 from aether_core.workspace_store import WorkspaceStore
 
 from . import scheduling
+from .acting import ActLimits
 from .handlers import build_scheduler_router, build_worker_router
 from .presence import Presence
 from .running import Worker
@@ -20,6 +27,7 @@ from .settings import ExecutorSettings
 from .workspace import FILE_CACHE_BYTES, Workspace
 
 SERVICE = "executor"
+log = logging.getLogger("aether.agent")
 
 
 def create_app(settings: ExecutorSettings | None = None) -> FastStream:
@@ -68,6 +76,10 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             settings.agent_runtime_id,
         )
         llm = LLMClient(settings.llm_config())
+        # The agent's own Python (its tools, pytest among them) is what commands find first.
+        sandbox = detect(kind=settings.sandbox, toolchain=sorted({Path(sys.prefix), Path(sys.base_prefix)}))
+        if settings.expert_tools and not sandbox.available:
+            log.warning("experts' commands cannot run on this agent: %s (run_command is refused)", sandbox.reason)
         worker = Worker(
             runtime.store,
             llm,
@@ -77,6 +89,16 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             timeout_s=settings.subtask_timeout_s,
             max_tokens=settings.max_tokens,
             token_budget=settings.task_token_budget,
+            sandbox=sandbox,
+            sandbox_limits=settings.sandbox_limits(),
+            act_limits=ActLimits(
+                max_steps=settings.expert_max_steps,
+                max_tool_errors=settings.expert_max_tool_errors,
+                fix_rounds=settings.expert_fix_rounds,
+                check_timeout_s=settings.check_timeout_s,
+            ),
+            tools=settings.expert_tools,
+            publish_step=lambda step: runtime.record(step, subjects.step(step.task_id, step.subtask_id)),
             workspace=Workspace(
                 WorkspaceStore(lambda: runtime.js, cache_bytes=FILE_CACHE_BYTES),
                 settings.file_limits(),

@@ -196,6 +196,8 @@ def simulated_plan(description: str, types: list[str]) -> dict[str, Any]:
     known = [t for t in BUILTIN_TEMPLATES if t.type in types] or list(BUILTIN_TEMPLATES)
     plan = keyword_plan(description, known)
     plan["analysis"] = f"(simulated) {plan['analysis']}"
+    for subtask in plan["subtasks"]:
+        subtask["verify"] = ["python3 -m pytest -q"]  # every simulated expert writes a test
     return plan
 
 
@@ -317,6 +319,83 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     if "long" in opts:  # at least this many tokens of prose, for the length limit
         lines += ["", "Notes: " + "the simulated expert keeps explaining. " * (int(opts["long"]) * 4 // 40 + 1)]
     return "\n".join(lines)
+
+
+CHECK_LINE = re.compile(r"^- `(.+)`$", re.MULTILINE)
+
+
+@dataclass
+class ToolCallReply:
+    """A reply that calls tools instead of answering (finish reason `tool_calls`)."""
+
+    calls: list[dict[str, Any]]
+    text: str = ""
+
+
+def _call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"id": f"call_{uuid.uuid4().hex[:16]}", "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask_id: str | None, opts: dict[str, str]) -> str | ToolCallReply:
+    """A believable tool run, decided from the conversation so far: write the code and its test
+    (with a bug), run the checks, see them fail, fix the bug, run them again, see them pass, then
+    answer. `tools=broken` calls tools wrongly; `tools=loop` never stops; `cmd64=<base64>` runs
+    that command once and answers with its output (for the sandbox tests)."""
+    import base64
+
+    name = re.sub(r"[^a-z0-9]+", "_", (subtask_id or "part").lower()).strip("_") or "part"
+    module, test = f"sim_{name}.py", f"tests/test_sim_{name}.py"
+    prompt = Prompt.of(messages)
+    checks = CHECK_LINE.findall(prompt.skeleton) or ["python3 -m pytest -q"]
+    tool_results = [m for m in messages if m.get("role") == "tool"]
+    calls_made = [c["function"]["name"] for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []]
+    last = (tool_results[-1].get("content") or "") if tool_results else ""
+    fixing = messages[-1].get("role") == "user" and "checks" in (messages[-1].get("content") or "") and len(messages) > 2
+    mode = opts.get("tools", "run")
+    if mode == "broken":
+        if len(calls_made) == 0:
+            return ToolCallReply([_call("delete_everything", path="/")])
+        if len(calls_made) == 1:
+            bad = _call("write_file", path="x.py")
+            bad["function"]["arguments"] = '{"path": "x.py", "content": '  # not JSON
+            return ToolCallReply([bad])
+        if len(calls_made) == 2:
+            return ToolCallReply([_call("write_file", path="../../escape.txt", content="owned")])
+        if len(calls_made) == 3:
+            return ToolCallReply([_call("read_file")])  # a required argument missing
+        return ToolCallReply([_call("write_file", path="notes.md", content="recovered after four tool errors\n")]) if len(calls_made) == 4 else (
+            SIMULATED_NOTICE + "\n\nSimulated recovery: every wrong call was answered with an error.")
+    if mode == "loop":
+        return ToolCallReply([_call("list_files", path=".")])
+    if "cmd64" in opts:
+        if not tool_results:
+            return ToolCallReply([_call("run_command", command=base64.b64decode(opts["cmd64"]).decode(), timeout_s=float(opts.get("timeout", "30")))])
+        return f"{SIMULATED_NOTICE}\n\nSimulated command run. Its result:\n\n{last}"
+    lang, path, body = FILE_FOR.get(agent_type or "fullstack", ("text", f"notes/{agent_type}.md", "simulated notes\n"))
+    if not calls_made:
+        buggy = f"# written by {subtask_id} (simulated)\n\n\ndef total(values):\n    return sum(values) - 1  # a simulated bug\n"
+        tested = (f"from sim_{name} import total\n\n\ndef test_total():\n    assert total([1, 2, 3]) == 6\n")
+        return ToolCallReply([
+            _call("list_files", path="."),
+            _call("write_file", path=path, content=f"{COMMENT.get(lang, '#')} written by {subtask_id}\n{body}"),
+            _call("write_file", path=module, content=buggy),
+            _call("write_file", path=test, content=tested),
+        ])
+    if calls_made[-1] in ("write_file", "edit_file") or fixing:
+        if fixing and "edit_file" not in calls_made[-3:]:
+            return ToolCallReply([_call("edit_file", path=module, old="sum(values) - 1  # a simulated bug", new="sum(values)")])
+        return ToolCallReply([_call("run_command", command=checks[0])])
+    if calls_made[-1] == "run_command":
+        if not last.startswith("exit code 0"):
+            if "edit_file" not in calls_made:
+                return ToolCallReply([_call("read_file", path=module)])
+            return f"{SIMULATED_NOTICE}\n\nSimulated work on {subtask_id}: the checks still fail."
+        return (f"{SIMULATED_NOTICE}\n\n## {agent_type}: {subtask_id}\n\nSimulated tool run: wrote {path}, {module} and "
+                f"{test}; the first run of `{checks[0]}` failed, the bug is fixed, and it passes now.")
+    if calls_made[-1] == "read_file":
+        return ToolCallReply([_call("edit_file", path=module, old="sum(values) - 1  # a simulated bug", new="sum(values)")])
+    return ToolCallReply([_call("run_command", command=checks[0])])
 
 
 def _named_block(form: str, lang: str, path: str, body: str) -> list[str]:
@@ -501,6 +580,14 @@ class Simulator:
                 text = plan_reply(messages, opts, repairing, schema=structured == "json_schema")
             elif role == "synthesizer":
                 text = synthesis_reply(messages)
+            elif request.get("tools") and opts.get("tools") != "off" and (
+                CHECK_LINE.search(read.skeleton) or "tools" in opts or "cmd64" in opts
+            ):
+                acted = acting_reply(messages, record.agent_type, record.subtask_id, opts)
+                if isinstance(acted, ToolCallReply):
+                    await self._tool_calls(send, record, acted, estimate_tokens(read.text), request, stream)
+                    return
+                text = acted
             else:
                 text = expert_reply(messages, record.agent_type, record.subtask_id, opts)
             if opts.get("empty") and role == "expert":
@@ -520,6 +607,44 @@ class Simulator:
                 await _json(send, 200, _completion(record.model, text, usage, finish))
         finally:
             st.generating -= 1
+
+    async def _tool_calls(self, send, record: Recorded, reply: ToolCallReply, prompt_tokens: int, request: dict, stream: bool) -> None:
+        st = self.state
+        tokens = estimate_tokens(json.dumps(reply.calls))
+        st.prompt_tokens += prompt_tokens
+        st.tokens_generated += tokens
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
+        ident = f"chatcmpl-sim-{uuid.uuid4().hex[:12]}"
+        if not stream:
+            message = {"role": "assistant", "content": reply.text or None, "tool_calls": reply.calls}
+            await _json(send, 200, {
+                "id": ident, "object": "chat.completion", "created": int(time.time()), "model": record.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls", "logprobs": None}],
+                "usage": usage,
+            })
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+
+        def chunk(choices: list, with_usage: dict | None = None) -> bytes:
+            payload: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()),
+                                       "model": record.model, "choices": choices}
+            if with_usage:
+                payload["usage"] = with_usage
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        await send({"type": "http.response.body", "body": chunk([{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}]), "more_body": True})
+        for index, call in enumerate(reply.calls):
+            arguments = call["function"]["arguments"]
+            head = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            await send({"type": "http.response.body", "body": chunk([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}]), "more_body": True})
+            for i in range(0, len(arguments), 48):  # arguments arrive in pieces, as real servers send them
+                piece = {"index": index, "function": {"arguments": arguments[i : i + 48]}}
+                await send({"type": "http.response.body", "body": chunk([{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]), "more_body": True})
+        await send({"type": "http.response.body", "body": chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]), "more_body": True})
+        if (request.get("stream_options") or {}).get("include_usage"):
+            await send({"type": "http.response.body", "body": chunk([], usage), "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     async def _paced(self, tokens: int) -> None:
         if self.state.config.tokens_per_s > 0 and tokens:
