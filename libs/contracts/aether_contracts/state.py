@@ -210,6 +210,10 @@ class TaskState(BaseModel):
     synthesis_files: list[WorkspaceFile] = Field(default_factory=list)
     conflicts: list[PathConflict] = Field(default_factory=list)
     repository: RepositoryInfo | None = None
+    verification: Verification | None = None
+    """Every subtask's checks, run again on the assembled repository (by the synthesizer)."""
+    fixups: int = 0
+    """Fix-up subtasks added because the assembled repository failed its checks."""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None

@@ -13,7 +13,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aether_contracts import subjects
 from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentStatus, agent_key
+from aether_contracts.events import ToolStep
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.telemetry import instrument_fastapi
@@ -25,7 +27,7 @@ from .deps import Gateway
 from .index import TaskIndex
 from .metrics import GatewayMetrics
 from .routes import agents as agent_routes
-from .routes import files, health, observability, probes, stream, tasks
+from .routes import files, health, observability, probes, steps, stream, tasks
 from .settings import GatewaySettings
 from .streams import StreamHub
 from .ui import MissionBoard
@@ -59,9 +61,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await services.start(runtime.services_kv)
         await agent_pool.start(runtime.agents_kv)
         masters = asyncio.create_task(keep_masters_listed(runtime, registry))
+
+        async def on_step(message) -> None:
+            with contextlib.suppress(ValueError):
+                streams.on_step(ToolStep.model_validate_json(message.data))
+
+        # Experts' steps, live, for the task streams (core NATS: what the stream stores, as it is stored).
+        step_feed = await runtime.broker.connection.subscribe(f"{subjects.STEP_PREFIX}.>", cb=on_step)
         try:
             yield
         finally:
+            with contextlib.suppress(Exception):
+                await step_feed.unsubscribe()
             masters.cancel()
             await agent_pool.stop()
             await services.stop()
@@ -124,7 +135,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    for module in (tasks, stream, files, agent_routes, health, probes, observability):
+    for module in (tasks, steps, stream, files, agent_routes, health, probes, observability):
         app.include_router(module.router)
 
     def openapi() -> dict:

@@ -8,7 +8,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 
 from aether_contracts.agents import AgentStatus
-from aether_contracts.state import SubtaskStatus, TaskEvent, TaskState, TaskStatus, Usage
+from aether_contracts.events import ToolStep
+from aether_contracts.state import (
+    SubtaskStatus,
+    TaskEvent,
+    TaskState,
+    TaskStatus,
+    Usage,
+    Verification,
+)
 from aether_contracts.workspace import PathConflict, RefusedFile, RepositoryInfo, WorkspaceFile
 
 
@@ -65,6 +73,10 @@ class SubtaskBody(BaseModel):
     duration_ms: int | None = None
     files: list[WorkspaceFile] = []
     refused_files: list[RefusedFile] = []
+    verify: list[str] = Field([], description="The checks that must pass for it to be completed.")
+    steps: int = Field(0, description="Tool calls its expert made (the steps: `GET …/subtasks/{id}/steps`).")
+    tool_errors: int = 0
+    verification: Verification | None = None
 
 
 class TaskEventBody(BaseModel):
@@ -106,6 +118,9 @@ class TaskStateBody(BaseModel):
     )
     conflicts: list[PathConflict] = []
     repository: RepositoryInfo | None = None
+    verification: Verification | None = Field(
+        None, description="Whether every subtask's checks pass on the task's final repository."
+    )
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
     last_seq: int = Field(0, description="`seq` of the task's latest event.")
 
@@ -233,6 +248,7 @@ def _state_fields(state: TaskState, revision: int) -> dict[str, Any]:
         round=state.round,
         conflicts=state.conflicts,
         repository=state.repository,
+        verification=state.verification,
         revision=revision,
         last_seq=state.events[-1].seq if state.events else 0,
     )
@@ -299,6 +315,15 @@ class TaskStateMessage(BaseModel):
     data: TaskStateBody
 
 
+class TaskStepMessage(BaseModel):
+    """An expert's tool call (or one of its checks) as it happens. Not part of the resume: after a
+    reconnect, `GET …/subtasks/{id}/steps` has every step."""
+
+    type: Literal["task.step"] = "task.step"
+    id: None = None
+    data: ToolStep
+
+
 class TaskEndMessage(BaseModel):
     type: Literal["task.end"] = "task.end"
     id: None = None
@@ -332,6 +357,7 @@ class StreamErrorMessage(BaseModel):
 STREAM_MESSAGES: tuple[type[BaseModel], ...] = (
     TaskEventMessage,
     TaskStateMessage,
+    TaskStepMessage,
     TaskEndMessage,
     BoardTaskMessage,
     BoardRemovedMessage,

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from aether_contracts.events import ToolStep
 from aether_contracts.state import TaskState
 
 from .schemas import (
@@ -36,13 +38,16 @@ from .schemas import (
     TaskEndMessage,
     TaskEventMessage,
     TaskStateMessage,
+    TaskStepMessage,
     TaskSummary,
     event_body,
     task_state_body,
     task_summary,
 )
 
-TaskMessage = TaskEventMessage | TaskStateMessage | TaskEndMessage | StreamErrorMessage
+TaskMessage = TaskEventMessage | TaskStateMessage | TaskStepMessage | TaskEndMessage | StreamErrorMessage
+STEPS_WAITING = 200
+"""Steps a feed keeps for a slow client; older ones are dropped (the steps route has them all)."""
 BoardMessage = BoardTaskMessage | BoardRemovedMessage | BoardReadyMessage
 
 
@@ -55,7 +60,14 @@ class TaskFeed:
         """The KV revision of the last state sent."""
         self.ended = False
         self._latest: tuple[TaskState | None, int] | None = None
+        self._steps: deque[ToolStep] = deque(maxlen=STEPS_WAITING)
         self._changed = asyncio.Event()
+
+    def offer_step(self, step: ToolStep) -> None:
+        """An expert's tool call, live (never blocks; a slow client loses the oldest)."""
+        if not self.ended:
+            self._steps.append(step)
+            self._changed.set()
 
     def offer(self, state: TaskState | None, revision: int) -> None:
         """Called with every change of the task (None: it was deleted); never blocks."""
@@ -68,8 +80,10 @@ class TaskFeed:
     def drain(self) -> list[TaskMessage]:
         """What the client has not seen of the newest state: new events, then the state itself."""
         self._changed.clear()
+        steps: list[TaskMessage] = [TaskStepMessage(data=step) for step in self._steps]
+        self._steps.clear()
         if self._latest is None or self.ended:
-            return []
+            return [] if self.ended else steps
         state, revision = self._latest
         self._latest = None
         self.revision = revision
@@ -78,7 +92,7 @@ class TaskFeed:
             return [
                 StreamErrorMessage(data=StreamError(status=410, detail=f"task '{self.task_id}' was deleted"))
             ]
-        messages: list[TaskMessage] = [
+        messages: list[TaskMessage] = [*steps] + [
             TaskEventMessage(id=str(event.seq), data=event_body(state.id, event))
             for event in state.events
             if event.seq > self.seq
@@ -185,6 +199,11 @@ class StreamHub:
             board.offer(item)
         for feed in self._task_feeds.get(task_id, ()):
             feed.offer(state, revision)
+
+    def on_step(self, step: ToolStep) -> None:
+        """A step published by an agent (the gateway subscribes to every one)."""
+        for feed in self._task_feeds.get(step.task_id, ()):
+            feed.offer_step(step)
 
     @property
     def subscribers(self) -> int:
