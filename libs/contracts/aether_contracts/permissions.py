@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import subjects
-from .topology import AGENTS_BUCKET, SERVICES_BUCKET, TASKS_BUCKET, WORKSPACE_BUCKET
+from .topology import AGENTS_BUCKET, QUOTAS_BUCKET, SERVICES_BUCKET, TASKS_BUCKET, WORKSPACE_BUCKET
 
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>")
 JETSTREAM_SUBSCRIBE = ("_INBOX.>",)
@@ -50,6 +50,7 @@ GRANTS: dict[str, Grant] = {
             kv(TASKS_BUCKET),
             kv(SERVICES_BUCKET),
             kv(AGENTS_BUCKET),
+            kv(QUOTAS_BUCKET),
         ),
     ),
     "planner": Grant(

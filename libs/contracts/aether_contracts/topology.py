@@ -48,6 +48,8 @@ DUPLICATE_WINDOW_S = 15 * 60
 TASKS_BUCKET = "tasks"
 SERVICES_BUCKET = "services"
 AGENTS_BUCKET = "agents"
+QUOTAS_BUCKET = "quotas"
+"""Per tenant, the tasks it has in progress (the gateway's `quota`), changed by compare-and-set."""
 WORKSPACE_BUCKET = "workspace"
 """Object Store: the files experts write and each task's repository (see `workspace`)."""
 SERVICE_TTL_S = 10.0
@@ -180,6 +182,7 @@ BUCKETS = (
         ttl_s=AGENT_RECORD_MAX_AGE_S,
         description="the agent pool (see aether_contracts.agents); live agents rewrite theirs",
     ),
+    BucketSpec(QUOTAS_BUCKET, description="tasks in progress per tenant (the gateway's admission)"),
 )
 
 
