@@ -141,6 +141,36 @@ async def test_a_replan_can_be_asked_for_on_retry(control_stack):
     assert subtasks["after"]["depends_on"] == ["flaky.1.b"] and subtasks["after"]["status"] == "completed"
 
 
+async def test_a_replacement_whose_ids_collide_with_the_plan_gets_free_ids_and_runs(control_stack):
+    # Issue 19, finding 6: the simulator's replacement is `fix`, so its id would be
+    # `refused.1.fix`, taken; the fallback `refused.1.1` is taken too. Both ids were used twice
+    # before, the replacement never ran, and the task hung in `executing`.
+    stack = control_stack
+    plan = scripted(
+        "Replan into taken ids",
+        [
+            subtask("refused", "python-backend", sim="fail=400"),
+            subtask("refused.1.fix", "fullstack"),
+            subtask("refused.1.1", "fullstack"),
+            subtask("downstream", "fullstack", ["refused"]),
+        ],
+    )
+    async with stack.client() as client:
+        task = await stack.wait_task(client, (await stack.submit(client, plan))["id"], timeout=90)
+        experts = await stack.sim_requests(client, task_id=task["id"], role="expert")
+    subtasks = by_id(task)
+    ids = [s["id"] for s in task["subtasks"]]
+    assert len(ids) == len(set(ids)), ids
+    assert task["status"] == "completed", task["logs"]
+    assert subtasks["refused"]["replaced_by"] == ["refused.1.2"]
+    replacement = subtasks["refused.1.2"]
+    assert replacement["status"] == "completed" and replacement["description"].startswith("Replacement for refused")
+    assert replacement["result"] and replacement["agent_type"] == "python-backend"
+    assert subtasks["downstream"]["depends_on"] == ["refused.1.2"] and subtasks["downstream"]["status"] == "completed"
+    assert [r["headers"]["x-aether-subtask-id"] for r in experts].count("refused.1.2") == 1
+    assert "Missing parts" not in task["final_result"]
+
+
 async def test_a_task_that_failed_in_planning_is_planned_again(control_stack):
     stack = control_stack
     async with stack.client() as client:

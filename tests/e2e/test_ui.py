@@ -272,6 +272,46 @@ def test_signing_in_with_a_key_from_the_form_or_the_link_make_up_prints(stack, b
     assert not errors, errors
 
 
+def test_a_link_with_another_key_asks_before_it_replaces_the_stored_one(stack, browser):
+    """Issue 19, finding 9: a crafted link must not move a signed-in browser into another tenant."""
+    errors: list[str] = []
+    page = open_page(browser, errors, stack.api_key)  # signed in with the dev key
+    other = "someone-elses-key-000000000000"
+    stored = "localStorage.getItem('aether.apiKey')"
+    dialog = page.get_by_role("dialog", name="Use the key from this link?")
+
+    page.goto(f"{stack.url}/agents#access_token={other}")
+    dialog.wait_for()
+    assert "access_token" not in page.url  # gone at once, whatever the answer
+    assert "This link signs you in with a different API key" in dialog.inner_text()
+    assert page.evaluate("document.activeElement.textContent") == "Keep current key"
+    assert page.evaluate(stored) == stack.api_key, "nothing is replaced before the user answers"
+    assert_contrast(page, "the key switch dialog")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    assert page.evaluate(stored) == stack.api_key
+    page.get_by_role("heading", name="Agent Hub", exact=True).wait_for()
+    page.get_by_role("heading", name="Agents pool").wait_for()  # still this tenant's board
+
+    # A link opened in a tab that shows the board already only changes the fragment.
+    page.evaluate(f"location.hash = '#access_token={other}'")
+    dialog.wait_for()
+    assert "access_token" not in page.url
+    dialog.get_by_role("button", name="Keep current key").click()
+    dialog.wait_for(state="hidden")
+    assert page.evaluate(stored) == stack.api_key
+
+    # Accepted, the link's key is used: the gateway does not know this one, so it asks for a key.
+    page.goto(f"{stack.url}/#access_token={other}")
+    dialog.get_by_role("button", name="Use the new key").click()
+    dialog.wait_for(state="hidden")
+    assert page.evaluate(stored) == other
+    page.get_by_role("heading", name="Sign in with an API key").wait_for()
+    page.get_by_text("The gateway no longer accepts the key this browser had.").wait_for()
+    page.context.close()
+    assert not errors, errors
+
+
 def test_deep_links_reloads_and_unknown_pages(stack, page):
     with httpx.Client(base_url=stack.url, timeout=30, headers=stack.auth_headers()) as client:
         title = "Deep link " + "y" * 300  # nowhere to break a line

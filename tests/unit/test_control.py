@@ -79,6 +79,27 @@ def test_an_unfixable_failure_waits_for_a_replan_instead_of_failing_its_dependen
     assert [s.id for s in scheduling.reconcile(state).ready] == ["a.1.x"]
 
 
+def test_a_replacement_never_takes_an_id_the_state_or_the_sub_plan_already_uses():
+    # Issue 19, finding 6: the fallback id `a.1.<n>` was not checked against the state.
+    state = task(("a", []), ("a.1.x", []), ("a.1.1", []), ("a.1.3", []), ("b", ["a"]))
+    scheduling.reconcile(state)
+    finish(state, "a", "failed", retryable=False, policy=scheduling.Policy(auto_replan=True))
+    long = "y" * 64
+    plan = Plan("split", [
+        PlannedSubtask("x", "taken as a.1.x", "fullstack"),
+        PlannedSubtask("2", "a.1.2 is free but the fallback of x may take it", "fullstack"),
+        PlannedSubtask(long, "too long for a prefixed id", "fullstack", ["x", "2"]),
+    ])
+    new_ids = splice(state, state.subtask("a"), plan)
+    assert new_ids == ["a.1.2", "a.1.4", "a.1.5"]
+    ids = [s.id for s in state.subtasks]
+    assert len(ids) == len(set(ids)) and all(len(i) <= 64 for i in ids)
+    state.check()
+    assert state.subtask("a.1.5").depends_on == ["a.1.2", "a.1.4"]
+    assert state.subtask("b").depends_on == ["a.1.5"]
+    assert [s.id for s in scheduling.reconcile(state).ready] == ["a.1.2", "a.1.4"]
+
+
 def test_a_second_unfixable_failure_is_not_replanned_again():
     state = task(("a", []), ("b", ["a"]))
     scheduling.reconcile(state)

@@ -1,5 +1,6 @@
 import { useAuth } from "./auth";
 import { Header } from "./components/Header";
+import { KeySwitchDialog } from "./components/KeySwitch";
 import { SignIn } from "./components/SignIn";
 import { Empty } from "./components/States";
 import { AgentsPage } from "./pages/Agents";
@@ -15,8 +16,10 @@ export function App() {
     <>
       <Header path={path} signedIn={!!key && !refused} />
       <main id="content" tabIndex={-1} className="mx-auto max-w-6xl px-4 py-6 outline-none sm:py-8">
-        {refused ? <SignIn hadKey={!!key} /> : <Page current={current} />}
+        {/* Another key is another tenant: its pages start over (their fetches and streams). */}
+        {refused ? <SignIn hadKey={!!key} /> : <Page key={key ?? ""} current={current} />}
       </main>
+      <KeySwitchDialog />
     </>
   );
 }

@@ -5,6 +5,8 @@ import { takeKeyFromUrl } from "./auth";
 import "./index.css";
 
 takeKeyFromUrl();
+// A link opened in a tab that shows the board already changes only the fragment: no reload.
+window.addEventListener("hashchange", takeKeyFromUrl);
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>

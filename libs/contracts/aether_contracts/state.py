@@ -7,19 +7,30 @@ clients that know only the seed's statuses still read it right.
 Every change to a task is a compare-and-set on the entry's revision (see aether_core.store); the
 methods here only mutate the model in memory and must stay deterministic, because a conflicting
 writer re-runs them on a fresh copy.
+
+A subtask id names one subtask: events, dependencies and agents find a subtask by it, so a second
+subtask with the same id is never run (issue 19, finding 6). A state is checked when it is built
+and, because mutations change it in place, by the store before every write (`check`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
 from .workspace import PathConflict, RefusedFile, RepositoryInfo, WorkspaceFile
 
 SCHEMA_VERSION = 1
+STORED = "stored"
+"""Validation context of a state read back from the store (see `TaskState.from_bytes`)."""
+
+
+class InvalidTaskState(ValueError):
+    """A task state that breaks an invariant of the model (two subtasks with one id)."""
 
 
 def utcnow() -> datetime:
@@ -164,6 +175,21 @@ class TaskState(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
 
+    @model_validator(mode="after")
+    def _subtask_ids_are_unique(self, info: ValidationInfo) -> TaskState:
+        if not (info.context or {}).get(STORED):
+            self.check()
+        return self
+
+    def check(self) -> None:
+        """Raise `InvalidTaskState` unless every subtask id is used once."""
+        counts = Counter(s.id for s in self.subtasks)
+        duplicates = [subtask_id for subtask_id, n in counts.items() if n > 1]
+        if duplicates:
+            raise InvalidTaskState(
+                f"subtask id {', '.join(repr(d) for d in duplicates)} is used by more than one subtask"
+            )
+
     def subtask(self, subtask_id: str) -> Subtask:
         for subtask in self.subtasks:
             if subtask.id == subtask_id:
@@ -233,4 +259,6 @@ class TaskState(BaseModel):
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> TaskState:
-        return cls.model_validate_json(raw)
+        # What is stored loads as it is, even a state written before ids were checked: readers
+        # can still show it, and the store fails it at its next write instead of refusing it.
+        return cls.model_validate_json(raw, context={STORED: True})

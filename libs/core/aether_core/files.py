@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 from aether_contracts.workspace import RefusedFile
 
+from .prompting import frame
+
 MAX_PATH_BYTES = 512
 MAX_COMPONENT_BYTES = 255
 MAX_DEPTH = 32
@@ -72,8 +74,6 @@ def check_path(raw: str) -> str:
         raise UnsafePath("absolute path")
     if re.match(r"^[A-Za-z]:", path):
         raise UnsafePath("absolute Windows path (drive letter)")
-    if path.startswith("~"):
-        raise UnsafePath("home-relative path")
     if "->" in path:
         raise UnsafePath("looks like a symbolic link (links are never created)")
     if path.endswith("/"):
@@ -82,6 +82,8 @@ def check_path(raw: str) -> str:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not parts:
         raise UnsafePath("names no file")
+    if parts[0].startswith("~"):  # after normalising: `./~` is `~` (found by Hypothesis)
+        raise UnsafePath("home-relative path")
     if len(parts) > MAX_DEPTH:
         raise UnsafePath(f"more than {MAX_DEPTH} directories deep")
     for part in parts:
@@ -326,9 +328,10 @@ def fence_for(content: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def quote_file(path: str, content: bytes, limit: int, heading: str) -> str:
+def quote_file(path: str, content: bytes, limit: int, heading: str, *, nonce: str, written_by: str) -> str:
     """A file for a prompt: a heading, then its text in a fenced block, cut at `limit` characters
-    with a visible marker; a file that is not UTF-8 text is named, not shown."""
+    with a visible marker, framed as data with the prompt's `nonce` (aether_core.prompting); a
+    file that is not UTF-8 text is named, not shown."""
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -343,4 +346,5 @@ def quote_file(path: str, content: bytes, limit: int, heading: str) -> str:
         )
     fence = fence_for(shown_text)
     body = shown_text if shown_text.endswith("\n") or not shown_text else shown_text + "\n"
-    return f"{heading}\n{fence} path={path}\n{body}{fence}{marker}"
+    block = frame("file", f"{fence} path={path}\n{body}{fence}", nonce, path=path, written_by=written_by)
+    return f"{heading}\n{block}{marker}"

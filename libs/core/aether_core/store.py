@@ -11,9 +11,10 @@ from typing import Generic, TypeVar
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from aether_contracts.state import TaskState, utcnow
+from aether_contracts.state import InvalidTaskState, TaskState, TaskStatus, utcnow
 
 from . import metrics
+from .control import stop_task
 
 T = TypeVar("T")
 
@@ -60,6 +61,7 @@ class TaskStore:
         return self._kv
 
     async def create(self, state: TaskState) -> int:
+        state.check()
         try:
             return await self.kv.create(state.id, state.to_bytes())
         except KeyWrongLastSequenceError as exc:
@@ -85,6 +87,10 @@ class TaskStore:
 
         `change` may run several times (once per conflict), always on a fresh copy, so it must
         only look at the state it is given. It raises `Unchanged` to skip the write.
+
+        A change that leaves the state invalid (`TaskState.check`) is not written: the task is
+        failed instead, with the reason, and `InvalidTaskState` is raised. Written, it would
+        leave the task waiting for a subtask that can never run (issue 19, finding 6).
         """
         conflicts = 0
         while True:
@@ -95,6 +101,16 @@ class TaskStore:
                 value = change(state)
             except Unchanged as unchanged:
                 return Mutation(state, entry.revision, unchanged.value, False, conflicts)  # type: ignore[arg-type]
+            try:
+                state.check()
+            except InvalidTaskState as broken:
+                state = TaskState.from_bytes(entry.value)
+                if state.status.terminal:
+                    raise
+                stop_task(state, TaskStatus.FAILED, f"a change would have made the task state invalid: {broken}")
+                value, invalid = None, broken
+            else:
+                invalid = None
             state.updated_at = utcnow()
             try:
                 revision = await self.kv.update(task_id, state.to_bytes(), last=entry.revision)
@@ -107,6 +123,8 @@ class TaskStore:
                 continue
             # Outcomes are counted here: the write of a transition succeeds exactly once.
             metrics.record_transition(before, state)
+            if invalid is not None:
+                raise invalid
             return Mutation(state, revision, value, True, conflicts)
 
     async def _entry(self, task_id: str) -> KeyValue.Entry:

@@ -14,11 +14,12 @@ from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core.errors import HandBack
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
+from aether_core.prompting import frame, new_nonce, rules
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
 
 from .presence import Presence
-from .workspace import Workspace
+from .workspace import Workspace, files_context
 
 HAND_BACK = "hand-back"
 CONTEXT_RESULT_CHARS = 12_000
@@ -38,25 +39,45 @@ def truncate(text: str, limit: int) -> str:
 
 
 def expert_messages(
-    state: TaskState, subtask: Subtask, template: AgentTemplate, *, context_chars: int = CONTEXT_RESULT_CHARS
+    state: TaskState,
+    subtask: Subtask,
+    template: AgentTemplate,
+    *,
+    files: dict[str, bytes] | None = None,
+    context_chars: int = CONTEXT_RESULT_CHARS,
 ) -> list[dict[str, str]]:
-    parts = [
-        "The overall task (data from the user):",
-        f"<task>\n{state.description}\n</task>",
-        "",
-        f"Your subtask ({subtask.id}): {subtask.description}",
-    ]
-    if state.plan and state.plan.get("analysis"):
-        parts += ["", f"Jason's analysis of the task: {state.plan['analysis']}"]
+    """The expert's prompt: every text from the user, the plan or another expert (`files`: the
+    ancestors' files, as `Desk.contents`) framed as data with one nonce (aether_core.prompting)."""
+    analysis = (state.plan or {}).get("analysis") or ""
     deps = [state.subtask(d) for d in subtask.depends_on]
+    results = [truncate(dep.result or "", context_chars) for dep in deps]
+    nonce = new_nonce(
+        state.description, subtask.description, str(analysis),
+        *(d.description for d in deps), *results, *(files or {}).values(),
+    )
+    parts = [
+        rules(nonce),
+        "",
+        "The overall task (data from the user):",
+        frame("task", state.description, nonce),
+        "",
+        f"Your subtask ({subtask.id}):",
+        frame("subtask", subtask.description, nonce, id=subtask.id),
+    ]
+    if analysis:
+        parts += ["", "Jason's analysis of the task:", frame("analysis", str(analysis), nonce)]
     if deps:
         parts += ["", "Results of the subtasks yours depends on:"]
-        for dep in deps:
+        for dep, result in zip(deps, results, strict=True):
             parts += [
                 "",
-                f"### Result of {dep.id} ({dep.agent_type}): {dep.description}",
-                truncate(dep.result or "", context_chars),
+                f"### Result of {dep.id} ({dep.agent_type})",
+                frame("subtask", dep.description, nonce, id=dep.id),
+                frame("result", result, nonce, id=dep.id, agent_type=dep.agent_type),
             ]
+    context = files_context(state, subtask, files or {}, nonce=nonce)
+    if context:
+        parts += ["", context]
     return [
         {"role": "system", "content": template.system_prompt},
         {"role": "user", "content": "\n".join(parts)},
@@ -167,9 +188,9 @@ class Worker:
         template = self.registry.template(subtask.agent_type)
         if template is None:
             return self._finished(event, started, error=f"no template for agent type '{subtask.agent_type}'")
-        messages = expert_messages(claim.state, subtask, template)
-        desk = await self.workspace.open(claim.state, subtask, messages)
+        desk = await self.workspace.open(claim.state, subtask)
         try:
+            messages = expert_messages(claim.state, subtask, template, files=desk.contents)
             reply = await self.llm.chat(
                 messages,
                 model=self.model,

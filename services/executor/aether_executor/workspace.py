@@ -33,6 +33,7 @@ from aether_core.gitrepo import (
     is_writable_dir,
     subtask_commit,
 )
+from aether_core.prompting import new_nonce
 from aether_core.workspace_store import WorkspaceStore
 
 log = logging.getLogger("aether.executor.workspace")
@@ -57,10 +58,13 @@ def files_context(
     subtask: Subtask,
     contents: dict[str, bytes],
     *,
+    nonce: str | None = None,
     file_chars: int = CONTEXT_FILE_CHARS,
     total_chars: int = CONTEXT_FILES_CHARS,
 ) -> str:
-    """The dependencies' files for the prompt: direct dependencies first, then the others."""
+    """The dependencies' files for the prompt: direct dependencies first, then the others, each
+    framed as data with the prompt's `nonce` (see aether_core.prompting)."""
+    nonce = nonce or new_nonce(*contents.values())
     visible = visible_files(state, subtask.id)
     if not visible:
         return ""
@@ -81,7 +85,8 @@ def files_context(
             f"### File {file.path} (written by {file.written_by}, "
             f"{agent_types.get(file.written_by, '?')}; {file.size} bytes)"
         )
-        parts += ["", quote_file(file.path, contents.get(file.object, b""), limit, heading)]
+        content = contents.get(file.object, b"")
+        parts += ["", quote_file(file.path, content, limit, heading, nonce=nonce, written_by=file.written_by)]
         left -= min(file.size, limit)
     if unshown:
         parts += ["", f"Not shown (the prompt's budget of {total_chars} characters for files is spent):"]
@@ -106,9 +111,9 @@ class Workspace:
                     directory,
                 )
 
-    async def open(self, state: TaskState, subtask: Subtask, messages: list[dict[str, str]]) -> Desk:
-        """Read the ancestors' files and add them to the prompt; the worktree is checked out
-        meanwhile (in a thread), while the LLM works: only `deliver` needs it."""
+    async def open(self, state: TaskState, subtask: Subtask) -> Desk:
+        """Read the ancestors' files (`Desk.contents`, for the prompt); the worktree is checked
+        out meanwhile (in a thread), while the LLM works: only `deliver` needs it."""
         seen = ancestors(state, subtask.id)
         history = [s for s in commit_order(state) if s.id in seen]
         contents = await self.store.read_files(f for s in history for f in s.files)
@@ -118,10 +123,7 @@ class Workspace:
             checkout = asyncio.ensure_future(
                 asyncio.to_thread(self.checkouts.checkout, state.id, subtask.id, specs)
             )
-        context = files_context(state, subtask, contents)
-        if context:
-            messages[-1]["content"] += "\n\n" + context
-        return Desk(self, state, subtask, checkout)
+        return Desk(self, state, subtask, checkout, contents)
 
 
 @dataclass
@@ -131,6 +133,8 @@ class Desk:
     subtask: Subtask
     checkout: asyncio.Future[Worktree] | None
     """The worktree being checked out (None: this agent works without one)."""
+    contents: dict[str, bytes] = field(default_factory=dict)
+    """The ancestors' files by object name (what `files_context` shows of them)."""
     closed: bool = field(default=False)
 
     async def worktree(self) -> Worktree | None:

@@ -38,7 +38,8 @@ CONFLICTS_CHARS = 48_000
 README = "README.md"
 
 
-def workspace_brief(state: TaskState, contents: dict[str, bytes]) -> str:
+def workspace_brief(state: TaskState, contents: dict[str, bytes], nonce: str) -> str:
+    """The repository's files and each path conflict with every version (framed with `nonce`)."""
     files = final_files(state)
     if not files:
         return (
@@ -74,7 +75,8 @@ def workspace_brief(state: TaskState, contents: dict[str, bytes]) -> str:
                     continue
                 limit = max(0, min(CONFLICT_VERSION_CHARS, left))
                 heading = f"#### Version of {subtask_id} ({subtask.agent_type})"
-                lines.append(quote_file(conflict.path, contents.get(mine[0].object, b""), limit, heading))
+                content = contents.get(mine[0].object, b"")
+                lines.append(quote_file(conflict.path, content, limit, heading, nonce=nonce, written_by=subtask_id))
                 left -= min(mine[0].size, limit)
     lines += [
         "",
@@ -148,12 +150,11 @@ class Repository:
         self.store = store
         self.limits = limits
 
-    async def brief(self, state: TaskState, messages: list[dict[str, str]]) -> None:
-        """Add the workspace (files, conflicts with both versions) to the synthesis prompt."""
+    async def brief_files(self, state: TaskState) -> dict[str, bytes]:
+        """Every version of each conflicting path, for the synthesis prompt's workspace brief."""
         conflicted = {c.path for c in state.conflicts}
         wanted = [f for s in commit_order(state) for f in s.files if f.path in conflicted]
-        contents = await self.store.read_files(wanted)
-        messages[-1]["content"] += "\n\n" + workspace_brief(state, contents)
+        return await self.store.read_files(wanted)
 
     async def assemble(self, state: TaskState, reply: str, master: MasterConfig) -> Assembly:
         extraction = extract_files(reply, self.limits)

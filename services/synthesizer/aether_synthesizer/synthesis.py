@@ -13,10 +13,11 @@ from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core import telemetry
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
+from aether_core.prompting import frame, new_nonce, rules
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import JASON, MasterConfig, Registry
 
-from .repository import Repository
+from .repository import Repository, workspace_brief
 
 RESULT_CHARS = 24_000
 
@@ -32,25 +33,49 @@ def missing_parts(state: TaskState) -> list[Subtask]:
     return [s for s in state.subtasks if s.status != SubtaskStatus.COMPLETED and not s.replaced_by]
 
 
-def synthesis_messages(state: TaskState, master: MasterConfig, *, result_chars: int = RESULT_CHARS) -> list[dict[str, str]]:
-    parts = [
-        "The task (data from the user):",
-        f"<task>\n{state.description}\n</task>",
-    ]
-    if state.plan and state.plan.get("analysis"):
-        parts += ["", f"Your analysis when planning: {state.plan['analysis']}"]
-    parts += ["", "Results of the subtasks, in plan order:"]
-    for subtask in state.subtasks:
-        if subtask.status == SubtaskStatus.COMPLETED:
-            parts += [
-                "",
-                f"### Result of {subtask.id} ({subtask.agent_type}): {subtask.description}",
-                _cut(subtask.result or "", result_chars),
-            ]
+def synthesis_messages(
+    state: TaskState,
+    master: MasterConfig,
+    *,
+    files: dict[str, bytes] | None = None,
+    result_chars: int = RESULT_CHARS,
+) -> list[dict[str, str]]:
+    """Jason's synthesis prompt, then the workspace brief (`files`: the conflicting versions,
+    as `Repository.brief_files` reads them); every text from the user, the plan or an expert is
+    framed as data with one nonce (aether_core.prompting)."""
+    analysis = str((state.plan or {}).get("analysis") or "")
+    completed = [s for s in state.subtasks if s.status == SubtaskStatus.COMPLETED]
+    results = {s.id: _cut(s.result or "", result_chars) for s in completed}
     missing = missing_parts(state)
+    nonce = new_nonce(
+        state.description, analysis, *results.values(), *(s.description for s in state.subtasks),
+        *(s.error for s in missing), *(files or {}).values(),
+    )
+    parts = [
+        rules(nonce),
+        "",
+        "The task (data from the user):",
+        frame("task", state.description, nonce),
+    ]
+    if analysis:
+        parts += ["", "Your analysis when planning:", frame("analysis", analysis, nonce)]
+    parts += ["", "Results of the subtasks, in plan order:"]
+    for subtask in completed:
+        parts += [
+            "",
+            f"### Result of {subtask.id} ({subtask.agent_type})",
+            frame("subtask", subtask.description, nonce, id=subtask.id),
+            frame("result", results[subtask.id], nonce, id=subtask.id, agent_type=subtask.agent_type),
+        ]
     if missing:
         parts += ["", "These subtasks FAILED; their parts are missing from the results:"]
-        parts += [f"- {s.id} ({s.agent_type}): {s.description} — {s.error or 'failed'}" for s in missing]
+        for s in missing:
+            parts += [
+                f"- {s.id} ({s.agent_type}):",
+                frame("subtask", s.description, nonce, id=s.id),
+                frame("error", s.error or "failed", nonce, id=s.id),
+            ]
+    parts += ["", workspace_brief(state, files or {}, nonce)]
     return [
         {"role": "system", "content": master.synthesis_prompt},
         {"role": "user", "content": "\n".join(parts)},
@@ -132,8 +157,7 @@ class Synthesizer:
         master = self.registry.master(state.master_id) or JASON
         telemetry.annotate({telemetry.AGENT_TYPE: master.id})
         usage, note = Usage(), None
-        messages = synthesis_messages(state, master)
-        await self.repository.brief(state, messages)
+        messages = synthesis_messages(state, master, files=await self.repository.brief_files(state))
         try:
             reply = await self.inflight.run(
                 state.id,

@@ -22,6 +22,12 @@ Every simulated file names the subtask that wrote it, so parallel subtasks writi
 conflict; the synthesis resolves every conflict its prompt lists (`### <path>: conflict between`)
 by writing the file again, as Jason is asked to.
 
+Aether's prompts frame the texts it did not write with a per-request nonce (aether_core.prompting):
+the simulator reads the task, the subtask and the failed subtask of a replan from those frames,
+and its headings only from outside them, so a result or a description cannot steer it. A prompt
+without frames (a hand-written one, the benchmark's baselines) is read by its `<task>` block and
+`Your subtask (id): …` line.
+
 Test hooks: `GET /_sim/requests` (recorded requests, filter by `task_id`, `role`), `GET
 /_sim/stats`, `POST /_sim/reset`, `POST /_sim/outage?seconds=60` (every completion a 503 meanwhile).
 """
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from aether_core import prompting
 from aether_core.templates import BUILTIN_TEMPLATES, match_template
 
 SIMULATED_NOTICE = (
@@ -49,12 +56,11 @@ SIMULATED_NOTICE = (
 DIRECTIVE = re.compile(r"\[\[sim\s+([^\]]*)\]\]")
 PLAN_LINE = re.compile(r"^\s*SIM-PLAN:\s*(\{.*\})\s*$", re.MULTILINE)
 REPLAN_LINE = re.compile(r"^\s*SIM-REPLAN:\s*(\{.*\})\s*$", re.MULTILINE)
-REPLAN_MARK = "one subtask of that plan failed"
-FAILED_FIELD = re.compile(r"^- (id|agent type|description): (.*)$", re.MULTILINE)
 TYPE_LINE = re.compile(r"^- ([a-z0-9][a-z0-9_-]*): ", re.MULTILINE)
 DEP_RESULT = re.compile(r"^### Result of (\S+) \(([^)]+)\)", re.MULTILINE)
 SUBTASK_LINE = re.compile(r"^Your subtask \(([^)]+)\): (.*)$", re.MULTILINE)
 CONFLICT_LINE = re.compile(r"^### (\S+): conflict between (.+)$", re.MULTILINE)
+MISSING_LINE = re.compile(r"^- (\S+) \(([^)]+)\):$", re.MULTILINE)
 COMMENT = {"sql": "--", "python": "#", "tsx": "//", "dockerfile": "#", "text": "#"}
 HOSTILE_BLOCKS = [
     ("text", "../../escaped.txt"),
@@ -186,40 +192,75 @@ def simulated_plan(description: str, types: list[str]) -> dict[str, Any]:
     }
 
 
-def _task_text(messages: list[dict[str, Any]]) -> str:
-    user = [m.get("content") or "" for m in messages if m.get("role") == "user"]
-    text = user[0] if user else ""
-    match = re.search(r"<task>\n(.*)\n</task>", text, re.DOTALL)
-    return match.group(1) if match else text
+@dataclass
+class Prompt:
+    """A request's messages as the simulator reads them: framed (with the request's nonce) or not."""
+
+    text: str
+    """Every message, joined."""
+    first_user: str
+    nonce: str | None
+
+    @classmethod
+    def of(cls, messages: list[dict[str, Any]]) -> Prompt:
+        user = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+        first = user[0] if user else ""
+        # The rules open the first user message, so its first tag carries the request's nonce.
+        return cls("\n".join(str(m.get("content") or "") for m in messages), first, prompting.nonce_of(first))
+
+    def frames(self, kind: str) -> list[prompting.Frame]:
+        return prompting.frames(self.text, self.nonce, kind) if self.nonce else []
+
+    @property
+    def skeleton(self) -> str:
+        """What Aether wrote itself: the prompt without its framed texts."""
+        return prompting.outside(self.text, self.nonce) if self.nonce else self.text
+
+    @property
+    def task(self) -> str:
+        if self.nonce:
+            found = prompting.frames(self.first_user, self.nonce, "task")
+            return found[0].text if found else ""
+        match = re.search(r"<task>\n(.*)\n</task>", self.first_user, re.DOTALL)
+        return match.group(1) if match else self.first_user
+
+    def subtask(self, subtask_id: str | None) -> str | None:
+        """The description of the subtask a request is for (by its id), if the prompt has one."""
+        if self.nonce:
+            found = self.frames("subtask")
+            mine = [f for f in found if f.attrs.get("id") == subtask_id] or found[:1]
+            return mine[0].text if mine else None
+        match = SUBTASK_LINE.search(self.text)
+        return match.group(2) if match else None
 
 
-def replan_reply(messages: list[dict[str, Any]]) -> str:
+def replan_reply(prompt: Prompt, failed: prompting.Frame) -> str:
     """A replacement sub-plan: the task's `SIM-REPLAN:` line, or one cleaned-up subtask."""
-    task = _task_text(messages)
-    scripted = REPLAN_LINE.search(task)
+    scripted = REPLAN_LINE.search(prompt.task)
     if scripted:
         return scripted.group(1)
-    user = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
-    failed = dict(FAILED_FIELD.findall(user))
-    description = DIRECTIVE.sub("", failed.get("description", "the failed part")).strip()
+    failed_id = failed.attrs.get("id", "?")
+    description = DIRECTIVE.sub("", failed.text).strip() or "the failed part"
     return json.dumps({
-        "analysis": f"(simulated) replacing {failed.get('id', 'the failed subtask')}",
+        "analysis": f"(simulated) replacing {failed_id}",
         "subtasks": [{
             "id": "fix",
-            "description": f"Replacement for {failed.get('id', '?')}: {description}",
-            "agent_type": failed.get("agent type", "fullstack"),
+            "description": f"Replacement for {failed_id}: {description}",
+            "agent_type": failed.attrs.get("agent_type", "fullstack"),
             "depends_on": [],
         }],
     })
 
 
 def plan_reply(messages: list[dict[str, Any]], opts: dict[str, str], repairing: bool) -> str:
-    task = _task_text(messages)
+    prompt = Prompt.of(messages)
+    task = prompt.task
     scripted = PLAN_LINE.search(task)
     if opts.get("malformed") and (not repairing or opts["malformed"] == "always"):
         return '{"analysis": "simulated malformed plan", "subtasks": [ {"id": "subtask-1", '
-    if any(REPLAN_MARK in (m.get("content") or "") for m in messages if m.get("role") == "user"):
-        return replan_reply(messages)
+    failed = prompting.frames(prompt.first_user, prompt.nonce, "failed-subtask") if prompt.nonce else []
+    if failed:  # a replan: the prompt names the subtask to replace
+        return replan_reply(prompt, failed[0])
     if scripted:
         return scripted.group(1)
     system = next((m.get("content") or "" for m in messages if m.get("role") == "system"), "")
@@ -228,10 +269,9 @@ def plan_reply(messages: list[dict[str, Any]], opts: dict[str, str], repairing: 
 
 
 def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask_id: str | None, opts: dict[str, str]) -> str:
-    prompt = "\n".join(m.get("content") or "" for m in messages)
-    subtask = SUBTASK_LINE.search(prompt)
-    description = subtask.group(2) if subtask else "the subtask"
-    deps = DEP_RESULT.findall(prompt)
+    prompt = Prompt.of(messages)
+    description = prompt.subtask(subtask_id) or "the subtask"
+    deps = DEP_RESULT.findall(prompt.skeleton)
     agent_type = agent_type or "fullstack"
     lang, path, body = FILE_FOR.get(agent_type, ("text", f"notes/{agent_type}.md", "simulated notes\n"))
     path = opts.get("path", path)
@@ -261,9 +301,9 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
 
 
 def synthesis_reply(messages: list[dict[str, Any]]) -> str:
-    prompt = "\n".join(m.get("content") or "" for m in messages)
-    parts = DEP_RESULT.findall(prompt)
-    missing = re.findall(r"^- (\S+) \(([^)]+)\): .* — ", prompt, re.MULTILINE)
+    skeleton = Prompt.of(messages).skeleton
+    parts = DEP_RESULT.findall(skeleton)
+    missing = MISSING_LINE.findall(skeleton)
     lines = [
         SIMULATED_NOTICE.replace("Simulated result", "Simulated synthesis"),
         "",
@@ -273,7 +313,7 @@ def synthesis_reply(messages: list[dict[str, Any]]) -> str:
     ]
     if missing:
         lines += ["", "Missing parts: " + ", ".join(f"{s} ({t})" for s, t in missing)]
-    for path, between in CONFLICT_LINE.findall(prompt):
+    for path, between in CONFLICT_LINE.findall(skeleton):
         lines += ["", f"Resolved the conflict on {path} between {between}:", "", f"```text path={path}",
                   f"simulated resolution of {path}, merging {between}", "```"]
     lines += ["", "## How to run (simulated)", "", "Nothing to run: this is a simulated result."]
@@ -355,15 +395,14 @@ class Simulator:
         agent_type = headers.get("x-aether-agent-type")
         model = request.get("model") or "aether-simulator"
         stream = bool(request.get("stream"))
-        prompt = "\n".join(str(m.get("content") or "") for m in messages)
+        read = Prompt.of(messages)
+        prompt = read.text
         # Directives come from the task's own text (not the scripted plan inside it), and for an
         # expert also from its subtask's description, never from quoted dependency results.
-        task_text = REPLAN_LINE.sub("", PLAN_LINE.sub("", _task_text(messages)))
+        task_text = REPLAN_LINE.sub("", PLAN_LINE.sub("", read.task))
         opts = directives(task_text, role)
         if role == "expert":
-            match = SUBTASK_LINE.search(prompt)
-            if match:
-                opts.update(directives(match.group(2), role))
+            opts.update(directives(read.subtask(subtask_id) or "", role))
 
         st = self.state
         key = (role, task_id, subtask_id)

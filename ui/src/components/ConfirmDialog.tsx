@@ -7,6 +7,7 @@ export function ConfirmDialog({
   title,
   children,
   confirmLabel,
+  cancelLabel = "Cancel",
   busy = false,
   error,
   onConfirm,
@@ -16,6 +17,8 @@ export function ConfirmDialog({
   title: string;
   children: ReactNode;
   confirmLabel: string;
+  /** The safe choice, focused when the dialog opens; Escape chooses it too. */
+  cancelLabel?: string;
   busy?: boolean;
   error?: string | null;
   onConfirm: () => void;
@@ -63,7 +66,7 @@ export function ConfirmDialog({
         )}
         <div className="mt-5 flex justify-end gap-2">
           <button ref={cancel} type="button" className="btn-secondary" onClick={onCancel} disabled={busy}>
-            Cancel
+            {cancelLabel}
           </button>
           <button type="button" className="btn-danger" onClick={onConfirm} disabled={busy}>
             {busy && <Spinner className="size-4" />}

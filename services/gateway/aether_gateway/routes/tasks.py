@@ -13,7 +13,7 @@ from aether_contracts.events import (
     TaskExpired,
     TaskFinished,
 )
-from aether_contracts.state import TaskState, TaskStatus, utcnow
+from aether_contracts.state import InvalidTaskState, TaskState, TaskStatus, utcnow
 from aether_core import telemetry
 from aether_core.control import (
     ControlError,
@@ -270,6 +270,8 @@ async def _control(gw: Gateway, principal: Principal, task_id: str, change):
         raise HTTPException(404, f"no task with id '{task_id}'") from None
     except ControlError as refused:
         raise HTTPException(refused.status, refused.message) from None
+    except InvalidTaskState as broken:  # the store failed the task instead, and says why
+        raise HTTPException(409, f"task {task_id} cannot be changed: {broken}") from None
     gw.index.upsert(mutation.state, mutation.revision)
     return mutation
 
