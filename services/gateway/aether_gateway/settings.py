@@ -27,6 +27,9 @@ class GatewaySettings(ServiceSettings):
     max_active_tasks: int = Field(
         50, ge=1, description="Tasks one tenant may have in progress; more get 429 with Retry-After."
     )
+    download_link_ttl_s: float = Field(
+        900.0, gt=0, le=86400, description="How long a signed download link (GET .../files) works."
+    )
     jaeger_url: str | None = Field(
         None,
         description="Jaeger UI base URL (e.g. http://localhost:16686): tasks link to their trace.",
