@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import subjects
-from .topology import AGENTS_BUCKET, LLM_SLOTS_BUCKET, QUOTAS_BUCKET, SERVICES_BUCKET, TASKS_BUCKET, WORKSPACE_BUCKET
+from .topology import (
+    AGENTS_BUCKET,
+    LLM_SLOTS_BUCKET,
+    QUOTAS_BUCKET,
+    SERVICES_BUCKET,
+    TASKS_BUCKET,
+    WORKSPACE_BUCKET,
+)
 
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>")
 JETSTREAM_SUBSCRIBE = ("_INBOX.>",)

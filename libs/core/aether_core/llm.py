@@ -483,9 +483,9 @@ class LLMClient:
             self.stream_usage = False
             log.warning("the LLM server does not take stream_options: token counts will be estimated")
             return True
-        if output == "text" or "response_format" not in message and (
+        if output == "text" or ("response_format" not in message and (
             exc.status_code == 500 or not any(w in message for w in ("json_schema", "json_object", "schema", "not supported", "unsupported"))
-        ):
+        )):
             return False
         lower = OUTPUT_FORMATS[OUTPUT_FORMATS.index(output) + 1]
         self.formats[model] = lower
