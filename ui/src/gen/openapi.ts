@@ -1103,7 +1103,10 @@ export interface components {
             updated_at: string;
             usage: components["schemas"]["Usage"];
         };
-        /** Usage */
+        /**
+         * Usage
+         * @description Tokens and LLM requests, every attempt counted: failed, abandoned and retried ones too.
+         */
         Usage: {
             /**
              * Calls
@@ -1115,6 +1118,11 @@ export interface components {
              * @default 0
              */
             completion_tokens: number;
+            /**
+             * Estimated Tokens
+             * @default 0
+             */
+            estimated_tokens: number;
             /**
              * Prompt Tokens
              * @default 0
