@@ -11,7 +11,7 @@ if __name__ == "__main__":
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=settings.access_log,
         # Live streams never end by themselves: without a limit a stop would wait for every
         # browser tab to close. Clients resume where they were from another replica or restart.
         timeout_graceful_shutdown=3,

@@ -164,11 +164,11 @@ class RedactTokens(logging.Filter):
     """Keeps `?access_token=` (how browsers authenticate streams) out of the server's logs:
     uvicorn logs every WebSocket's path with its query string."""
 
-    PATTERN = re.compile(r"(access_token=)[^&\s\"']+")
+    PATTERN = re.compile(r"((?:access_token|signature)=)[^&\s\"']+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "access_token=" in message:
+        if "access_token=" in message or "signature=" in message:
             record.msg, record.args = self.PATTERN.sub(r"\1[redacted]", message), ()
         return True
 
