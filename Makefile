@@ -76,6 +76,10 @@ bench: install ## makespan vs critical path (vs the Phase 1 loop and LangGraph),
 chaos: install ## kill every service at its worst moment, restart NATS, take the LLM down (figures in artifacts/)
 	$(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
+.PHONY: check-llm
+check-llm: install ## Aether against a real model here: llama.cpp + SmolLM2-135M (installs them once, ~10 min); not in make test
+	$(PY) -m aether_devstack check-llm $(CHECK_LLM_ARGS)
+
 .PHONY: fuzz
 fuzz: install ## a longer schemathesis run against the gateway (AETHER_FUZZ_SECONDS, default 600)
 	AETHER_FUZZ_SECONDS=$${AETHER_FUZZ_SECONDS:-600} $(PY) -m pytest tests/e2e/test_api_fuzz.py -s

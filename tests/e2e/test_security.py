@@ -13,6 +13,7 @@ from tests.support.stack import Stack
 pytestmark = pytest.mark.e2e
 
 ALICE, BOB, OPS = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef", "ops-key-0123456789abcdef"
+CAROL = "carol-key-0123456789abcdef"  # a tenant of her own for the active-task limit
 LLM_SECRET = "sk-aether-test-SECRET-7f3a9c1e5b"
 
 
@@ -27,7 +28,7 @@ def llm():
 def tenant_stack(llm):
     running = Stack(
         env={
-            "AETHER_API_KEYS": f"alice:{ALICE},bob:{BOB},ops:{OPS}:admin",
+            "AETHER_API_KEYS": f"alice:{ALICE},bob:{BOB},ops:{OPS}:admin,carol:{CAROL}",
             "AETHER_MAX_ACTIVE_TASKS": "2",
             "OPENAI_API_KEY": LLM_SECRET,
             "OPENAI_BASE_URL": llm.base_url,
@@ -171,7 +172,7 @@ async def test_secrets_never_appear_in_logs_state_events_or_error_bodies(tenant_
     logs = stack.log_tail(10_000_000)
     logs += "".join(p.read_text(errors="replace") for p in (stack.data_dir / "agents").glob("*.log"))
     assert "Task failed" in logs or "HTTP 401" in json.dumps(bodies) or stored, "the check must look at real output"
-    for secret in (LLM_SECRET, ALICE, BOB, OPS):
+    for secret in (LLM_SECRET, ALICE, BOB, OPS, CAROL):
         for where, text in (("logs", logs), ("API bodies", "\n".join(bodies)), ("NATS (state, events)", "\n".join(stored))):
             assert secret not in text, f"a secret leaked into {where}"
 

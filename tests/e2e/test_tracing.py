@@ -222,6 +222,37 @@ async def test_a_retry_continues_the_tasks_trace(traced):
     assert after_retry(synthesis)
 
 
+async def test_no_key_or_signed_link_reaches_a_span(traced):
+    """Browsers send the key as `?access_token=` on streams, and downloads carry a signature:
+    neither may be exported with the request's URL (issue 19)."""
+    stack, sink = traced
+    key = stack.api_key
+    async with stack.client() as client:
+        created = await stack.submit(client, scripted("Traced links", [subtask("a", "fullstack")]))
+        await stack.wait_task(client, created["id"])
+        files = (await client.get(f"/api/orchestrate/task/{created['id']}/files")).json()
+    signed = files["repository"]["bundle_url"]
+    async with stack.client(anonymous=True) as anonymous:
+        stream = f"/api/orchestrate/task/{created['id']}/stream"
+        async with anonymous.stream("GET", stream, params={"access_token": key, "after": "0"}) as response:
+            assert response.status_code == 200
+            await response.aread()
+        assert (await anonymous.get(signed)).status_code == 200
+    signature = signed.split("signature=")[1]
+
+    async def exported():
+        spans = [s for s in sink.snapshot() if s.service == "gateway" and s.kind == "SPAN_KIND_SERVER"]
+        names = {s.name for s in spans}
+        return spans if {"GET /api/orchestrate/task/{task_id}/stream", "GET /api/orchestrate/task/{task_id}/repository.bundle"} <= names else None
+
+    spans = await eventually(exported, timeout=30)
+    every_value = json.dumps([s.attributes for s in sink.snapshot()] + [s.name for s in sink.snapshot()], default=str)
+    assert key not in every_value and signature not in every_value
+    assert "access_token" not in every_value
+    # The paths themselves are kept: a trace still says what was asked for.
+    assert any(f"/api/orchestrate/task/{created['id']}/stream" in json.dumps(s.attributes) for s in spans)
+
+
 def test_the_task_page_links_to_the_tasks_trace_in_jaeger(traced):
     """The Mission Board, in a real browser, links a task to `{AETHER_JAEGER_URL}/trace/{trace_id}`,
     and that trace is the one the services exported."""

@@ -432,3 +432,27 @@ def test_kv_change_to_screen_latency_over_a_run(stack, browser):
 def _record(name: str, figures: dict) -> None:
     (ARTIFACTS / name).write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{name}: {json.dumps(figures)}")
+
+
+def test_the_board_and_the_docs_run_under_their_content_security_policy(stack, browser):
+    """Nothing on either page is loaded from elsewhere, and nothing the policy forbids is needed:
+    Chromium reports every violation on the console (issue 19)."""
+    errors: list[str] = []
+    page = open_page(browser, errors, stack.api_key)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(f"{stack.url}/docs")
+        page.locator(".swagger-ui .info .title").get_by_text("Aether").wait_for(timeout=30_000)
+        page.get_by_text("/api/orchestrate/task/{task_id}/repository.bundle").first.wait_for()
+        page.goto(f"{stack.url}/")
+        page.get_by_role("heading", name="Tasks").wait_for()
+        page.wait_for_load_state("networkidle")
+    finally:
+        page.context.close()
+    assert not errors, errors
+    violations = [c for c in console if "Content Security Policy" in c or "Refused to" in c]
+    assert not violations, violations
+    assert requests and all(url.startswith(stack.url) for url in requests), [u for u in requests if not u.startswith(stack.url)]

@@ -175,8 +175,16 @@ async def test_max_tokens_is_sent_and_a_cut_off_reply_is_continued_visibly(simul
     assert not failed.value.retryable and failed.value.usage.calls == 2
 
 
-@pytest.mark.parametrize(("structured", "asked"), [("schema", ["json_schema"]), ("json", ["json_schema", "json_object"]), ("text", ["json_schema", "json_object", None])])
-async def test_structured_output_degrades_to_what_the_server_takes_and_is_remembered(structured, asked):
+@pytest.mark.parametrize(
+    ("structured", "asked", "statuses", "output"),
+    [
+        ("schema", ["json_schema"], [200], "json_schema"),
+        ("llama", ["json_schema", "json_object"], [500, 200], "json_object_schema"),
+        ("json", ["json_schema", "json_object"], [400, 200], "json_object_schema"),
+        ("text", ["json_schema", "json_object", "json_object", None], [400, 400, 400, 200], "text"),
+    ],
+)
+async def test_structured_output_degrades_to_what_the_server_takes_and_is_remembered(structured, asked, statuses, output):
     from tests.support.simulator import SimulatorServer
 
     server = SimulatorServer(structured=structured).start()
@@ -191,9 +199,9 @@ async def test_structured_output_degrades_to_what_the_server_takes_and_is_rememb
         second = [(r["status"], _format(r)) for r in server.requests(task_id="task-f2")]
     finally:
         server.stop()
-    assert [f for _, f in first] == asked and [s for s, _ in first] == [400] * (len(asked) - 1) + [200]
+    assert [f for _, f in first] == asked and [s for s, _ in first] == statuses
     assert second == [(200, asked[-1])]  # remembered: no second refusal
-    assert reply.output_format == (asked[-1] or "text")
+    assert reply.output_format == output
 
 
 def _format(recorded: dict) -> str | None:

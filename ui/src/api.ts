@@ -139,11 +139,12 @@ export const streamPaths = {
   board: "/api/orchestrate/tasks/stream",
 } satisfies Record<string, keyof paths | ((id: string) => string)>;
 
-/** A download link for a task's repository; the key rides in the URL, as an anchor cannot set headers. */
-export function downloadUrl(taskId: string, file: "repository.tar.gz" | "repository.bundle"): string {
-  const key = apiKey();
-  const query = key ? `?access_token=${encodeURIComponent(key)}` : "";
-  return `/api/orchestrate/task/${encodeURIComponent(taskId)}/${file}${query}`;
+export type TaskWorkspace = JsonOf<"/api/orchestrate/task/{task_id}/files", "get", 200>;
+
+/** The task's files and repository, with download links the gateway signed: an anchor cannot
+ * send the key, and no key may ride in a URL (they expire after `links_expire_in_s`). */
+export function fetchTaskWorkspace(taskId: string): Promise<TaskWorkspace> {
+  return request<TaskWorkspace>(`/api/orchestrate/task/${encodeURIComponent(taskId)}/files`);
 }
 
 /** One file of a task's workspace as text, the version `writtenBy` (a subtask id) wrote. */

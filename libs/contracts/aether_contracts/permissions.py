@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import subjects
-from .topology import AGENTS_BUCKET, SERVICES_BUCKET, TASKS_BUCKET, WORKSPACE_BUCKET
+from .topology import (
+    AGENTS_BUCKET,
+    LLM_SLOTS_BUCKET,
+    QUOTAS_BUCKET,
+    SERVICES_BUCKET,
+    TASKS_BUCKET,
+    WORKSPACE_BUCKET,
+)
 
 JETSTREAM_PUBLISH = ("$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>")
 JETSTREAM_SUBSCRIBE = ("_INBOX.>",)
@@ -50,10 +57,11 @@ GRANTS: dict[str, Grant] = {
             kv(TASKS_BUCKET),
             kv(SERVICES_BUCKET),
             kv(AGENTS_BUCKET),
+            kv(QUOTAS_BUCKET),
         ),
     ),
     "planner": Grant(
-        publish=(subjects.PLAN_READY, kv(TASKS_BUCKET), kv(SERVICES_BUCKET)),
+        publish=(subjects.PLAN_READY, kv(TASKS_BUCKET), kv(SERVICES_BUCKET), kv(LLM_SLOTS_BUCKET)),
         subscribe=(subjects.TASK_CONTROL,),
     ),
     "executor": Grant(  # the scheduler
@@ -73,12 +81,13 @@ GRANTS: dict[str, Grant] = {
             kv(TASKS_BUCKET),
             kv(AGENTS_BUCKET),
             kv(SERVICES_BUCKET),
+            kv(LLM_SLOTS_BUCKET),
             objects(WORKSPACE_BUCKET),
         ),
         subscribe=(subjects.TASK_CONTROL, f"{subjects.AGENT_CONTROL_PREFIX}.*"),
     ),
     "synthesizer": Grant(
-        publish=(subjects.TASK_FINISHED, kv(TASKS_BUCKET), kv(SERVICES_BUCKET), objects(WORKSPACE_BUCKET)),
+        publish=(subjects.TASK_FINISHED, kv(TASKS_BUCKET), kv(SERVICES_BUCKET), kv(LLM_SLOTS_BUCKET), objects(WORKSPACE_BUCKET)),
         subscribe=(subjects.TASK_CONTROL,),
     ),
     "container-manager": Grant(

@@ -68,3 +68,18 @@ def agent_control(agent_id: str) -> str:
 
 
 SUBTASK_READY_ANY = f"{SUBTASK_READY_PREFIX}.*"
+
+
+_PER_ID_PREFIXES = (DEADLINE_PREFIX, AGENT_CONTROL_PREFIX)
+
+
+def metric_label(subject: str) -> str:
+    """A subject as a metric label or span name: the subjects that carry an id (a task's
+    deadline, one agent's control, a reply inbox) become their pattern, so neither the number
+    of series nor what a scrape shows grows with, or names, tasks and agents."""
+    for prefix in _PER_ID_PREFIXES:
+        if subject.startswith(prefix + "."):
+            return prefix + ".*"
+    if subject.startswith("_INBOX"):
+        return "_INBOX.*"
+    return subject

@@ -51,6 +51,8 @@ SERVICES_BUCKET = "services"
 AGENTS_BUCKET = "agents"
 LLM_SLOTS_BUCKET = "llm_slots"
 """Per LLM endpoint, the calls in flight when `AETHER_LLM_MAX_CONCURRENCY` limits them."""
+QUOTAS_BUCKET = "quotas"
+"""Per tenant, the tasks it has in progress (the gateway's `quota`), changed by compare-and-set."""
 WORKSPACE_BUCKET = "workspace"
 """Object Store: the files experts write and each task's repository (see `workspace`)."""
 SERVICE_TTL_S = 10.0
@@ -184,6 +186,7 @@ BUCKETS = (
         description="the agent pool (see aether_contracts.agents); live agents rewrite theirs",
     ),
     BucketSpec(LLM_SLOTS_BUCKET, description="LLM calls in flight per endpoint (aether_core.llm_slots)"),
+    BucketSpec(QUOTAS_BUCKET, description="tasks in progress per tenant (the gateway's admission)"),
 )
 
 

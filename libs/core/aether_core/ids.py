@@ -15,6 +15,9 @@ def uuid7() -> str:
     return str(uuid.UUID(int=value))
 
 
-def stable_task_id(scope: str, idempotency_key: str) -> str:
-    """The same Idempotency-Key (in the same tenant) always names the same task."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"aether:{scope}:{idempotency_key}"))
+def stable_task_id(tenant: str | None, idempotency_key: str) -> str:
+    """The same Idempotency-Key in the same tenant always names the same task, and no two
+    (tenant, key) pairs name one: each part is length-prefixed, so no separator inside a tenant's
+    name or a key can make one pair read as another."""
+    parts = ("aether-task", "" if tenant is None else f"t{tenant}", idempotency_key)
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "".join(f"{len(p)}:{p}" for p in parts)))

@@ -14,8 +14,9 @@ a new request, visibly (`on_note`), at most `max_continuations` times, then fail
 reply is never taken as complete.
 
 Structured output: a JSON Schema (`schema=`) is sent as `response_format: json_schema` (strict);
-a server that refuses it is asked with `json_object`, then with plain text, and what each model
-accepts is remembered for the process's life. The caller parses leniently either way.
+a server that refuses it (a 400, or llama-cpp-python's 500 naming `response_format`) is asked
+with JSON mode and the schema beside it, then plain JSON mode, then plain text, and what each
+model accepts is remembered for the process's life. The caller parses leniently either way.
 
 Every request carries `X-Aether-*` headers so an LLM gateway can attribute cost. 429, 5xx,
 timeouts and connection errors are retried with exponential backoff and full jitter, honouring
@@ -60,8 +61,10 @@ RetryHook = Callable[[int, float, str], Awaitable[None] | None]
 NoteHook = Callable[[str], Awaitable[None] | None]
 Message = dict[str, Any]
 
-OUTPUT_FORMATS = ("json_schema", "json_object", "text")
-"""What a server may accept for structured output, best first."""
+OUTPUT_FORMATS = ("json_schema", "json_object_schema", "json_object", "text")
+"""What a server may accept for structured output, best first: OpenAI's `json_schema`; JSON mode
+with the schema beside it (`{"type": "json_object", "schema": ...}`, how llama-cpp-python's
+server forces a schema, which it refuses as `json_schema`); plain JSON mode; nothing."""
 CONTINUE_PROMPT = (
     "Your reply stopped at the length limit. Continue exactly where it stopped: no repetition, "
     "no preamble, no closing remarks about the cut."
@@ -371,7 +374,7 @@ class LLMClient:
                     async with self.slots.hold():
                         await self._stream(messages, model, headers, kwargs, timeout, result)
                 except openai.APIStatusError as exc:
-                    if exc.status_code in (400, 422) and self._downgrade(model, output, exc):
+                    if exc.status_code in (400, 422, 500) and self._downgrade(model, output, exc):
                         self._account(result, prompt_estimate, spent, usage, role, model, f"{exc.status_code}", sent, span)
                         attempt -= 1  # not a failure of the call: the server told us what it takes
                         continue
@@ -463,7 +466,9 @@ class LLMClient:
                 "type": "json_schema",
                 "json_schema": {"name": schema.get("name", "reply"), "schema": schema["schema"], "strict": True},
             }
-        elif output == "json_object":
+        elif output == "json_object_schema" and schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema["schema"]}
+        elif output in ("json_object", "json_object_schema"):
             kwargs["response_format"] = {"type": "json_object"}
         return kwargs
 
@@ -474,11 +479,13 @@ class LLMClient:
     def _downgrade(self, model: str, output: str, exc: openai.APIStatusError) -> bool:
         """The server refused a part of the request it does not support: remember, ask without it."""
         message = (exc.message or "").lower() + " " + str(getattr(exc, "body", "") or "").lower()
-        if self.stream_usage and "stream_options" in message:
+        if self.stream_usage and "stream_options" in message and exc.status_code != 500:
             self.stream_usage = False
             log.warning("the LLM server does not take stream_options: token counts will be estimated")
             return True
-        if output == "text" or not any(w in message for w in ("response_format", "json_schema", "json_object", "schema", "not supported", "unsupported")):
+        if output == "text" or ("response_format" not in message and (
+            exc.status_code == 500 or not any(w in message for w in ("json_schema", "json_object", "schema", "not supported", "unsupported"))
+        )):
             return False
         lower = OUTPUT_FORMATS[OUTPUT_FORMATS.index(output) + 1]
         self.formats[model] = lower

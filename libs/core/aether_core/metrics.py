@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
+from aether_contracts import subjects
 from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
 
 if TYPE_CHECKING:
@@ -128,12 +129,40 @@ def record_llm_request(
 
 
 def broker_middleware(service: str) -> BrokerMiddleware:
-    """FastStream's own counters: messages received, processed (by status), published."""
-    from faststream.nats.prometheus import NatsPrometheusMiddleware
+    """FastStream's own counters: messages received, processed (by status), published; with
+    subjects that carry an id labelled by their pattern (`subjects.metric_label`)."""
+    from faststream.nats.prometheus.provider import (
+        BatchNatsMetricsSettingsProvider,
+        NatsMetricsSettingsProvider,
+        settings_provider_factory,
+    )
+    from faststream.prometheus import PrometheusMiddleware
+
+    class ByPattern:
+        def get_publish_destination_name_from_cmd(self, cmd):  # type: ignore[no-untyped-def]
+            return subjects.metric_label(super().get_publish_destination_name_from_cmd(cmd))  # type: ignore[misc]
+
+        def get_consume_attrs_from_message(self, msg):  # type: ignore[no-untyped-def]
+            attrs = super().get_consume_attrs_from_message(msg)  # type: ignore[misc]
+            return {**attrs, "destination_name": subjects.metric_label(attrs["destination_name"])}
+
+    class Single(ByPattern, NatsMetricsSettingsProvider):
+        pass
+
+    class Batch(ByPattern, BatchNatsMetricsSettingsProvider):
+        pass
+
+    def by_pattern(msg):  # type: ignore[no-untyped-def]
+        provider = settings_provider_factory(msg)
+        if isinstance(provider, BatchNatsMetricsSettingsProvider):
+            return Batch()
+        return Single() if isinstance(provider, NatsMetricsSettingsProvider) else provider
 
     # The default registry: it already carries the process collectors (CPU, memory, fds), and
     # FastStream reuses its metrics when a process builds more than one broker (tests).
-    return NatsPrometheusMiddleware(registry=REGISTRY, app_name=service, metrics_prefix="faststream")
+    return PrometheusMiddleware(
+        settings_provider_factory=by_pattern, registry=REGISTRY, app_name=service, metrics_prefix="faststream"
+    )
 
 
 async def render() -> tuple[bytes, str]:

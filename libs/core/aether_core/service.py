@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.middlewares import AckPolicy
@@ -246,6 +247,25 @@ class Runtime:
             timeout=PUBLISH_TIMEOUT_S,
             stream=topology.STREAM,
             headers={"Nats-Msg-Id": event.dedup_id(), "content-type": "application/json"},
+        )
+
+    async def schedule(self, event: Any, subject: str, *, at: datetime, target: str) -> None:
+        """Have NATS publish `event` on `target` at `at` (a JetStream message schedule held on
+        `subject`: one schedule per subject, a new one replaces it).
+
+        Published on the connection, not through the broker: the holding subject carries an id
+        (a task's), and the broker's middlewares would make it a metric label and a span name.
+        """
+        assert self.js is not None
+        headers = {
+            "Nats-Schedule": f"@at {at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            "Nats-Schedule-Target": target,
+            "content-type": "application/json",
+        }
+        if traceparent := telemetry.current_traceparent():
+            headers["traceparent"] = traceparent  # what fires at `at` joins this trace
+        await self.js.publish(
+            subject, event.model_dump_json().encode(), timeout=PUBLISH_TIMEOUT_S, stream=topology.STREAM, headers=headers
         )
 
     async def publish(self, event: Any, subject: str) -> None:

@@ -160,7 +160,25 @@ def instrument_fastapi(app: Any, *, excluded_urls: str) -> None:
         excluded_urls=excluded_urls,
         # One span per request; the ASGI receive/send spans would double every trace's noise.
         exclude_spans=["receive", "send"],
+        server_request_hook=strip_query,
     )
+
+
+URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
+
+
+def strip_query(span: Span | None, scope: Mapping[str, Any]) -> None:
+    """No query string reaches a span: it may carry a key (`?access_token=` on the streams) or
+    a signed link. The path stays; the query's parameters are not recorded."""
+    if span is None or not span.is_recording() or not scope.get("query_string"):
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    for name in URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str) and "?" in value:
+            span.set_attribute(name, value.split("?", 1)[0])
+    if "url.query" in attributes:
+        span.set_attribute("url.query", "[redacted]")
 
 
 def _clean(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from .schemas import TaskSummary, task_summary
 log = logging.getLogger("aether.gateway.index")
 
 Listener = Callable[[str, TaskState | None, int], None]
+UNKNOWN_TENANT = "\0unknown"
 
 
 class TaskIndex:
@@ -57,13 +58,14 @@ class TaskIndex:
         if self._summaries.pop(task_id, None) is not None:
             self._order = None
 
-    def active(self, tenant: str | None) -> int:
-        """Tasks of `tenant` not finished yet (all tenants' when None)."""
-        return sum(
-            1
-            for task_id, summary in self._summaries.items()
-            if not summary.status.terminal and (tenant is None or self._tenants.get(task_id) == tenant)
-        )
+    def tenant_of(self, task_id: str) -> str | None:
+        """The tenant of a task this gateway knows; a task it does not know yet reads as nobody's
+        (`visible` then holds for an anonymous caller only)."""
+        return self._tenants.get(task_id, UNKNOWN_TENANT)
+
+    def status_of(self, task_id: str) -> TaskStatus | None:
+        summary = self._summaries.get(task_id)
+        return summary.status if summary is not None else None
 
     def page(
         self,

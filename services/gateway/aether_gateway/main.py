@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -16,16 +16,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aether_contracts import subjects
 from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentStatus, agent_key
 from aether_contracts.events import ToolStep
+from aether_contracts.topology import QUOTAS_BUCKET
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.telemetry import instrument_fastapi
 from aether_core.templates import Registry, load_registry
 from aether_core.workspace_store import WorkspaceStore
 
-from .auth import KeyRing, redact_tokens_in_logs
-from .deps import Gateway
+from .auth import KeyRing, LinkSigner, redact_tokens_in_logs
+from .deps import Gateway, authenticate
+from .docs import mount_docs
 from .index import TaskIndex
 from .metrics import GatewayMetrics
+from .quota import ActiveTasks
 from .routes import agents as agent_routes
 from .routes import files, health, observability, probes, steps, stream, tasks
 from .settings import GatewaySettings
@@ -34,6 +37,18 @@ from .ui import MissionBoard
 
 SERVICE = "gateway"
 log = logging.getLogger("aether.gateway")
+
+SECURITY_HEADERS = {
+    # The board and the docs load only their own files; nothing may frame them.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -58,6 +73,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         assert runtime.tasks_kv is not None
         assert runtime.services_kv is not None
         await index.start(runtime.tasks_kv)
+        app.state.gateway.quota.bind(await runtime.js.key_value(QUOTAS_BUCKET))
         await services.start(runtime.services_kv)
         await agent_pool.start(runtime.agents_kv)
         masters = asyncio.create_task(keep_masters_listed(runtime, registry))
@@ -85,6 +101,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="An orchestrator for coding work done by LLM agents",
         lifespan=lifespan,
+        # Every route needs a key but auth.OPEN_PATHS: a route added later is closed by default.
+        dependencies=[Depends(authenticate)],
+        # Served from this process (docs.py), not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = Gateway(
         settings,
@@ -97,6 +118,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         GatewayMetrics(runtime, index, agent_pool, registry),
         streams,
         WorkspaceStore(lambda: runtime.js),
+        LinkSigner(keys.secret("download-links"), settings.download_link_ttl_s),
+        ActiveTasks(index, runtime.store, settings.max_active_tasks),
     )
 
     if settings.cors_origin_list:
@@ -116,6 +139,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 status_code=413,
             )
         return await call_next(request)
+
+    # Added last, so it wraps every answer, a 413 included.
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def readable_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,6 +168,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     for module in (tasks, steps, stream, files, agent_routes, health, probes, observability):
         app.include_router(module.router)
+    mount_docs(app)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

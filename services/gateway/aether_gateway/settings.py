@@ -27,6 +27,10 @@ class GatewaySettings(ServiceSettings):
     max_active_tasks: int = Field(
         50, ge=1, description="Tasks one tenant may have in progress; more get 429 with Retry-After."
     )
+    access_log: bool = Field(True, description="Log every request (keys and signatures in URLs are redacted).")
+    download_link_ttl_s: float = Field(
+        900.0, gt=0, le=86400, description="How long a signed download link (GET .../files) works."
+    )
     jaeger_url: str | None = Field(
         None,
         description="Jaeger UI base URL (e.g. http://localhost:16686): tasks link to their trace.",

@@ -267,6 +267,7 @@ def main() -> None:
     up_parser.add_argument("--quiet", action="store_true", help="do not print the services' output")
     sub.add_parser("images", help="build every service's container image", add_help=False)
     sub.add_parser("nats-secrets", help="Kubernetes Secrets: a NATS user per service", add_help=False)
+    sub.add_parser("check-llm", help="Aether against a real local model (llama.cpp, SmolLM2)", add_help=False)
     args, rest = parser.parse_known_args()
     if args.command == "up":
         if rest:
@@ -276,6 +277,10 @@ def main() -> None:
         from .images import main as images
 
         raise SystemExit(images(rest))
+    if args.command == "check-llm":
+        from .check_llm import main as check_llm
+
+        raise SystemExit(check_llm(rest))
     if args.command == "nats-secrets":
         from .nats_secrets import main as nats_secrets
 

@@ -20,8 +20,8 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=float(env("AETHER_SIM_SIGMA", "0.5")),
                         help="log-normal shape")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--structured", choices=["schema", "json", "text"], default=env("AETHER_SIM_STRUCTURED", "schema"),
-                        help="response formats accepted: json_schema and json_object, json_object only, neither")
+    parser.add_argument("--structured", choices=["schema", "llama", "json", "text"], default=env("AETHER_SIM_STRUCTURED", "schema"),
+                        help="response formats accepted: json_schema and json_object; json_object with a schema (llama-cpp-python); json_object only; neither")
     parser.add_argument("--max-concurrency", type=int, default=int(env("AETHER_SIM_MAX_CONCURRENCY", "0")),
                         help="requests generated at once, the rest queued (0: any; 1: like a local llama.cpp)")
     parser.add_argument("--tokens-per-s", type=float, default=float(env("AETHER_SIM_TOKENS_PER_S", "0")),

@@ -26,7 +26,8 @@ Aether's real API:
 
 It behaves as real servers do where Aether must cope with them: `max_tokens` cuts a reply
 (`finish_reason: length`); `--structured` makes it refuse `json_schema` (400) or every
-`response_format`; `--max-concurrency 1` generates one request at a time and queues the rest (a
+`response_format`, or (`llama`) answer `json_schema` with a 500 and take a schema beside JSON
+mode, as llama-cpp-python's server does; `--max-concurrency 1` generates one request at a time and queues the rest (a
 local llama.cpp); `--tokens-per-s` paces generation; a streamed reply stops when the client closes
 the stream (recorded as 499), an unstreamed one is generated to its end for nobody. `/_sim/stats`
 counts the prompt tokens processed and every completion token generated.
@@ -106,7 +107,8 @@ class SimConfig:
     record_limit: int = 5000
     structured: str = "schema"
     """What `response_format` this server takes, as real ones differ: `schema` (json_schema and
-    json_object), `json` (json_object only: json_schema is a 400), `text` (neither)."""
+    json_object), `llama` (json_schema is a 500; a schema beside json_object binds the reply, as in
+    llama-cpp-python), `json` (json_object only: json_schema is a 400), `text` (neither)."""
     max_concurrency: int = 0
     """Requests generated at once (0: any); the others wait in the server's queue, as a local
     llama.cpp serves one request at a time."""
@@ -527,11 +529,12 @@ class Simulator:
             status = 503
         refused = self._refused_format(request)
         record = Recorded(time.time(), role, task_id, subtask_id, agent_type, model, headers, messages,
-                          400 if refused else status, json_mode, stream,
+                          status, json_mode, stream,
                           {k: v for k, v in request.items() if k != "messages"})
         st.requests.append(record)
         if refused:
-            await _json(send, 400, {"error": {"message": refused, "type": "invalid_request_error", "param": "response_format"}})
+            record.status = refused[0]
+            await _json(send, refused[0], {"error": {"message": refused[1], "type": "invalid_request_error", "param": "response_format"}})
             return
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
@@ -541,14 +544,24 @@ class Simulator:
         finally:
             st.in_flight -= 1
 
-    def _refused_format(self, request: dict) -> str | None:
+    def _refused_format(self, request: dict) -> tuple[int, str] | None:
         kind = (request.get("response_format") or {}).get("type")
         structured = self.state.config.structured
+        if kind == "json_schema" and structured == "llama":
+            # llama-cpp-python's server: a validation error answered as a 500.
+            return 500, "1 validation error: ('body', 'response_format', 'type') Input should be 'text' or 'json_object'"
         if kind == "json_schema" and structured in ("json", "text"):
-            return "response_format type 'json_schema' is not supported by this server"
+            return 400, "response_format type 'json_schema' is not supported by this server"
         if kind == "json_object" and structured == "text":
-            return "response_format type 'json_object' is not supported by this server"
+            return 400, "response_format type 'json_object' is not supported by this server"
         return None
+
+    def _forces_schema(self, request: dict) -> bool:
+        """Whether this request's schema binds the reply (as a grammar would)."""
+        response_format = request.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            return True
+        return response_format.get("type") == "json_object" and "schema" in response_format and self.state.config.structured == "llama"
 
     async def _generate(self, receive, send, request: dict, record: Recorded, opts: dict[str, str], read, role: str,
                         status: int, stream: bool, seen: int) -> None:
@@ -576,8 +589,7 @@ class Simulator:
                 messages = messages[:-2]
             if role == "planner":
                 repairing = any(m.get("role") == "assistant" for m in messages)
-                structured = (request.get("response_format") or {}).get("type")
-                text = plan_reply(messages, opts, repairing, schema=structured == "json_schema")
+                text = plan_reply(messages, opts, repairing, schema=self._forces_schema(request))
             elif role == "synthesizer":
                 text = synthesis_reply(messages)
             elif request.get("tools") and opts.get("tools") != "off" and (

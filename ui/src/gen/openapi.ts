@@ -631,6 +631,8 @@ export interface components {
              * @default
              */
             head: string;
+            /** Links Expire In S */
+            links_expire_in_s?: number | null;
             /** Skipped */
             skipped?: components["schemas"]["RefusedFile"][];
         };
@@ -1101,7 +1103,10 @@ export interface components {
             updated_at: string;
             usage: components["schemas"]["Usage"];
         };
-        /** Usage */
+        /**
+         * Usage
+         * @description Tokens and LLM requests, every attempt counted: failed, abandoned and retried ones too.
+         */
         Usage: {
             /**
              * Calls
@@ -1113,6 +1118,11 @@ export interface components {
              * @default 0
              */
             completion_tokens: number;
+            /**
+             * Estimated Tokens
+             * @default 0
+             */
+            estimated_tokens: number;
             /**
              * Prompt Tokens
              * @default 0
@@ -1494,6 +1504,15 @@ export interface operations {
                     "application/json": components["schemas"]["WorkspaceBody"];
                 };
             };
+            /** @description No valid API key (or, for a download, no valid signed link) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such task, file (or no valid path) or repository */
             404: {
                 headers: {
@@ -1539,6 +1558,15 @@ export interface operations {
                     "text/plain": unknown;
                 };
             };
+            /** @description No valid API key (or, for a download, no valid signed link) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such task, file (or no valid path) or repository */
             404: {
                 headers: {
@@ -1561,7 +1589,12 @@ export interface operations {
     };
     download_bundle_api_orchestrate_task__task_id__repository_bundle_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description A signed link's expiry (unix time) */
+                expires?: string | null;
+                /** @description A signed link's signature */
+                signature?: string | null;
+            };
             header?: never;
             path: {
                 task_id: string;
@@ -1576,6 +1609,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description No valid API key (or, for a download, no valid signed link) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description No such task, file (or no valid path) or repository */
             404: {
@@ -1608,7 +1650,12 @@ export interface operations {
     };
     download_archive_api_orchestrate_task__task_id__repository_tar_gz_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description A signed link's expiry (unix time) */
+                expires?: string | null;
+                /** @description A signed link's signature */
+                signature?: string | null;
+            };
             header?: never;
             path: {
                 task_id: string;
@@ -1623,6 +1670,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description No valid API key (or, for a download, no valid signed link) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description No such task, file (or no valid path) or repository */
             404: {
@@ -1697,6 +1753,15 @@ export interface operations {
             };
             /** @description Invalid request */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many tasks in progress; see Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -8,7 +8,7 @@ import { clock, duration, firstLine, seconds, tokens } from "../format";
 import { useDocumentTitle, useNow } from "../hooks";
 import { useTaskStream } from "../live";
 import { Link } from "../router";
-import { downloadUrl, fetchClientConfig, fetchTaskFile, traceUrl } from "../api";
+import { fetchClientConfig, fetchTaskFile, fetchTaskWorkspace, traceUrl, type TaskWorkspace } from "../api";
 
 const RUNNING = new Set(["executing", "creating_agent"]);
 
@@ -92,9 +92,36 @@ export function TaskPage({ taskId }: { taskId: string }) {
   );
 }
 
+/** The signed download links of the task's repository, fetched again before they expire. */
+function useDownloadLinks(taskId: string, head: string): TaskWorkspace["repository"] | null {
+  const [links, setLinks] = useState<TaskWorkspace["repository"] | null>(null);
+  useEffect(() => {
+    let live = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const load = () =>
+      fetchTaskWorkspace(taskId)
+        .then((workspace) => {
+          if (!live) return;
+          setLinks(workspace.repository ?? null);
+          const lifetime = workspace.repository?.links_expire_in_s;
+          if (lifetime) timer = setTimeout(load, (lifetime * 1000) / 2);
+        })
+        .catch(() => {
+          if (live) timer = setTimeout(load, 5000);
+        });
+    void load();
+    return () => {
+      live = false;
+      clearTimeout(timer);
+    };
+  }, [taskId, head]);
+  return links;
+}
+
 function Downloads({ task }: { task: TaskState }) {
   const repository = task.repository!;
-  const link = (file: "repository.tar.gz" | "repository.bundle") => downloadUrl(task.id, file);
+  const links = useDownloadLinks(task.id, repository.head);
+  const link = (file: "archive" | "bundle") => (file === "archive" ? links?.archive_url : links?.bundle_url);
   if (repository.error) {
     return <ErrorState title="No repository" detail={`The repository could not be assembled: ${repository.error}`} />;
   }
@@ -107,10 +134,10 @@ function Downloads({ task }: { task: TaskState }) {
         {repository.files} files, {repository.commits?.length ?? 0} commits: one per subtask in dependency order, then Jason's.
       </p>
       <div className="flex flex-wrap gap-3">
-        <a className="btn-secondary" href={link("repository.tar.gz")} download={`aether-${task.id}.tar.gz`}>
+        <a className="btn-secondary" href={link("archive")} aria-disabled={!links} download={`aether-${task.id}.tar.gz`}>
           Download .tar.gz
         </a>
-        <a className="btn-secondary" href={link("repository.bundle")} download={`aether-${task.id}.bundle`}>
+        <a className="btn-secondary" href={link("bundle")} aria-disabled={!links} download={`aether-${task.id}.bundle`}>
           Download git bundle
         </a>
       </div>

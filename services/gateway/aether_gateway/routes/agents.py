@@ -9,6 +9,7 @@ from aether_contracts.agents import AgentRecord, AgentStatus, agent_key
 from aether_contracts.events import AgentControl, AgentControlReply
 from aether_contracts.state import utcnow
 
+from ..auth import visible
 from ..deps import AdminDep, Gateway, GatewayDep, PrincipalDep
 from ..schemas import AgentBody, AgentStopBody, AgentTemplateBody, ErrorBody
 
@@ -40,7 +41,14 @@ def pool(gw: Gateway) -> list[AgentRecord]:
 @router.get("/api/agents", response_model=list[AgentBody], summary="The agent pool: masters and experts")
 async def list_agents(gw: GatewayDep, principal: PrincipalDep) -> list[AgentBody]:
     now = utcnow()
-    return [AgentBody(**r.model_dump(), deletable=r.deletable, alive=r.alive(now)) for r in pool(gw)]
+    bodies = []
+    for record in pool(gw):
+        if record.current_task and not principal.admin and not visible(principal, gw.index.tenant_of(record.current_task)):
+            # Busy with another tenant's work: which task is that tenant's business (admins,
+            # who manage the pool, see it).
+            record.current_task = record.current_subtask = None
+        bodies.append(AgentBody(**record.model_dump(), deletable=record.deletable, alive=record.alive(now)))
+    return bodies
 
 
 @router.delete(

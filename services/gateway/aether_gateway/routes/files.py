@@ -21,15 +21,23 @@ from aether_contracts.workspace import (
 from aether_core.files import UnsafePath, check_path, shown
 from aether_core.workspace_store import ObjectCorrupt, ObjectMissing, WorkspaceStore
 
-from ..deps import GatewayDep
+from ..auth import Principal, visible
+from ..deps import GatewayDep, PrincipalDep
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/orchestrate", tags=["workspace"])
 
 ERRORS = {
+    401: {"model": ErrorBody, "description": "No valid API key (or, for a download, no valid signed link)"},
     404: {"model": ErrorBody, "description": "No such task, file (or no valid path) or repository"},
 }
 NOT_READY = {409: {"model": ErrorBody, "description": "The task has not completed yet"}}
+
+
+# A signed link's query, as `GET .../files` hands it out instead of a key (checked by
+# deps.authenticate, before the route runs; declared here for the API's documentation).
+Expires = Annotated[str | None, Query(pattern=r"^[0-9]{1,12}$", description="A signed link's expiry (unix time)")]
+Signature = Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$", description="A signed link's signature")]
 
 
 class FileBody(BaseModel):
@@ -43,7 +51,10 @@ class FileBody(BaseModel):
 
 class RepositoryBody(RepositoryInfo):
     bundle_url: str
+    """A link that downloads without a key for a while (`links_expire_in_s`), then answers 401."""
     archive_url: str
+    links_expire_in_s: float | None = None
+    """How long the links work; None when the gateway takes no keys."""
 
 
 class WorkspaceBody(BaseModel):
@@ -63,10 +74,16 @@ def _plausible(task_id: str) -> bool:
     return 0 < len(task_id) <= 128 and all(c.isascii() and (c.isalnum() or c in "-_") for c in task_id)
 
 
-async def _task(gw: GatewayDep, task_id: str) -> TaskState:
+async def _task(gw: GatewayDep, principal: Principal, task_id: str, download: str | None = None) -> TaskState:
+    """The task, if this caller may see it (another tenant's task is a plain 404); a signed link
+    opens only its own download."""
     found = await gw.store.get(task_id) if _plausible(task_id) else None
-    if found is None:
+    allowed = found is not None and (
+        visible(principal, found[0].tenant) or (download is not None and principal.link == (task_id, download))
+    )
+    if not allowed:
         raise HTTPException(404, f"no task with id '{task_id}'")
+    assert found is not None
     return found[0]
 
 
@@ -81,8 +98,8 @@ def _store(gw: GatewayDep) -> WorkspaceStore:
     responses=ERRORS,
     summary="List a task's files, conflicts, refused files and repository",
 )
-async def list_files(task_id: str, gw: GatewayDep) -> WorkspaceBody:
-    state = await _task(gw, task_id)
+async def list_files(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> WorkspaceBody:
+    state = await _task(gw, principal, task_id)
     types = {s.id: s.agent_type for s in state.subtasks}
 
     def body(f) -> FileBody:
@@ -93,10 +110,13 @@ async def list_files(task_id: str, gw: GatewayDep) -> WorkspaceBody:
     repository = None
     if state.repository is not None:
         base = f"/api/orchestrate/task/{state.id}"
+        bundle, archive = f"{base}/repository.bundle", f"{base}/repository.tar.gz"
+        signer = gw.links if gw.keys.enabled else None
         repository = RepositoryBody(
             **state.repository.model_dump(),
-            bundle_url=f"{base}/repository.bundle",
-            archive_url=f"{base}/repository.tar.gz",
+            bundle_url=signer.sign(bundle, state.id, "bundle") if signer else bundle,
+            archive_url=signer.sign(archive, state.id, "archive") if signer else archive,
+            links_expire_in_s=signer.lifetime_s if signer else None,
         )
     return WorkspaceBody(
         task_id=state.id,
@@ -123,9 +143,10 @@ async def read_file(
     task_id: str,
     path: str,
     gw: GatewayDep,
+    principal: PrincipalDep,
     written_by: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    state = await _task(gw, task_id)
+    state = await _task(gw, principal, task_id)
     try:
         path = check_path(path)
     except UnsafePath as exc:
@@ -165,8 +186,8 @@ async def read_file(
     )
 
 
-async def _download(gw: GatewayDep, task_id: str, kind: str) -> StreamingResponse:
-    state = await _task(gw, task_id)
+async def _download(gw: GatewayDep, principal: Principal, task_id: str, kind: str) -> StreamingResponse:
+    state = await _task(gw, principal, task_id, kind)
     repository = state.repository
     if not state.status.terminal:
         # A retried task keeps its previous repository until the new one is assembled.
@@ -190,6 +211,9 @@ async def _download(gw: GatewayDep, task_id: str, kind: str) -> StreamingRespons
             "Content-Length": str(info.size),
             "Content-Disposition": f'attachment; filename="{filename}"',
             "ETag": f'"{repository.head}-{kind}"',
+            # The signed link is in the URL: neither cache it nor hand it on.
+            "Cache-Control": "private, no-store",
+            "Referrer-Policy": "no-referrer",
         },
     )
 
@@ -200,8 +224,10 @@ async def _download(gw: GatewayDep, task_id: str, kind: str) -> StreamingRespons
     response_class=StreamingResponse,
     summary="Download the task's repository as a git bundle (`git clone aether-<id>.bundle`)",
 )
-async def download_bundle(task_id: str, gw: GatewayDep) -> StreamingResponse:
-    return await _download(gw, task_id, "bundle")
+async def download_bundle(
+    task_id: str, gw: GatewayDep, principal: PrincipalDep, expires: Expires = None, signature: Signature = None
+) -> StreamingResponse:
+    return await _download(gw, principal, task_id, "bundle")
 
 
 @router.get(
@@ -210,5 +236,7 @@ async def download_bundle(task_id: str, gw: GatewayDep) -> StreamingResponse:
     response_class=StreamingResponse,
     summary="Download the files of the task's repository as a .tar.gz (like `git archive`)",
 )
-async def download_archive(task_id: str, gw: GatewayDep) -> StreamingResponse:
-    return await _download(gw, task_id, "archive")
+async def download_archive(
+    task_id: str, gw: GatewayDep, principal: PrincipalDep, expires: Expires = None, signature: Signature = None
+) -> StreamingResponse:
+    return await _download(gw, principal, task_id, "archive")

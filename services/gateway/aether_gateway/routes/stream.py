@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from ..auth import Principal, visible
-from ..deps import Gateway, GatewayDep, PrincipalDep
+from ..deps import Gateway, GatewayDep, PrincipalDep, websocket_principal
 from ..schemas import STREAM_MESSAGES, ErrorBody, StreamError, StreamErrorMessage
 from ..streams import BoardFeed, TaskFeed, resume_position
 from .tasks import plausible_task_id
@@ -23,6 +23,9 @@ from .tasks import plausible_task_id
 router = APIRouter(prefix="/api/orchestrate", tags=["streams"])
 
 BOARD_NEWEST_MAX = 500
+WS_UNSUPPORTED_DATA = 1003
+WS_MAX_MESSAGE_BYTES = 4096
+"""The largest WebSocket frame the gateway reads (uvicorn's `ws_max_size`): a client sends none."""
 
 TASK_STREAM_DOC = """Server-Sent Events: `task.event` for every entry of the task's history (`id` is its
 `seq`), then `task.state` (the task without its logs) after each change, and `task.end` when the
@@ -145,7 +148,7 @@ async def stream_task_ws(websocket: WebSocket, task_id: str) -> None:
     gw: Gateway = websocket.app.state.gateway
     await websocket.accept()
     try:
-        principal = gw.keys.principal(websocket)
+        principal = websocket_principal(websocket)
         position = resume_position(websocket.query_params.get("after"))
     except HTTPException as exc:
         return await _refuse(websocket, exc.status_code, str(exc.detail))
@@ -162,7 +165,7 @@ async def stream_board_ws(websocket: WebSocket) -> None:
     gw: Gateway = websocket.app.state.gateway
     await websocket.accept()
     try:
-        principal = gw.keys.principal(websocket)
+        principal = websocket_principal(websocket)
         position = resume_position(websocket.query_params.get("after"))
         limit = resume_position(websocket.query_params.get("limit"), "limit") or 50
         if not 1 <= limit <= BOARD_NEWEST_MAX:
@@ -190,9 +193,13 @@ async def _pump(websocket: WebSocket, next_messages: Callable[[], Awaitable[Sequ
                 await websocket.send_text(message.model_dump_json())
 
     async def client_left() -> None:
-        # Clients send nothing we need; reading is how a closed connection is noticed at once.
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
+        # Reading is how a closed connection is noticed at once. A client has nothing to send
+        # (the position is in the URL): a data frame is refused, not read and dropped, so no
+        # client keeps the gateway busy with them (the server also caps a frame's size).
+        message = await websocket.receive()
+        if message["type"] != "websocket.disconnect":
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await websocket.close(code=WS_UNSUPPORTED_DATA, reason="this stream accepts no messages")
 
     sender = asyncio.create_task(send())
     watcher = asyncio.create_task(client_left())

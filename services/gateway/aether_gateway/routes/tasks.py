@@ -4,7 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 
-from aether_contracts import subjects, topology
+from aether_contracts import subjects
 from aether_contracts.events import (
     PlanReady,
     ReplanRequested,
@@ -23,7 +23,6 @@ from aether_core.control import (
     stop_task,
 )
 from aether_core.ids import stable_task_id, uuid7
-from aether_core.service import PUBLISH_TIMEOUT_S
 from aether_core.store import TaskExists, TaskNotFound
 
 from ..auth import Principal, visible
@@ -71,17 +70,15 @@ async def submit_task(
         known = ", ".join(sorted(gw.registry.masters))
         raise HTTPException(422, f"unknown master_deployment_id '{master_id}'; known: {known}")
 
-    task_id = stable_task_id(principal.tenant or "-", idempotency_key) if idempotency_key else uuid7()
+    task_id = stable_task_id(principal.tenant, idempotency_key) if idempotency_key else uuid7()
     telemetry.annotate({telemetry.TASK_ID: task_id})
     if idempotency_key and (found := await gw.store.get(task_id)) is not None:
+        if not visible(principal, found[0].tenant):
+            # Cannot happen by chance (the id is a hash of the tenant and the key): refuse it.
+            raise HTTPException(409, "this Idempotency-Key names a task you cannot see: use another key")
         return task_body(*found)
-    active, limit = gw.index.active(principal.tenant), gw.settings.max_active_tasks
-    if active >= limit:
-        return JSONResponse(
-            {"detail": f"{active} tasks in progress; at most {limit} may run at once: retry later"},
-            status_code=429,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+    if (refused := await _admit(gw, principal, task_id)) is not None:
+        return refused
 
     # This request's trace is the task's: every service's spans for it join it.
     trace_id = telemetry.current_trace_id()
@@ -152,6 +149,10 @@ CONTROL_RESPONSES = {
     409: {"model": ErrorBody, "description": "The task's state does not allow this"},
     422: {"model": ErrorBody, "description": "Invalid request"},
 }
+RETRY_RESPONSES = {
+    **CONTROL_RESPONSES,
+    429: {"model": ErrorBody, "description": "Too many tasks in progress; see Retry-After"},
+}
 
 
 @router.post(
@@ -179,7 +180,7 @@ async def cancel_task(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> 
     "/task/{task_id}/retry",
     status_code=202,
     response_model=TaskBody,
-    responses=CONTROL_RESPONSES,
+    responses=RETRY_RESPONSES,
     summary="Retry a task's failed subtasks (and the dependents that never ran), or replan them",
 )
 async def retry_task(
@@ -198,7 +199,21 @@ async def retry_task(
         prepare_retry(state, selected, replan=request.replan)
         return ("replan" if request.replan else "run"), [s.id for s in selected]
 
-    mutation = await _control(gw, principal, task_id, change)
+    found = await gw.store.get(task_id) if plausible_task_id(task_id) else None
+    if found and found[0].status.terminal and visible(principal, found[0].tenant):
+        # A retried task is in progress again, in its next round: it counts like a new one.
+        # (One in progress is counted already, and its retry is refused below.)
+        next_round = found[0].round + 1
+        if (refused := await _admit(gw, principal, task_id, next_round)) is not None:
+            return refused
+        try:
+            mutation = await _control(gw, principal, task_id, change)
+        except HTTPException:
+            assert gw.quota is not None
+            await gw.quota.release(principal.tenant, task_id, next_round)
+            raise
+    else:
+        mutation = await _control(gw, principal, task_id, change)
     state = mutation.state
     action, selected = mutation.value
     attributes = {telemetry.TASK_ID: task_id, "aether.round": state.round, "aether.retry": action}
@@ -228,6 +243,19 @@ async def retry_task(
     return task_body(state, mutation.revision)
 
 
+async def _admit(gw: Gateway, principal: Principal, task_id: str, round: int = 1) -> JSONResponse | None:
+    """None when the tenant may have this task in progress, else the 429 to answer."""
+    assert gw.quota is not None
+    active = await gw.quota.admit(principal.tenant, task_id, round)
+    if active is None:
+        return None
+    return JSONResponse(
+        {"detail": f"{active} tasks in progress; at most {gw.quota.limit} may run at once: retry later"},
+        status_code=429,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def _control(gw: Gateway, principal: Principal, task_id: str, change):
     def guarded(state: TaskState):
         if not visible(principal, state.tenant):
@@ -253,15 +281,11 @@ async def arm_deadline(gw: Gateway, state: TaskState) -> None:
     on retry), so no sweeper has to run for a task to end when it hangs."""
     timeout = state.timeout_s or gw.settings.task_timeout_s
     at = utcnow() + timedelta(seconds=timeout)
-    await gw.runtime.broker.publish(
+    await gw.runtime.schedule(
         TaskExpired(task_id=state.id, timeout_s=timeout, round=state.round),
         subjects.deadline(state.id),
-        headers={
-            "Nats-Schedule": f"@at {at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
-            "Nats-Schedule-Target": subjects.TASK_EXPIRED,
-        },
-        stream=topology.STREAM,
-        timeout=PUBLISH_TIMEOUT_S,
+        at=at,
+        target=subjects.TASK_EXPIRED,
     )
 
 
