@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .files import FileLimits
 from .llm import LLMConfig
+from .sandbox import SandboxLimits
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -169,4 +170,27 @@ class WorkspaceSettings(BaseSettings):
             max_file_bytes=self.workspace_max_file_bytes,
             max_files=self.workspace_max_files,
             max_total_bytes=self.workspace_max_reply_bytes,
+        )
+
+
+class SandboxSettings(BaseSettings):
+    """Where and how experts' commands and the tasks' checks run (`aether_core.sandbox`)."""
+
+    model_config = SettingsConfigDict(env_prefix="AETHER_", extra="ignore", populate_by_name=True)
+
+    check_timeout_s: float = Field(300.0, gt=0, description="Time one of a subtask's checks may take.")
+    sandbox: Literal["auto", "bubblewrap", "off"] = Field(
+        "auto", description="Where experts' commands run: bubblewrap when it works here (auto), or never (off)."
+    )
+    sandbox_timeout_s: float = Field(120.0, gt=0, description="Wall time of one command an expert runs.")
+    sandbox_memory_mb: int = Field(1024, ge=64, description="Memory of one command (address space).")
+    sandbox_processes: int = Field(128, ge=8, description="Processes one command may have at once.")
+    sandbox_output_bytes: int = Field(32_000, ge=1024, description="Output of one command the expert reads (cut visibly).")
+    def sandbox_limits(self) -> SandboxLimits:
+        return SandboxLimits(
+            timeout_s=self.sandbox_timeout_s,
+            cpu_s=self.sandbox_timeout_s,
+            memory_bytes=self.sandbox_memory_mb << 20,
+            processes=self.sandbox_processes,
+            output_bytes=self.sandbox_output_bytes,
         )

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aether_contracts.events import ToolStep
-from aether_contracts.state import CheckRun, Usage, Verification
+from aether_contracts.state import Usage, Verification
 from aether_core import telemetry
+from aether_core.checks import run_checks, summary
 from aether_core.llm import LLMClient
 from aether_core.llm_calls import reply_bound
 from aether_core.prompting import frame
-from aether_core.sandbox import SandboxLimits
+from aether_core.sandbox import CommandResult, SandboxLimits
 
 from .tools import TOOLS, Toolbox, ToolResult
 
@@ -32,6 +33,7 @@ STEP_TEXT_CHARS = 8_000
 """Of a tool's result, what the step log keeps (the model read it whole, already bounded)."""
 ARGUMENT_CHARS = 2_000
 CHECK_TAIL_CHARS = 4_000
+"""Of a failing check's output, what the fix request quotes."""
 
 
 @dataclass(frozen=True)
@@ -137,24 +139,17 @@ class Acting:
 
     async def verify(self, round_: int) -> Verification:
         """Run every check in the sandbox, in the worktree, as the expert left it."""
-        runs = []
-        for command in self.checks:
-            self._check_index += 1
-            started = time.monotonic()
-            limits = SandboxLimits(**{**self.toolbox.limits.__dict__, "timeout_s": self.limits.check_timeout_s})
-            result = await self._run_check(command, limits)
-            duration = int((time.monotonic() - started) * 1000)
-            runs.append(CheckRun(
-                command=command, passed=result.ok, exit_code=result.exit_code,
-                output_tail=(result.output or result.text)[-CHECK_TAIL_CHARS:], duration_ms=duration, round=round_,
-            ))
-            await self.publish(self._step("check", self._check_index, "check", "", command, result, duration))
-        passed = all(r.passed for r in runs)
-        return Verification(passed=passed, checks=runs, rounds=round_)
+        limits = SandboxLimits(**{**self.toolbox.limits.__dict__, "timeout_s": self.limits.check_timeout_s})
 
-    async def _run_check(self, command: str, limits: SandboxLimits) -> ToolResult:
-        box = Toolbox(await self.toolbox.ready(), self.toolbox.sandbox, limits, self.toolbox.max_file_bytes)
-        return await box.run_command(command)
+        async def published(command: str, result: CommandResult | None, took: int) -> None:
+            self._check_index += 1
+            text = summary(result, self.toolbox.sandbox.reason) + (f"\n{result.output}" if result is not None and result.output else "")
+            outcome = ToolResult(result is not None and result.exit_code == 0 and not result.timed_out, text,
+                                 exit_code=result.exit_code if result is not None else None)
+            await self.publish(self._step("check", self._check_index, "check", "", command, outcome, took))
+
+        return await run_checks(self.toolbox.sandbox, self.checks, await self.toolbox.ready(), limits,
+                                round_=round_, on_check=published)
 
     def _fix_request(self, verification: Verification, fix_round: int) -> dict[str, Any]:
         failing = [c for c in verification.checks if not c.passed]

@@ -4,8 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from aether_core.config import LLMSettings, ServiceSettings, WorkspaceSettings
-from aether_core.sandbox import SandboxLimits
+from aether_core.config import LLMSettings, SandboxSettings, ServiceSettings, WorkspaceSettings
 
 
 def _temp_dir() -> str:
@@ -15,7 +14,7 @@ def _temp_dir() -> str:
         return "/tmp"
 
 
-class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
+class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings, SandboxSettings):
     executor_role: Literal["all", "scheduler", "worker"] = Field(
         "all",
         description="scheduler: decides what is ready; worker: runs subtasks (an agent); all: both.",
@@ -48,24 +47,6 @@ class ExecutorSettings(ServiceSettings, LLMSettings, WorkspaceSettings):
         5, ge=1, description="Wrong tool calls in a row (unknown tool, bad arguments, refused path) before the subtask fails."
     )
     expert_fix_rounds: int = Field(2, ge=0, description="Times an expert may fix its work after its checks failed.")
-    check_timeout_s: float = Field(300.0, gt=0, description="Time one of a subtask's checks may take.")
-    sandbox: Literal["auto", "bubblewrap", "off"] = Field(
-        "auto", description="Where experts' commands run: bubblewrap when it works here (auto), or never (off)."
-    )
-    sandbox_timeout_s: float = Field(120.0, gt=0, description="Wall time of one command an expert runs.")
-    sandbox_memory_mb: int = Field(1024, ge=64, description="Memory of one command (address space).")
-    sandbox_processes: int = Field(128, ge=8, description="Processes one command may have at once.")
-    sandbox_output_bytes: int = Field(32_000, ge=1024, description="Output of one command the expert reads (cut visibly).")
-
-    def sandbox_limits(self) -> SandboxLimits:
-        return SandboxLimits(
-            timeout_s=self.sandbox_timeout_s,
-            cpu_s=self.sandbox_timeout_s,
-            memory_bytes=self.sandbox_memory_mb << 20,
-            processes=self.sandbox_processes,
-            output_bytes=self.sandbox_output_bytes,
-        )
-
     workspace_dir: str = Field(
         default_factory=lambda: str(Path(_temp_dir()) / "aether-workspaces"),
         description="Where a worker keeps its git worktrees (a subdirectory per agent); 'off': none.",

@@ -3,7 +3,7 @@
 from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
-from aether_contracts.events import SynthesisRequested, TaskControl
+from aether_contracts.events import PlanReady, SynthesisRequested, TaskControl
 from aether_core import telemetry
 from aether_core.service import Runtime, deliveries, settle, subscription
 
@@ -17,9 +17,11 @@ def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int
     async def on_synthesis_requested(event: SynthesisRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.SYNTHESIZER):
             with telemetry.work("synthesis", task_id=event.task_id, **{"aether.round": event.round}):
-                finished = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
-                if finished is not None:
-                    await runtime.publish(finished, subjects.TASK_FINISHED)
+                outcome = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
+                if isinstance(outcome, PlanReady):  # the repository failed its checks: a fix-up runs
+                    await runtime.publish(outcome, subjects.PLAN_READY)
+                elif outcome is not None:
+                    await runtime.publish(outcome, subjects.TASK_FINISHED)
 
     @router.subscriber(subjects.TASK_CONTROL)
     async def on_task_control(control: TaskControl) -> None:

@@ -1,9 +1,13 @@
 """The synthesizer: Jason integrates the experts' results into the task's final answer."""
 
+import sys
+from pathlib import Path
+
 from faststream import FastStream
 
 from aether_core.llm import LLMClient
 from aether_core.llm_slots import limit_concurrency
+from aether_core.sandbox import SandboxLimits, detect
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.templates import load_registry
 from aether_core.workspace_store import WorkspaceStore
@@ -32,6 +36,10 @@ def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
         timeout_s=settings.synthesis_timeout_s,
         max_tokens=settings.max_tokens,
         token_budget=settings.task_token_budget,
+        sandbox=detect(kind=settings.sandbox, toolchain=sorted({Path(sys.prefix), Path(sys.base_prefix)})) if settings.verify_repository else None,
+        check_limits=SandboxLimits(timeout_s=settings.check_timeout_s, cpu_s=settings.check_timeout_s,
+                                   memory_bytes=settings.sandbox_memory_mb << 20, processes=settings.sandbox_processes),
+        max_fixups=settings.max_fixups,
         repository=Repository(WorkspaceStore(lambda: runtime.js), settings.file_limits()),
     )
     broker.include_router(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nats.errors
 
@@ -23,9 +24,10 @@ from aether_contracts.workspace import (
     archive_object,
     bundle_object,
     commit_order,
+    files_in_order,
     final_files,
 )
-from aether_core.files import ExtractedFile, FileLimits, extract_files, quote_file
+from aether_core.files import ExtractedFile, FileLimits, extract_files, quote_file, write_inside
 from aether_core.gitrepo import CommitSpec, History, memory_history, subtask_commit
 from aether_core.templates import MasterConfig
 from aether_core.workspace_store import WorkspaceStore
@@ -106,6 +108,8 @@ class Assembly:
     info: RepositoryInfo
     synthesis_files: list[WorkspaceFile] = field(default_factory=list)
     refused: list[RefusedFile] = field(default_factory=list)
+    written: dict[str, bytes] = field(default_factory=dict)
+    """What Jason's synthesis wrote (its README included), by path."""
 
     def apply(self, state: TaskState) -> TaskState:
         """Record the repository in the state (inside the completing compare-and-set)."""
@@ -156,6 +160,20 @@ class Repository:
         wanted = [f for s in commit_order(state) for f in s.files if f.path in conflicted]
         return await self.store.read_files(wanted)
 
+    async def materialize(self, state: TaskState, directory: Path, extra: dict[str, bytes] | None = None) -> None:
+        """The repository's files as they stand (every subtask's, then `extra`) written under
+        `directory`, to run the task's checks on (`write_inside`: nothing lands outside it)."""
+        view = files_in_order(commit_order(state))
+        contents = await self.store.read_files(view.values())
+        files = {path: contents.get(f.object, b"") for path, f in view.items()}
+        files.update(extra or {})
+
+        def write() -> None:
+            for path, content in files.items():
+                write_inside(str(directory), path, content)
+
+        await asyncio.to_thread(write)
+
     async def assemble(self, state: TaskState, reply: str, master: MasterConfig) -> Assembly:
         extraction = extract_files(reply, self.limits, declared_only=True)
         when = utcnow()
@@ -193,7 +211,7 @@ class Repository:
             skipped=skipped,
             assembled_at=when,
         )
-        return Assembly(extraction.text, info, stored, extraction.refused)
+        return Assembly(extraction.text, info, stored, extraction.refused, files)
 
 
 def _pending(path: str, content: bytes) -> WorkspaceFile:

@@ -7,19 +7,30 @@ Failed subtasks are named as missing; the synthesis never pretends they succeede
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 
-from aether_contracts.events import SynthesisRequested, TaskFinished
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_contracts.events import PlanReady, SynthesisRequested, TaskFinished
+from aether_contracts.state import (
+    Subtask,
+    SubtaskStatus,
+    TaskState,
+    TaskStatus,
+    Usage,
+    Verification,
+)
 from aether_core import telemetry
+from aether_core.checks import run_checks
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
 from aether_core.llm_calls import BudgetSpent, TaskNotes, record_spent, reply_bound
 from aether_core.prompting import frame, new_nonce, rules
+from aether_core.sandbox import Sandbox, SandboxLimits
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import JASON, MasterConfig, Registry
 
-from .repository import Repository, workspace_brief
+from .repository import README, Repository, workspace_brief
 
 RESULT_CHARS = 24_000
 
@@ -112,17 +123,78 @@ def _begin(state: TaskState, redelivered: bool) -> TaskState:
     return state
 
 
-def _complete(state: TaskState, text: str, usage: Usage, note: str | None) -> bool:
+def _complete(state: TaskState, text: str, usage: Usage, note: str | None, verification: Verification | None = None) -> bool:
     if state.status != TaskStatus.SYNTHESIZING:
         raise Unchanged(False)  # cancelled meanwhile, or completed by a twin
     state.final_result = text
     state.usage.add(usage)
     if note:
         state.record("synthesis.fallback", note, level="warning")
+    if verification is not None:
+        state.verification = verification
+        failing = [c.command for c in verification.checks if not c.passed]
+        if verification.passed:
+            state.record("task.verified", f"The repository passes its {len(verification.checks)} check(s)")
+        else:
+            state.record(
+                "task.unverified",
+                f"The repository fails {len(failing)} of its {len(verification.checks)} check(s): "
+                + ", ".join(f"`{c}`" for c in failing) + (f" ({verification.note})" if verification.note else ""),
+                level="warning",
+            )
     missing = missing_parts(state)
     suffix = f"; {len(missing)} part(s) missing" if missing else ""
+    if verification is not None:
+        suffix += "; checks pass" if verification.passed else "; its checks do NOT pass"
     state.set_status(TaskStatus.COMPLETED, f"Task completed{suffix}")
     return True
+
+
+def task_checks(state: TaskState) -> list[str]:
+    """The checks of every completed subtask, each once, in commit order."""
+    seen: list[str] = []
+    for subtask in state.subtasks:
+        if subtask.status == SubtaskStatus.COMPLETED:
+            seen += [c for c in subtask.verify if c not in seen]
+    return seen
+
+
+FIXUP_OUTPUT_CHARS = 3_000
+
+
+def _fix_up(state: TaskState, verification: Verification, max_fixups: int) -> int:
+    """The repository fails its checks: an expert gets a fix-up subtask (after every completed
+    one, with the failing checks as its own), and the task goes back to executing."""
+    if state.status != TaskStatus.SYNTHESIZING:
+        raise Unchanged(state.round)
+    failing = [c for c in verification.checks if not c.passed]
+    owners = [s for s in state.subtasks if s.status == SubtaskStatus.COMPLETED and set(s.verify) & {c.command for c in failing}]
+    agent_type = owners[0].agent_type if owners else "fullstack"
+    state.fixups += 1
+    taken = {s.id for s in state.subtasks}
+    fixup_id = next(f"fixup-{n}" for n in range(state.fixups, state.fixups + len(taken) + 2) if f"fixup-{n}" not in taken)
+    details = "\n\n".join(f"`{c.command}` exited {c.exit_code}:\n{c.output_tail[-FIXUP_OUTPUT_CHARS:]}" for c in failing)
+    state.subtasks.append(Subtask(
+        id=fixup_id,
+        description=(
+            "The task's assembled repository (every subtask's files together) fails checks that passed "
+            f"in the subtasks' own worktrees. Make them pass without breaking the others.\n\n{details}"
+        ),
+        agent_type=agent_type,
+        depends_on=[s.id for s in state.subtasks if s.status == SubtaskStatus.COMPLETED],
+        verify=[c.command for c in verification.checks],
+    ))
+    state.verification = verification
+    state.round += 1
+    state.record(
+        "task.fixup",
+        f"The repository fails {len(failing)} check(s): {', '.join(f'`{c.command}`' for c in failing)}; "
+        f"{fixup_id} ({agent_type}) fixes it (fix-up {state.fixups} of at most {max_fixups})",
+        level="warning",
+        subtask_id=fixup_id,
+    )
+    state.set_status(TaskStatus.EXECUTING, f"Executing the fix-up {fixup_id}")
+    return state.round
 
 
 class Synthesizer:
@@ -137,6 +209,9 @@ class Synthesizer:
         repository: Repository,
         max_tokens: int = 4096,
         token_budget: int | None = None,
+        sandbox: Sandbox | None = None,
+        check_limits: SandboxLimits = SandboxLimits(timeout_s=300.0, cpu_s=300.0),
+        max_fixups: int = 1,
     ) -> None:
         self.store = store
         self.repository = repository
@@ -146,12 +221,19 @@ class Synthesizer:
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
         self.token_budget = token_budget
+        self.sandbox = sandbox
+        """Where the task's checks run again on its assembled repository (None: they do not)."""
+        self.check_limits = check_limits
+        self.max_fixups = max_fixups
+        """Fix-up rounds (a subtask for an expert) a task gets when its repository fails its checks."""
         self.inflight = InFlight()
 
     def cancel(self, task_id: str, reason: str) -> int:
         return len(self.inflight.cancel(task_id, reason))
 
-    async def synthesize(self, event: SynthesisRequested, *, redelivered: bool = False) -> TaskFinished | None:
+    async def synthesize(self, event: SynthesisRequested, *, redelivered: bool = False) -> TaskFinished | PlanReady | None:
+        """The task's end (`TaskFinished`), or, when its repository fails its checks and a
+        fix-up round is left, its next round (`PlanReady`: a fix-up subtask is to run)."""
         try:
             begun = await self.store.mutate(event.task_id, lambda s: _begin(s, redelivered))
         except TaskNotFound:
@@ -164,6 +246,32 @@ class Synthesizer:
             return None
         master = self.registry.master(state.master_id) or JASON
         telemetry.annotate({telemetry.AGENT_TYPE: master.id})
+        with tempfile.TemporaryDirectory(prefix="aether-verify-") as scratch:
+            workdir = Path(scratch)
+            verification = await self._verify(state, workdir)
+            if verification is not None and not verification.passed and self._fixable(state, verification):
+                fixed = await self.store.mutate(state.id, lambda s: _fix_up(s, verification, self.max_fixups))
+                return PlanReady(task_id=state.id, round=fixed.value) if fixed.changed else None
+            return await self._synthesize(event, state, master, verification, workdir)
+
+    async def _verify(self, state: TaskState, workdir: Path, extra: dict[str, bytes] | None = None) -> Verification | None:
+        """Every completed subtask's checks on the repository's files as they stand; None when
+        there are none (or this synthesizer runs no checks)."""
+        checks = task_checks(state)
+        if not checks or self.sandbox is None:
+            return None
+        await self.repository.materialize(state, workdir, extra)
+        with telemetry.span("verify", {telemetry.TASK_ID: state.id, "aether.checks": len(checks)}):
+            return await run_checks(self.sandbox, checks, workdir, self.check_limits)
+
+    def _fixable(self, state: TaskState, verification: Verification) -> bool:
+        return bool(self.sandbox and self.sandbox.available) and state.fixups < self.max_fixups and bool(
+            [c for c in verification.checks if not c.passed]
+        )
+
+    async def _synthesize(
+        self, event: SynthesisRequested, state: TaskState, master: MasterConfig, verification: Verification | None, workdir: Path
+    ) -> TaskFinished | None:
         usage, note = Usage(), None
         messages = synthesis_messages(state, master, files=await self.repository.brief_files(state))
         notes = TaskNotes(self.store, state.id, "Synthesis")
@@ -194,8 +302,11 @@ class Synthesizer:
             note = f"Synthesis LLM call failed ({exc}); the results were concatenated instead"
             text = concatenate(state, str(exc))
         assembly = await self.repository.assemble(state, text, master)
+        if verification is not None and any(path != README for path in assembly.written):
+            # Jason's files (a resolved conflict) are part of the repository: check it again.
+            verification = await self._verify(state, workdir, assembly.written)
         done = await self.store.mutate(
-            state.id, lambda s: _complete(assembly.apply(s), assembly.text, usage, note)
+            state.id, lambda s: _complete(assembly.apply(s), assembly.text, usage, note, verification)
         )
         final = done.state.status
         if not final.terminal:

@@ -355,6 +355,17 @@ def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     last = (tool_results[-1].get("content") or "") if tool_results else ""
     fixing = messages[-1].get("role") == "user" and "checks" in (messages[-1].get("content") or "") and len(messages) > 2
     mode = opts.get("tools", "run")
+    if mode == "broken_forever":
+        return ToolCallReply([_call("no_such_tool", n=len(calls_made))])
+    if mode in ("lazy", "stubborn") and not fixing or mode == "stubborn":
+        # Writes its work and answers without running anything: Aether's checks find the bug
+        # (`lazy` then fixes it when told; `stubborn` never does).
+        if not calls_made:
+            return ToolCallReply([
+                _call("write_file", path=module, content="def total(values):\n    return sum(values) - 1  # a simulated bug\n"),
+                _call("write_file", path=test, content=f"from sim_{name} import total\n\n\ndef test_total():\n    assert total([1, 2, 3]) == 6\n"),
+            ])
+        return f"{SIMULATED_NOTICE}\n\nSimulated work on {subtask_id}: done (nothing was run)."
     if mode == "broken":
         if len(calls_made) == 0:
             return ToolCallReply([_call("delete_everything", path="/")])
