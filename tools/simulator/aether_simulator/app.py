@@ -357,7 +357,7 @@ def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     mode = opts.get("tools", "run")
     if mode == "broken_forever":
         return ToolCallReply([_call("no_such_tool", n=len(calls_made))])
-    if mode in ("lazy", "stubborn") and not fixing or mode == "stubborn":
+    if (mode in ("lazy", "stubborn") and not fixing) or mode == "stubborn":
         # Writes its work and answers without running anything: Aether's checks find the bug
         # (`lazy` then fixes it when told; `stubborn` never does).
         if not calls_made:
