@@ -3,14 +3,16 @@
     .venv/bin/python tools/bench_sandbox.py [--runs 50] [--files 0,1000,10000]
 
 Both are started the way the agent starts them (asyncio subprocesses, output read to the end).
-As root every sandboxed run also lends the worktree to its uid and takes it back (a walk over
-the tree, a chown per entry): `--files` times that for worktrees of those many files.
+As root every sandboxed run also lends the worktree to its uid and takes it back: by an idmapped
+mount (constant cost) or, where the kernel or the filesystem cannot, by chown (a walk over the
+tree, a chown per entry each way); `--files` times both for worktrees of those many files.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -59,16 +61,21 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--files", default="0,1000,10000", help="worktree sizes to time, comma-separated")
     args = parser.parse_args()
-    sandbox = detect(toolchain=[Path(sys.prefix), Path(sys.base_prefix)])
-    if not sandbox.available:
-        sys.exit(f"no sandbox here: {sandbox.reason}")
-    print(f"{args.runs} runs each; sandbox: {sandbox.name}, as {'root (uid pool, worktree lent)' if sandbox.as_root else 'the user'}")
+    toolchain = [Path(sys.prefix), Path(sys.base_prefix)]
+    ways = ["idmap", "chown"] if os.geteuid() == 0 else ["auto"]
+    sandboxes = {way: detect(toolchain=toolchain, lend=way) for way in ways}
+    for sandbox in sandboxes.values():
+        if not sandbox.available:
+            sys.exit(f"no sandbox here: {sandbox.reason}")
+    print(f"{args.runs} runs each, as {'root: a pool uid, the worktree lent' if ways != ['auto'] else 'the user'}")
     await plain(5)  # warm up: page cache, the first fork of a fresh interpreter
-    print(f"  plain sh -c true          {summary(await plain(args.runs))}")
+    print(f"  plain sh -c true                  {summary(await plain(args.runs))}")
     for files in (int(n) for n in args.files.split(",")):
         with tempfile.TemporaryDirectory() as workdir:
-            times = await sandboxed(sandbox, tree(Path(workdir), files), args.runs)
-            print(f"  sandboxed, {files:6d} files   {summary(times)}")
+            tree(Path(workdir), files)
+            for way, sandbox in sandboxes.items():
+                times = await sandboxed(sandbox, Path(workdir), args.runs)
+                print(f"  sandboxed, {files:6d} files, {way:5s}  {summary(times)}")
 
 
 if __name__ == "__main__":

@@ -30,15 +30,37 @@ UIDS = range(_FIRST_UID, _FIRST_UID + 16)
 """A pool of this test run's own, so that "no process of the pool is left" ignores other runs'."""
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    found = detect(kind="bubblewrap", toolchain=TOOLCHAIN, uids=UIDS)
+def _detect(lend: str = "auto"):
+    found = detect(kind="bubblewrap", toolchain=TOOLCHAIN, uids=UIDS, lend=lend)
     if not found.available:
         refused = re.search(r"namespace|Operation not permitted", found.reason)
         if refused and not os.environ.get("CI"):
             pytest.skip(f"this kernel refuses the sandbox's namespaces: {found.reason}")
         pytest.fail(f"bubblewrap cannot run here: {found.reason}")
     return found
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return _detect()
+
+
+@pytest.fixture(scope="module", params=["idmap", "chown"])
+def lending(request):
+    """As root the worktree is lent to the run's uid: by an idmapped mount, or by chown where the
+    kernel or the filesystem cannot; both must hold the same guarantees."""
+    if os.geteuid() != 0:
+        pytest.skip("only root lends the worktree to another uid")
+    return _detect(request.param)
+
+
+@pytest.fixture
+def reachable(tmp_path):
+    """A worktree other users could reach (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="aether-sandbox-reachable-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture
@@ -113,7 +135,8 @@ async def test_no_dns_no_route_out_only_its_own_loopback(sandbox, workspace):
     assert not (await sandbox.run("test -S /run/docker.sock || test -e /var/run/docker.sock", workspace, QUICK)).exit_code == 0
 
 
-async def test_only_the_workspace_is_writable(sandbox, workspace):
+async def test_only_the_workspace_is_writable(lending, workspace):
+    sandbox = lending
     for target in ["/usr/x", "/etc/x", "/x", "/workspace/../x", "/root/x", "/proc/x", "/dev/x"]:
         result = await sandbox.run(f"touch {target}", workspace, QUICK)
         assert result.exit_code != 0, (target, result)
@@ -161,6 +184,14 @@ async def test_nothing_of_the_agents_environment(sandbox, workspace, monkeypatch
     assert env["PATH"].startswith(f"{sys.prefix}/bin:"), env["PATH"]
     pids = [int(p.removeprefix("/proc/")) for p in re.findall(r"^/proc/\d+$", result.output, re.M)]
     assert os.getpid() not in pids and max(pids) < 100, pids  # a PID namespace of its own
+
+
+async def test_no_privilege_is_left(sandbox, workspace):
+    result = await sandbox.run("grep -E '^(Cap|NoNewPrivs|Groups)' /proc/self/status; cat /etc/shadow", workspace, QUICK)
+    status = dict(re.findall(r"^(\w+):\s*(\S*)$", result.output, re.M))
+    assert {status[f"Cap{kind}"] for kind in ("Inh", "Prm", "Eff", "Bnd", "Amb")} == {"0000000000000000"}, status
+    assert status["NoNewPrivs"] == "1" and status["Groups"] in ("", str(os.getgid())), status
+    assert "Permission denied" in result.output and "root:" not in result.output
 
 
 async def test_the_exit_code_is_the_commands_and_a_signal_is_named(sandbox, workspace):
@@ -268,22 +299,37 @@ async def test_the_toolchain_runs_pytest(sandbox, workspace):
     assert result.exit_code == 0 and "1 passed" in result.output, result.output
 
 
-async def test_no_setuid_file_and_no_lent_hard_link_survive(sandbox, workspace, tmp_path):
+async def test_no_setuid_file_survives_where_others_could_run_it(lending, reachable):
+    result = await lending.run("cp /bin/true t && chmod 6755 t && ls -l t | cut -c1-10", reachable, QUICK)
+    assert result.output == "-rwsr-sr-x\n", result  # inside: nosuid, no new privileges
+    st = (reachable / "t").stat()
+    assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID) and st.st_uid == os.geteuid(), oct(st.st_mode)
+
+
+async def test_chown_lending_leaves_hard_links_to_outside_files_alone(tmp_path, workspace):
+    sandbox = _detect("chown")
     outside = tmp_path / "outside.txt"
     outside.write_text("original\n")
     os.link(outside, workspace / "linked.txt")
-    result = await sandbox.run(
-        "cp /bin/true t && chmod 6755 t && ls -l t | cut -c1-10; echo changed >> linked.txt", workspace, QUICK
-    )
-    assert result.output.startswith("-rwsr-sr-x"), result.output
+    result = await sandbox.run("echo changed >> linked.txt", workspace, QUICK)
     assert result.exit_code != 0 and "Permission denied" in result.output
     assert outside.read_text() == "original\n" and outside.stat().st_uid == os.geteuid()
-    mode = (workspace / "t").stat().st_mode
-    assert not mode & (stat.S_ISUID | stat.S_ISGID) and (workspace / "t").stat().st_uid == os.geteuid()
 
 
-async def test_a_cancelled_run_leaves_nothing_behind(sandbox, workspace):
-    run = asyncio.create_task(sandbox.run("touch made; sleep 1005", workspace, QUICK))
+async def test_the_idmapped_worktree_is_lent_without_a_chown(workspace):
+    sandbox = _detect("idmap")
+    (workspace / "untouched.txt").write_text("x\n")
+    ctime = (workspace / "untouched.txt").stat().st_ctime_ns  # a chown would change it
+    result = await sandbox.run("ls -n app.py | cut -d' ' -f3; echo more >> app.py; echo new > new.txt", workspace, QUICK)
+    assert int(result.output) in UIDS, result  # inside, the run's uid owns the worktree
+    assert (workspace / "untouched.txt").stat().st_ctime_ns == ctime
+    assert {(workspace / name).stat().st_uid for name in ("app.py", "new.txt")} == {os.geteuid()}
+    assert (workspace / "app.py").read_text() == "print('hello')\nmore\n"
+    assert "aether-sandbox/mnt" not in Path("/proc/self/mountinfo").read_text()  # detached after
+
+
+async def test_a_cancelled_run_leaves_nothing_behind(lending, workspace):
+    run = asyncio.create_task(lending.run("touch made; sleep 1005", workspace, QUICK))
     await asyncio.sleep(1)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):

