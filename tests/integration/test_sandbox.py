@@ -216,6 +216,12 @@ async def test_the_timeout_kills_the_whole_tree(sandbox, workspace):
     assert pool_tasks() == []
 
 
+async def test_nothing_it_started_outlives_a_normal_exit(sandbox, workspace):
+    result = await sandbox.run("nohup setsid sleep 1006 >/dev/null 2>&1 & echo bye", workspace, QUICK)
+    assert (result.exit_code, result.output, result.timed_out) == (0, "bye\n", False)
+    assert result.duration_s < 5 and host_processes(r"sleep 1006") == [] and pool_tasks() == []
+
+
 async def test_a_fork_bomb_is_contained_and_the_host_stays_responsive(sandbox, workspace):
     limits = SandboxLimits(timeout_s=5, processes=64)
     bomb = asyncio.create_task(sandbox.run("bomb() { bomb | bomb & }; bomb; sleep 30", workspace, limits))
