@@ -229,7 +229,7 @@ async def test_a_fork_bomb_is_contained_and_the_host_stays_responsive(sandbox, w
     for _ in range(3):
         started = time.monotonic()
         plain = await asyncio.create_subprocess_exec("sh", "-c", "true")
-        assert await plain.wait() == 0 and time.monotonic() - started < 1.0
+        assert await plain.wait() == 0 and time.monotonic() - started < 2.0
     result = await bomb
     assert result.timed_out or result.exit_code != 0
     assert pool_tasks() == []
