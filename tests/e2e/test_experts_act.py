@@ -90,7 +90,7 @@ async def test_a_failing_check_gets_a_fix_round_and_one_that_keeps_failing_fails
 
 async def test_bad_tool_calls_are_errors_the_model_reads_and_too_many_in_a_row_fail_it(stack):
     async with stack.client() as client:
-        recovers = await stack.submit(client, scripted("Broken", [checked("r", sim="tools=broken")]))
+        recovers = await stack.submit(client, scripted("Broken", [subtask("r", "fullstack", sim="tools=broken")]))
         never = await stack.submit(client, scripted("Forever broken", [subtask("f", "fullstack", sim="tools=broken_forever")]))
         recovers, never = [await stack.wait_task(client, t["id"]) for t in (recovers, never)]
         steps = await steps_of(client, recovers["id"], "r")
