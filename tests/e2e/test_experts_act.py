@@ -148,3 +148,23 @@ async def test_a_command_reaches_no_network_no_secret_and_nothing_outside_the_wo
     assert "nats://" not in environment
     assert key not in outside and "done" in outside and not Path("/usr/owned").exists()
     assert "timed out after 20s" in slow
+
+
+async def test_a_repository_that_fails_its_checks_gets_a_fix_up_round_and_says_how_it_ended(stack):
+    # Each subtask passes its checks in its own worktree; together, `a`'s test fails (it assumes
+    # it is the only test): the synthesizer's run on the assembled repository finds it.
+    plan = [checked("a", sim="alone=1"), checked("b", "testing-expert")]
+    async with stack.client() as client:
+        task = await stack.submit(client, scripted("Together", plan))
+        done = await stack.wait_task(client, task["id"], timeout=120)
+        files = await repository_files(client, task["id"])
+    assert done["status"] == "completed", done["logs"]
+    ids = [s["id"] for s in done["subtasks"]]
+    assert ids == ["a", "b", "fixup-1"]
+    fixup = done["subtasks"][2]
+    assert fixup["status"] == "completed" and set(fixup["depends_on"]) == {"a", "b"}
+    assert "tests/test_sim_a.py" in fixup["description"] and fixup["verification"]["passed"]
+    assert any("The repository fails 1 check(s)" in line and "fixup-1" in line for line in done["logs"])
+    assert done["verification"]["passed"] and done["round"] == 2
+    assert "simulated fix-up" in files["tests/test_sim_a.py"]
+    assert any("The repository passes its 1 check(s)" in line for line in done["logs"])

@@ -362,6 +362,8 @@ class Worktree:
             for name in sorted(files):
                 full = os.path.join(directory, name)
                 relative = os.path.relpath(full, self.path).replace(os.sep, "/")
+                if relative == ".git":
+                    continue  # the worktree's pointer to its repository, not a file of the work
                 info = os.lstat(full)
                 if not stat.S_ISREG(info.st_mode):
                     skipped.append(Skipped(relative, "not a regular file (links and devices are not kept)"))

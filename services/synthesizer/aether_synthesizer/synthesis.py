@@ -186,6 +186,7 @@ def _fix_up(state: TaskState, verification: Verification, max_fixups: int) -> in
     ))
     state.verification = verification
     state.round += 1
+    state.synthesis_attempts = 0  # the next round's synthesis is a first attempt, not a duplicate
     state.record(
         "task.fixup",
         f"The repository fails {len(failing)} check(s): {', '.join(f'`{c.command}`' for c in failing)}; "

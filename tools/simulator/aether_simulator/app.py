@@ -324,6 +324,7 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
 
 
 CHECK_LINE = re.compile(r"^- `(.+)`$", re.MULTILINE)
+ALONE_LINE = 'assert len(glob.glob("tests/test_*.py")) == 1  # simulated: passes alone only'
 
 
 @dataclass
@@ -386,9 +387,20 @@ def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
             return ToolCallReply([_call("run_command", command=base64.b64decode(opts["cmd64"]).decode(), timeout_s=float(opts.get("timeout", "30")))])
         return f"{SIMULATED_NOTICE}\n\nSimulated command run. Its result:\n\n{last}"
     lang, path, body = FILE_FOR.get(agent_type or "fullstack", ("text", f"notes/{agent_type}.md", "simulated notes\n"))
+    own = prompt.subtask(subtask_id) or ""
+    broken = re.search(r"FAILED (tests/test_sim_\w+\.py)", own) if "assembled repository" in own else None
+    if broken:
+        # A fix-up: the test that passed alone and fails beside the others loses its assumption.
+        if not calls_made:
+            return ToolCallReply([_call("edit_file", path=broken.group(1), old=ALONE_LINE, new="assert True  # simulated fix-up")])
+        if calls_made[-1] == "edit_file":
+            return ToolCallReply([_call("run_command", command=checks[0])])
+        return f"{SIMULATED_NOTICE}\n\nSimulated fix-up: {broken.group(1)} no longer assumes it is alone."
     if not calls_made:
         buggy = f"# written by {subtask_id} (simulated)\n\n\ndef total(values):\n    return sum(values) - 1  # a simulated bug\n"
         tested = (f"from sim_{name} import total\n\n\ndef test_total():\n    assert total([1, 2, 3]) == 6\n")
+        if opts.get("alone"):  # passes in its own worktree only: the repository's checks catch it
+            tested = f"import glob\n\n{tested}\n\ndef test_alone():\n    {ALONE_LINE}\n"
         return ToolCallReply([
             _call("list_files", path="."),
             _call("write_file", path=path, content=f"{COMMENT.get(lang, '#')} written by {subtask_id}\n{body}"),
