@@ -30,6 +30,7 @@ def tenant_stack(llm):
         env={
             "AETHER_API_KEYS": f"alice:{ALICE},bob:{BOB},ops:{OPS}:admin,carol:{CAROL}",
             "AETHER_MAX_ACTIVE_TASKS": "2",
+            "AETHER_ACCESS_LOG": "on",  # as under make up: what it logs is grepped for secrets too
             "OPENAI_API_KEY": LLM_SECRET,
             "OPENAI_BASE_URL": llm.base_url,
             "AETHER_LLM_MAX_ATTEMPTS": "2",

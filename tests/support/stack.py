@@ -23,7 +23,9 @@ class Stack(harness.Stack):
         python: str | None = None,
         root: Path | None = None,
     ) -> None:
-        """`ui`: serve the Mission Board as `make ui` built it."""
+        """`ui`: serve the Mission Board as `make ui` built it. The gateway's access log is off
+        unless a test asks for it: the tests poll, and a failure's log tail would show only that."""
+        env = {"AETHER_ACCESS_LOG": "off", **(env or {})}
         super().__init__(env=env, scale=scale, ui_dir=UI_DIST if ui else None, python=python, root=root)
 
     async def submit(self, client: httpx.AsyncClient, description: str, **extra: Any) -> dict:
