@@ -296,3 +296,32 @@ async def test_without_otel_variables_no_service_traces(stack):
     for service in ("gateway", "planner", "executor", "synthesizer"):
         instances = health["services"][service]["instances"]
         assert instances and all(i["tracing"] == "off" for i in instances)
+
+
+async def test_every_tool_call_is_an_execute_tool_span_under_its_subtask(traced):
+    stack, sink = traced
+    plan = [{**subtask("t", "python-backend"), "verify": ["python3 -m pytest -q"]}]
+    async with stack.client() as client:
+        created = await stack.submit(client, scripted("Traced tools", plan))
+        done = await stack.wait_task(client, created["id"])
+    assert done["status"] == "completed", done["logs"]
+    steps = done["subtasks"][0]["steps"]
+
+    async def exported():
+        spans = [s for s in sink.snapshot() if s.trace_id == created["trace_id"]]
+        tools = [s for s in spans if s.name.startswith("execute_tool ")]
+        return (spans, tools) if len(tools) >= steps else None
+
+    spans, tools = await eventually(exported, timeout=30)
+    by_id = {s.span_id: s for s in spans}
+    [work] = [s for s in spans if s.name == "subtask t" and any(t.parent_id == s.span_id for t in tools)]
+    for span in tools:
+        assert span.parent_id == work.span_id and span.service == "executor"
+        assert span.attributes["gen_ai.operation.name"] == "execute_tool"
+        assert span.name == f"execute_tool {span.attributes['gen_ai.tool.name']}"
+        assert span.attributes["gen_ai.tool.call.id"] and span.attributes["aether.subtask.id"] == "t"
+    names = [s.attributes["gen_ai.tool.name"] for s in sorted(tools, key=lambda s: s.start_ns)]
+    assert names[:2] == ["list_files", "write_file"] and "run_command" in names and "edit_file" in names
+    # A command that fails is the work going on, not an error of the span (a misused tool is).
+    assert not any(s.error for s in tools if s.attributes["gen_ai.tool.name"] == "run_command")
+    assert all(s.parent_id in by_id for s in tools)
