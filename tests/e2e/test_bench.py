@@ -50,6 +50,13 @@ def test_the_bench_runs_every_section_and_its_numbers_make_sense(tmp_path: Path)
     assert memory["kv_bytes_per_task"] > 100
     assert memory["list_first_page_ms"]["n"] == 100 and memory["rss_mb"]["gateway"] > 10
 
+    tools = results["tools"]["ms"]
+    assert tools["n"] >= 4 and tools["median"] > 0  # a tool run: writes, runs, reads, edits, runs
+    sandbox = results["sandbox"]
+    assert sandbox["available"], sandbox  # CI has bubblewrap: the number must be real
+    assert sandbox["sandboxed_ms"]["n"] == 5 and sandbox["sandboxed_ms"]["median"] > 0
+
     # The table names each section and every system.
-    for label in ("Makespan / critical path", "Phase 1 loop", "LangGraph", "Overhead per subtask", "subtasks/s", "finished tasks"):
+    for label in ("Makespan / critical path", "Phase 1 loop", "LangGraph", "Overhead per subtask", "subtasks/s", "finished tasks",
+                  "Tool result", "sandboxed command"):
         assert label in run.stdout, label

@@ -6,13 +6,16 @@ side in one run. Prints a table and writes JSON (artifacts/bench.json).
 2. overhead per subtask with a zero-latency simulator: a dependency's completion to its
    dependent's LLM request;
 3. throughput with 1, 2 and 4 executor replicas, zero latency, and the CPU each service used;
-4. memory for 10,000 finished tasks, and the time of listing them.
+4. memory for 10,000 finished tasks, and the time of listing them;
+5. experts that act, zero latency: from a tool's result to the expert's next LLM request, and the
+   cost of starting a sandboxed command (`true`) against a plain one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -144,6 +147,55 @@ async def overhead(stack: Stack, chains: int, length: int) -> dict:
     return {"ms": summary(gaps)}
 
 
+# -- 5. experts that act -------------------------------------------------------------------------
+async def tool_steps(stack: Stack, tasks: int) -> dict:
+    """Each expert request that follows tool calls, against the end of the last of them."""
+    gaps: list[float] = []
+    async with stack.client() as client:
+        for n in range(tasks):
+            plan = {"analysis": "bench", "subtasks": [{"id": "t", "description": f"Acting {n}", "agent_type": "python-backend",
+                                                       "depends_on": [], "verify": ["python3 -m pytest -q"]}]}
+            task = await stack.wait_task(client, await submit(client, f"Tools {n}\nSIM-PLAN: {json.dumps(plan)}"), timeout=300)
+            assert task["status"] == "completed", task["logs"][-5:]
+            steps = (await client.get(f"/api/orchestrate/task/{task['id']}/subtasks/t/steps")).json()
+            asked = sorted(r["at"] for r in await stack.sim_requests(client, task_id=task["id"], role="expert"))
+            ended = [when(s["at"]).timestamp() for s in steps if s["kind"] == "tool"]
+            for before, request in itertools.pairwise(asked):
+                batch = [t for t in ended if before < t < request]
+                if batch:
+                    gaps.append((request - max(batch)) * 1000)
+    return {"ms": summary(gaps)}
+
+
+def sandbox_start(runs: int) -> dict:
+    """A sandboxed `true` against a plain `sh -c true`, as an agent starts its commands."""
+    import subprocess
+    import tempfile
+
+    from aether_core.sandbox import SandboxLimits, detect
+
+    sandbox = detect(toolchain=sorted({Path(sys.prefix), Path(sys.base_prefix)}))
+    if not sandbox.available:
+        return {"available": False, "reason": sandbox.reason}
+
+    async def sandboxed(workdir: Path) -> list[float]:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            await sandbox.run("true", workdir, SandboxLimits(timeout_s=10))
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    plain = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(["sh", "-c", "true"], check=True)
+        plain.append((time.perf_counter() - started) * 1000)
+    with tempfile.TemporaryDirectory() as workdir:
+        boxed = asyncio.run(sandboxed(Path(workdir)))
+    return {"available": True, "name": sandbox.name, "sandboxed_ms": summary(boxed), "plain_ms": summary(plain)}
+
+
 # -- 3. throughput ----------------------------------------------------------------------------------
 def cpu_seconds(pid: int) -> float:
     try:
@@ -269,6 +321,18 @@ def table(results: dict) -> str:
         f"GET /api/orchestrate/tasks first page median {mem['list_first_page_ms']['median']:.1f} ms "
         f"(p95 {mem['list_first_page_ms']['p95']:.1f}), last page median {mem['list_last_page_ms']['median']:.1f} ms",
     ]
+    if "tools" in results:
+        t = results["tools"]["ms"]
+        lines.append(f"Tool result -> the expert's next LLM request: median {t['median']:.2f} ms, p95 {t['p95']:.2f} ms (n={t['n']})")
+    if "sandbox" in results:
+        b = results["sandbox"]
+        if b["available"]:
+            lines.append(
+                f"Starting a sandboxed command ({b['name']}): median {b['sandboxed_ms']['median']:.1f} ms, "
+                f"p95 {b['sandboxed_ms']['p95']:.1f} ms; a plain `sh -c true` {b['plain_ms']['median']:.1f} ms"
+            )
+        else:
+            lines.append(f"Sandbox: unavailable here ({b['reason']})")
     return "\n".join(lines)
 
 
@@ -285,6 +349,8 @@ async def run(args: argparse.Namespace) -> dict:
         results["makespan"] = await makespan(stack, dags)
         progress(f"overhead: {args.chains} chains of 20 subtasks, zero latency")
         results["overhead"] = await overhead(stack, args.chains, 20)
+        progress(f"tools: {args.tool_tasks} tasks whose expert writes, runs, fixes and passes its checks")
+        results["tools"] = await tool_steps(stack, args.tool_tasks)
     finally:
         stop(stack)
     results["throughput"] = []
@@ -293,6 +359,8 @@ async def run(args: argparse.Namespace) -> dict:
         results["throughput"].append(await throughput(replicas, args.tasks, worktrees=worktrees))
     progress(f"memory: {args.memory_tasks} tasks, then listing them")
     results["memory"] = await memory(args.memory_tasks)
+    progress(f"sandbox: {args.sandbox_runs} sandboxed commands against plain ones")
+    results["sandbox"] = await asyncio.to_thread(sandbox_start, args.sandbox_runs)
     return results
 
 
@@ -303,8 +371,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.dags, args.mean_ms, args.chains, args.tasks, args.memory_tasks = 2, 200, 2, 5, 50
+        args.tool_tasks, args.sandbox_runs = 1, 5
     else:
         args.dags, args.mean_ms, args.chains, args.tasks, args.memory_tasks = 12, 1500, 10, 100, 10_000
+        args.tool_tasks, args.sandbox_runs = 10, 50
     started = time.perf_counter()
     results = asyncio.run(run(args))
     results["bench_seconds"] = round(time.perf_counter() - started)
