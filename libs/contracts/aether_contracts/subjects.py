@@ -59,3 +59,9 @@ def agent_control(agent_id: str) -> str:
 
 
 SUBTASK_READY_ANY = f"{SUBTASK_READY_PREFIX}.*"
+
+
+def inbox_prefix(user: str) -> str:
+    """Where a NATS user receives the replies to its requests (JetStream's too): `_INBOX_<user>`,
+    the only inbox it may subscribe to (aether_contracts.permissions)."""
+    return f"_INBOX_{user}"

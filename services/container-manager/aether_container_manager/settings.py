@@ -51,7 +51,8 @@ class ContainerManagerSettings(ServiceSettings):
     def scope(self) -> str:
         if self.pool_scope:
             return self.pool_scope
-        digest = hashlib.sha256(",".join(sorted(self.nats_servers)).encode()).hexdigest()[:12]
+        # Without credentials: the stack is the same whichever NATS user looks at it.
+        digest = hashlib.sha256(",".join(sorted(self.nats_addresses)).encode()).hexdigest()[:12]
         return f"pool-{digest}"
 
     def process_environment(self) -> dict[str, str]:
