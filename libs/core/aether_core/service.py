@@ -81,6 +81,30 @@ def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsB
     )
 
 
+def subscription(
+    spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 1, inbox_prefix: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments binding a FastStream pull subscriber to one of our durable consumers.
+
+    Acks are explicit (`settle`), never FastStream's default `REJECT_ON_ERROR`, which would
+    terminate a message whose handler failed once. FastStream gives pull subscribers an inbox
+    prefix of their own (`_INBOX.`), not the broker's: a service passes its own (`inbox`), or
+    the messages it fetches would go to an inbox its NATS user may not subscribe to.
+    """
+    options: dict[str, Any] = {
+        "subject": spec.subject,
+        "stream": WORK_STREAM,
+        "durable": spec.durable,
+        "config": spec.config(),
+        "pull_sub": PullSub(batch_size=batch, timeout=5.0),
+        "max_workers": max_workers,
+        "ack_policy": AckPolicy.MANUAL,
+    }
+    if inbox_prefix is not None:
+        options["inbox_prefix"] = f"{inbox_prefix}.".encode()
+    return options
+
+
 def deliveries(msg: NatsMessage) -> int:
     try:
         return int(msg.raw_message.metadata.num_delivered)
@@ -189,24 +213,9 @@ class Runtime:
         self.started_at = utcnow()
 
     def subscription(self, spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 1) -> dict[str, Any]:
-        """Keyword arguments binding a FastStream pull subscriber to one of our durable consumers.
-
-        Acks are explicit (`settle`), never FastStream's default `REJECT_ON_ERROR`, which would
-        terminate a message whose handler failed once. FastStream gives pull subscribers an
-        inbox prefix of their own (`_INBOX.`, not the broker's): ours is passed, or the fetched
-        messages would come to an inbox our NATS user may not subscribe to.
-        """
+        """`subscription` with this service's inbox; the consumer must exist before the start."""
         self.consumers.append(spec)
-        return {
-            "subject": spec.subject,
-            "stream": WORK_STREAM,
-            "durable": spec.durable,
-            "config": spec.config(),
-            "pull_sub": PullSub(batch_size=batch, timeout=5.0),
-            "max_workers": max_workers,
-            "ack_policy": AckPolicy.MANUAL,
-            "inbox_prefix": f"{self.inbox}.".encode(),
-        }
+        return subscription(spec, max_workers=max_workers, batch=batch, inbox_prefix=self.inbox)
 
     async def start(self) -> None:
         """Connect, wait for the topology this service uses, then heartbeat (and serve probes)."""
