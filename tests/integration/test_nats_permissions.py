@@ -343,3 +343,37 @@ async def test_services_wait_for_the_topology_instead_of_declaring_it(simulator,
 async def _stream_names(nc: nats.NATS):
     for name in await nc.jetstream().streams_info():
         yield name.config.name
+
+
+CUSTOM_AGENT = """\
+kind: expert
+type: rust-backend
+name: Rust Backend Expert
+description: Axum, Tokio, SQLx
+tags: [rust, axum]
+system_prompt: You are a senior Rust engineer.
+"""
+
+
+async def test_an_agent_type_added_by_agents_dir_is_declared_and_served_as_the_agent_user(tmp_path, simulator):
+    """The declaring party and the grants load the same registry, custom types included."""
+    (tmp_path / "rust.yaml").write_text(CUSTOM_AGENT)
+    agent_types = load_registry(tmp_path).agent_types
+    assert "rust-backend" in agent_types
+    server = NatsServer(extra_config=nats_authorization(PASSWORDS, agent_types)).start()
+    try:
+        await declare_topology(ServiceSettings(nats_url=As(server, TOPOLOGY).url, agents_dir=tmp_path), timeout_s=30)
+        worker = executor_app(
+            As(server, "agent"), simulator, role="worker", agent_id="rust-agent", agent_types="rust-backend", agents_dir=tmp_path
+        )
+        await asyncio.wait_for(worker.__aenter__(), 30)  # it waits for its consumer: declared
+        await asyncio.sleep(1)  # a pull or two
+        await worker.__aexit__(None, None, None)
+        admin = await connect(server, ADMIN)
+        consumer = await admin.jetstream().consumer_info(topology.STREAM, "executor-rust-backend")
+        assert consumer.config.filter_subject == subjects.subtask_ready("rust-backend")
+        await admin.close()
+    finally:
+        server.stop()
+    violations = [line for line in server.log_path.read_text().splitlines() if " Violation - " in line]
+    assert not violations, "\n".join(violations[:20])
