@@ -40,7 +40,12 @@ class ContainerManagerSettings(ServiceSettings):
         "host", description="Docker backend: network of agent containers ('host', 'bridge' or a network name)."
     )
     agent_nats_url: str | None = Field(
-        None, description="NATS URL as an agent sees it; default AETHER_NATS_URL."
+        None,
+        description=(
+            "NATS URL as an agent sees it, with the `agent` user's credentials (make up passes "
+            "them: the manager hands the URL to the agents it starts and never connects with "
+            "it); default AETHER_NATS_URL."
+        ),
     )
     agent_memory: str = Field("512m", description="Docker backend: memory limit per agent.")
     agent_cpus: float = Field(1.0, gt=0, description="Docker backend: CPU limit per agent.")
