@@ -95,7 +95,7 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
         stoppers += [presence.stop, llm.close]
 
     async def startup() -> None:
-        await runtime.start(registry.agent_types)
+        await runtime.start()
         for start in starters:
             await start()
 

@@ -67,7 +67,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # After uvicorn configured its loggers: they would log stream URLs with their API keys.
         redact_tokens_in_logs("uvicorn.error", "uvicorn.access")
-        await runtime.start(registry.agent_types)
+        await runtime.start()
         assert runtime.tasks_kv is not None
         assert runtime.services_kv is not None
         await index.start(runtime.tasks_kv)
