@@ -48,7 +48,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from . import subjects, topology
-from .topology import AGENTS_BUCKET, QUOTAS_BUCKET, SERVICES_BUCKET, STREAM, TASKS_BUCKET, WORKSPACE_BUCKET
+from .topology import (
+    AGENTS_BUCKET,
+    QUOTAS_BUCKET,
+    SERVICES_BUCKET,
+    STREAM,
+    TASKS_BUCKET,
+    WORKSPACE_BUCKET,
+)
 
 TOPOLOGY = "topology"
 """The one user that declares the stream, the buckets and the consumers."""
