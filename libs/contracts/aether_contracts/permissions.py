@@ -50,6 +50,7 @@ from typing import Literal
 from . import subjects, topology
 from .topology import (
     AGENTS_BUCKET,
+    LLM_SLOTS_BUCKET,
     QUOTAS_BUCKET,
     SERVICES_BUCKET,
     STREAM,
