@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.support.nats import NatsServer
+from tests.support.nats import NatsServer, declared
 from tests.support.stack import Stack
 
 # Services built in this process read the environment: a developer's own OpenTelemetry setup
@@ -19,15 +19,18 @@ def _docker() -> bool:
     return docker_available()
 
 
-def start_nats():
-    """A real nats-server: in a locally built container when Docker is there, else the binary."""
+def start_nats(*, declare: bool = True):
+    """A real nats-server: in a locally built container when Docker is there, else the binary.
+    `declare`: with the topology declared, as `make up` does before the services start."""
     from tests.support.containers import NatsContainer, require_docker
 
     if _docker():
-        return NatsContainer().start()
-    if require_docker():
+        server = NatsContainer().start()
+    elif require_docker():
         pytest.fail("AETHER_REQUIRE_DOCKER=1 but no Docker engine answers")
-    return NatsServer().start()
+    else:
+        server = NatsServer().start()
+    return declared(server) if declare else server
 
 
 @pytest.fixture(scope="session")

@@ -183,7 +183,8 @@ async def test_a_task_that_failed_in_planning_is_planned_again(control_stack):
 
 LIMITS_ENV = {
     "AETHER_TASK_TIMEOUT_S": "4",
-    "AETHER_TASK_TOKEN_BUDGET": "1500",
+    # Jason's plan and the first expert's call fit (about 850 and 1,100 tokens), not the second's.
+    "AETHER_TASK_TOKEN_BUDGET": "3000",
 }
 
 
@@ -214,6 +215,8 @@ async def test_the_token_budget_stops_a_task_politely(limits_stack):
     assert task["status"] == "completed", task["logs"]
     assert statuses[0] == "completed" and statuses[-1] == "cancelled"
     cancelled = [s for s in task["subtasks"] if s["status"] == "cancelled"]
-    assert all("token budget of 1500 is spent" in s["error"] for s in cancelled)
-    assert all(s["started_at"] is None for s in cancelled)
+    assert all("token budget of 3000 is spent" in s["error"] or "token budget of 3000 leaves" in s["error"] for s in cancelled)
+    # At most one started: the one whose call the budget could not fit (it made no call).
+    started = [s for s in cancelled if s["started_at"] is not None]
+    assert len(started) <= 1 and all("leaves" in s["error"] and s["usage"]["calls"] == 0 for s in started)
     assert "Missing parts" in task["final_result"]

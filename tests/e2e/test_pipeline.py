@@ -171,12 +171,14 @@ async def test_a_malformed_plan_is_repaired_visibly(stack):
     assert any("first plan was invalid" in line and "not valid JSON" in line for line in task["logs"])
 
 
-async def test_a_plan_that_stays_invalid_fails_the_task_readably(stack):
+async def test_a_plan_that_stays_invalid_is_replaced_by_a_keyword_plan_said_plainly(stack):
+    # (With AETHER_PLAN_FALLBACK=fail the task fails readably instead: test_real_llm_servers.)
     async with stack.client() as client:
-        task = await stack.wait_task(client, (await stack.submit(client, "Build it [[sim malformed=always]]"))["id"])
-    assert task["status"] == "failed"
-    assert task["error"].startswith("planning failed: Jason's plan was invalid (")
-    assert task["subtasks"] == []
+        task = await stack.wait_task(client, (await stack.submit(client, "Build a fastapi service [[sim malformed=always]]"))["id"])
+    assert task["status"] == "completed", task["logs"]
+    assert task["plan"]["analysis"].startswith("Jason could not make a usable plan (Jason's plan was invalid (")
+    assert [s["agent_type"] for s in task["subtasks"]] == ["python-backend"]
+    assert any("planned from the agent templates' keywords instead" in line for line in task["logs"])
 
 
 async def test_keyword_planning_without_a_script(stack):

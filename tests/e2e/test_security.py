@@ -1,11 +1,17 @@
-"""Issue 8, security: API keys as tenants, isolation, limits, and secrets that never leak."""
+"""Issue 8, security: API keys as tenants, isolation, limits, and secrets that never leak.
+Issue 19: the stack's NATS admits only its users, and each process gets only its own secrets."""
 
 import asyncio
 import json
+import os
+import stat
+from pathlib import Path
 
 import nats
 import pytest
 
+from aether_container_manager.settings import ContainerManagerSettings
+from aether_contracts.permissions import ADMIN
 from tests.support.plans import scripted, subtask
 from tests.support.simulator import SimulatorServer
 from tests.support.stack import Stack
@@ -191,3 +197,79 @@ async def test_a_task_description_cannot_choose_agent_types_outside_the_validate
     assert {s["agent_type"] for s in task["subtasks"]} <= known
     assert {a["agent_type"] for a in pool if a["role"] == "expert"} <= known | {"*"}
     assert sum("unknown agent type" in line for line in task["logs"]) == 2  # mapped, and said so
+
+
+# -- issue 19 ---------------------------------------------------------------------------------
+
+
+def as_user(address: str, user: str, password: str) -> str:
+    return address.replace("nats://", f"nats://{user}:{password}@")
+
+
+async def test_the_stacks_nats_admits_no_anonymous_client_and_no_wrong_password(tenant_stack):
+    address, passwords = tenant_stack.nats_address, tenant_stack.nats_passwords()
+    refused = {
+        "anonymous": address,
+        "a wrong password": as_user(address, "gateway", "not-" + passwords["gateway"]),
+        "another user's password": as_user(address, ADMIN, passwords["planner"]),
+        "an unknown user": as_user(address, "intruder", passwords["admin"]),
+    }
+    for url in refused.values():
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5)
+    admitted = await nats.connect(tenant_stack.nats_url, allow_reconnect=False)  # the server is there
+    await admitted.close()
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def agent_environs(scope: str) -> dict[str, dict[str, str]]:
+    """The agents the container-manager started for this stack (process backend), by agent id."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                env = environ(int(entry.name))
+            except OSError:
+                continue
+            if env.get("AETHER_MANAGED") == "1" and env.get("AETHER_POOL_SCOPE") == scope:
+                found[f"agent {env['AETHER_AGENT_ID']}"] = env
+    return found
+
+
+async def test_each_process_gets_only_its_own_nats_user_and_the_secrets_it_uses(tenant_stack):
+    stack = tenant_stack
+    async with stack.client(key=ALICE) as alice:
+        plan = scripted("Environments", [subtask("a", "fullstack"), subtask("b", "testing-expert", ["a"])])
+        task = await stack.wait_task(alice, (await stack.submit(alice, plan))["id"], timeout=120)
+    assert task["status"] == "completed", task["logs"]
+    children = {name: environ(child["pid"]) for name, child in stack.children().items()}
+    agents = agent_environs(ContainerManagerSettings(nats_url=stack.nats_url).scope)
+    assert agents, "no agent of this stack runs: nothing to look at"
+    passwords = stack.nats_passwords()
+    llm_users = {"planner", "synthesizer", "container-manager", *agents}
+    for name, env in {**children, **agents}.items():
+        text = "\n".join(f"{k}={v}" for k, v in env.items())
+        user = "agent" if name in agents else name if name in passwords else None
+        assert any(key in text for key in (ALICE, BOB, OPS)) == (name == "gateway"), name
+        assert ("AETHER_API_KEYS" in env) == (name == "gateway"), name
+        assert (LLM_SECRET in text) == (name in llm_users), name
+        assert ("OPENAI_BASE_URL" in env) == (name in llm_users), name
+        # Its own NATS user, and no other's password (the manager holds the agents' URL for them).
+        mine = {user} | ({"agent"} if name == "container-manager" else set())
+        assert not [u for u, password in passwords.items() if password in text and u not in mine], name
+        if user is not None:
+            assert env["AETHER_NATS_URL"] == as_user(stack.nats_address, user, passwords[user]), name
+    assert children["container-manager"]["AETHER_AGENT_NATS_URL"] == as_user(stack.nats_address, "agent", passwords["agent"])
+    logs = stack.log_tail(10_000_000) + "".join(p.read_text(errors="replace") for p in (stack.data_dir / "agents").glob("*.log"))
+    assert not [u for u, password in passwords.items() if password in logs], "a NATS password is in the logs"
+
+
+def test_the_stacks_secrets_are_files_only_their_owner_can_read(stack):
+    for name in ("api-key", "nats-users.json", "nats.conf"):
+        mode = stat.S_IMODE(os.stat(stack.data_dir / name).st_mode)
+        assert mode == 0o600, f"{name} is {oct(mode)}"
+    assert set(stack.nats_passwords()) >= {"gateway", "planner", "executor", "agent", "synthesizer", "container-manager", "topology", ADMIN}

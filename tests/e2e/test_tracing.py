@@ -206,7 +206,8 @@ async def test_a_retry_continues_the_tasks_trace(traced):
     # ... linked to the request that asked for it, which is a trace of its own
     [(request_trace, request_span)] = retry.links
     [request] = [s for s in sink.snapshot() if s.span_id == request_span]
-    assert request_trace != trace_id and request.kind == "SPAN_KIND_SERVER"
+    assert request_trace != trace_id and request.kind == "SPAN_KIND_SERVER", [
+        (s, s.kind, s.name) for s in sink.snapshot() if s.trace_id == request_trace]
     assert request.name == "POST /api/orchestrate/task/{task_id}/retry"
 
     # Round 1 under the POST, round 2 under the retry, both in the task's trace.

@@ -36,11 +36,25 @@ def running(images, simulator):
     """The four images on the host network, so they reach NATS and the simulator on loopback."""
     from tests.conftest import start_nats
 
-    nats = start_nats()
+    nats = start_nats(declare=False)
     client = docker_client()
     ports = {name: free_port() for name in ("gateway", *NATS_SERVICES)}
     containers = {}
     try:
+        # What the gateway pods' init container runs on Kubernetes: the topology, declared once.
+        client.containers.run(
+            images["gateway"],
+            ["topology"],
+            name=f"aether-image-test-topology-{ports['gateway']}",
+            network_mode="host",
+            environment={"AETHER_NATS_URL": nats.url, "AETHER_INSTANCE_ID": "topology-image-test"},
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit="256m",
+            labels={"dev.aether.test": "images"},
+            remove=True,
+        )
         for name in ports:
             image_id = images[name]
             env = {

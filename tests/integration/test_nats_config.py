@@ -59,7 +59,11 @@ class Node:
     @property
     def url(self) -> str:
         """As the gateway: the deployed configuration admits no anonymous client."""
-        return f"nats://gateway:{self.passwords['gateway']}@127.0.0.1:{self.client}"
+        return self.url_as("gateway")
+
+    def url_as(self, user: str) -> str:
+        return f"nats://{user}:{self.passwords[user]}@127.0.0.1:{self.client}"
+
 
     def start(self) -> Node:
         self.process = subprocess.Popen(
@@ -88,6 +92,16 @@ class Node:
 
     def log(self) -> str:
         return (self.dir / "log").read_text(errors="replace")[-3000:]
+
+
+async def connect_as(nodes: list[Node], user: str) -> nats.NATS:
+    """The cluster as one NATS user sees it (with that user's inbox, the only one it may read)."""
+    return await nats.connect(
+        [n.url_as(user) for n in nodes],
+        inbox_prefix=subjects.inbox_prefix(user),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+    )
 
 
 def wait_healthy(nodes: list[Node], timeout: float = 60) -> None:
@@ -120,7 +134,7 @@ async def test_dev_runs_one_node_that_syncs_every_write_and_admits_only_its_user
         assert varz["jetstream"]["config"]["sync_always"] is True
         with pytest.raises(Exception, match=r"(?i)authorization"):
             await nats.connect(f"nats://127.0.0.1:{node.client}", max_reconnect_attempts=0, allow_reconnect=False)
-        client = await nats.connect(node.url)
+        client = await nats.connect(node.url, inbox_prefix=subjects.inbox_prefix("gateway"))
         await client.close()
     finally:
         node.stop()
@@ -149,33 +163,35 @@ async def test_prod_nodes_form_one_cluster_that_keeps_the_topology_with_a_node_d
         assert not varz.get("connect_urls")
 
     agent_types = load_registry(None).agent_types
-    client = await nats.connect([n.url for n in nodes], max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    # Each as the deployment connects: the init container declares, the services use.
+    declarer, planner, client = [await connect_as(nodes, user) for user in ("topology", "planner", "gateway")]
     try:
-        js = client.jetstream()
-        await _eventually(lambda: topology.ensure_topology(js, agent_types, replicas=3))
-        info = await js.stream_info(topology.STREAM)
+        await _eventually(lambda: topology.ensure_topology(declarer.jetstream(), agent_types, replicas=3))
+        info = await declarer.jetstream().stream_info(topology.STREAM)
         assert info.config.num_replicas == 3
         assert len(info.cluster.replicas) == 2
         for bucket in topology.BUCKETS:
-            assert (await js.stream_info(f"KV_{bucket.name}")).config.num_replicas == 3
+            assert (await declarer.jetstream().stream_info(f"KV_{bucket.name}")).config.num_replicas == 3
 
         # What KEDA's scaler reads: the cluster size, then the consumer on its leader node.
         jsz = nodes[0].get("/jsz?acc=$G&consumers=true&config=true")
         assert jsz["meta_cluster"]["cluster_size"] == 3
-        consumer = await js.consumer_info(topology.STREAM, topology.PLANNER.durable)
+        consumer = await planner.jetstream().consumer_info(topology.STREAM, topology.PLANNER.durable)
         leader = next(n for n in nodes if n.name == consumer.cluster.leader)
         on_leader = leader.get("/jsz?acc=$G&consumers=true&config=true")
         streams = {s["name"]: s for a in on_leader["account_details"] for s in a["stream_detail"]}
         assert topology.PLANNER.durable in {c["name"] for c in streams[topology.STREAM]["consumer_detail"]}
 
+        js = client.jetstream()
         kv = await js.key_value(topology.TASKS_BUCKET)
         await kv.put("before", b"1")
         leader.stop()  # a node drained or lost: two of three keep the quorum
         await _eventually(lambda: kv.put("after", b"2"))
-        assert (await kv.get("before")).value == b"1"
+        assert (await kv.get("before")).value == b"1"  # a replicated bucket: a leader read
         await _eventually(lambda: js.publish(subjects.TASK_CREATED, b"{}"))
     finally:
-        await client.close()
+        for connection in (declarer, planner, client):
+            await connection.close()
 
 
 async def _eventually(action, timeout: float = 30):

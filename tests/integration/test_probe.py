@@ -4,13 +4,13 @@ import asyncio
 
 import httpx
 
-from tests.support.nats import NatsServer
+from tests.support.nats import NatsServer, declared
 from tests.support.ports import free_port
 from tests.support.services import eventually, synthesizer_app
 
 
 async def test_readyz_follows_nats_and_livez_stays_up(simulator):
-    nats = NatsServer().start()
+    nats = declared(NatsServer().start())
     port = free_port()
     try:
         async with synthesizer_app(nats, simulator, probe_port=port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -41,7 +41,7 @@ async def test_gateway_readyz_follows_nats_while_api_health_asks_for_every_servi
     from aether_gateway.main import create_app
     from aether_gateway.settings import GatewaySettings
 
-    nats = NatsServer().start()
+    nats = declared(NatsServer().start())
     port = free_port()
     settings = GatewaySettings(nats_url=nats.url, http_port=port, instance_id="gateway-probe-test", auth=False)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))

@@ -6,13 +6,16 @@ there; both speak to the tests the same way.)
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import TypeVar
 
 from .ports import free_port
 
@@ -25,6 +28,31 @@ def nats_binary() -> str:
     if found is None:
         raise RuntimeError("nats-server not found; run `make install`")
     return found
+
+
+Server = TypeVar("Server")
+
+
+def declared(server: Server) -> Server:
+    """The server with the topology declared, as `make up` does before it starts the services
+    (which only wait for it). In a thread of its own: callers may be inside an event loop."""
+    from aether_core.config import ServiceSettings
+    from aether_core.service import declare_topology
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(declare_topology(ServiceSettings(nats_url=server.url), timeout_s=30))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return server
 
 
 def stop_process(process: subprocess.Popen, *, kill: bool = False, timeout: float = 15) -> None:

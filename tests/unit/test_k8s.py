@@ -226,7 +226,7 @@ def test_llm_credentials_come_from_a_secret_that_is_not_in_the_manifests(overlay
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_service_connects_to_nats_as_its_own_user(overlay):
-    from aether_contracts.permissions import GRANTS
+    from aether_contracts.permissions import TOPOLOGY, USERS
     from aether_devstack.nats_secrets import URL_KEYS, generate
 
     docs = render(overlay)
@@ -238,7 +238,13 @@ def test_each_service_connects_to_nats_as_its_own_user(overlay):
         role = "agent" if env_of(container, docs).get("AETHER_EXECUTOR_ROLE") == "worker" else service
         assert ref == {"name": "aether-nats-urls", "key": role}, name
         used.add(role)
-    assert used == set(URL_KEYS) and used <= set(GRANTS)
+        # Only the gateway's pods declare the topology, in an init container of their own.
+        for init in pod.get("initContainers", []):
+            assert service == "gateway" and init["args"] == [TOPOLOGY], name
+            [url] = [e for e in init["env"] if e["name"] == "AETHER_NATS_URL"]
+            assert url["valueFrom"]["secretKeyRef"] == {"name": "aether-nats-urls", "key": TOPOLOGY}
+            used.add(TOPOLOGY)
+    assert used == set(URL_KEYS) and used <= set(USERS)
     users, urls, _ = generate("aether", "nats:4222")
     assert set(urls) == used and all(f'user: "{role}"' in users for role in used)
 
@@ -287,13 +293,14 @@ def test_every_pod_is_restricted_limited_and_probed(overlay):
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
         assert spec.get("automountServiceAccountToken") is False, name
         assert spec["serviceAccountName"] in of_kind(docs, "ServiceAccount"), name
-        for container in spec["containers"]:
+        for container in [*spec["containers"], *spec.get("initContainers", [])]:
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False, name
             assert security["readOnlyRootFilesystem"] is True, name
             assert security["capabilities"]["drop"] == ["ALL"], name
             assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), name
             assert {"cpu", "memory"} <= container["resources"]["limits"].keys(), name
+        for container in spec["containers"]:  # init containers run to their end, unprobed
             assert container["readinessProbe"] and container["livenessProbe"], name
 
 

@@ -83,6 +83,8 @@ class SubtaskFinished(BaseModel):
     error: str | None = None
     retryable: bool = False
     """For a failure: whether running it again could help (a timeout) or not (a refused prompt)."""
+    budget_spent: bool = False
+    """Not run: the task's token budget left too little for its call (the task stops politely)."""
     agent_id: str | None = None
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)

@@ -70,6 +70,12 @@ def agent_control(agent_id: str) -> str:
 SUBTASK_READY_ANY = f"{SUBTASK_READY_PREFIX}.*"
 
 
+def inbox_prefix(user: str) -> str:
+    """Where a NATS user receives the replies to its requests (JetStream's too): `_INBOX_<user>`,
+    the only inbox it may subscribe to (aether_contracts.permissions)."""
+    return f"_INBOX_{user}"
+
+
 _PER_ID_PREFIXES = (DEADLINE_PREFIX, AGENT_CONTROL_PREFIX)
 
 
@@ -80,6 +86,6 @@ def metric_label(subject: str) -> str:
     for prefix in _PER_ID_PREFIXES:
         if subject.startswith(prefix + "."):
             return prefix + ".*"
-    if subject.startswith("_INBOX"):
+    if subject.startswith("_INBOX"):  # `_INBOX.` and every user's `_INBOX_<user>.`
         return "_INBOX.*"
     return subject

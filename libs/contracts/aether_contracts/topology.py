@@ -1,9 +1,13 @@
 """The JetStream streams, durable consumers and KV buckets, defined once.
 
-Every service calls `ensure_topology` at start-up with the same definitions, so no service can
-silently redefine a stream another one relies on (FastStream's own declaration is turned off with
-`JStream(..., declare=False)`). Consumers are created here too, before any worker binds to them,
-so a backlog can be measured (and scaled on) while no worker of that type is running.
+One party declares them, `ensure_topology` as the NATS user `topology` (`python -m aether_gateway
+topology`: `make up` runs it before the services, Kubernetes in the gateway pods' init
+container); every service only checks, with `missing`, that what it uses is there, and waits
+until it is. So no service holds the rights to create, change or delete a stream or a consumer
+(aether_contracts.permissions), and none can silently redefine what another relies on
+(FastStream's own declaration is turned off with `JStream(..., declare=False)`). Consumers are
+created here too, before any worker binds to them, so a backlog can be measured (and scaled on)
+while no worker of that type is running.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from . import subjects
 from .agents import AGENT_RECORD_MAX_AGE_S
@@ -153,6 +157,11 @@ SERVICE_CONSUMERS = (
 )
 
 
+def consumers(agent_types: Iterable[str] = ()) -> tuple[ConsumerSpec, ...]:
+    """Every durable consumer of the work stream: the services' and one per agent type."""
+    return (*SERVICE_CONSUMERS, *(worker_consumer(t) for t in agent_types))
+
+
 @dataclass(frozen=True)
 class BucketSpec:
     name: str
@@ -232,8 +241,30 @@ async def ensure_topology(
 
     await ensure_object_store(js, replicas)
 
-    for spec in (*SERVICE_CONSUMERS, *(worker_consumer(t) for t in agent_types)):
+    for spec in consumers(agent_types):
         await ensure_consumer(js, spec)
+
+
+async def missing(
+    js: JetStreamContext, buckets: Iterable[str] = (), specs: Iterable[ConsumerSpec] = ()
+) -> list[str]:
+    """What of the topology a service uses is not declared yet: empty when it can start."""
+    absent = []
+    try:
+        await js.stream_info(STREAM)
+    except NotFoundError:
+        return [f"stream {STREAM}"]
+    for bucket in buckets:
+        try:
+            await js.stream_info(f"KV_{bucket}")
+        except NotFoundError:
+            absent.append(f"bucket {bucket}")
+    for spec in specs:
+        try:
+            await js.consumer_info(STREAM, spec.durable)
+        except NotFoundError:
+            absent.append(f"consumer {spec.durable}")
+    return absent
 
 
 async def ensure_object_store(js: JetStreamContext, replicas: int = 1) -> None:

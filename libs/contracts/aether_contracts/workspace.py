@@ -91,12 +91,14 @@ def file_object(task_id: str, written_by: str, sha256: str) -> str:
     return f"tasks/{_part(task_id)}/{scope}/{sha256}"
 
 
-def bundle_object(task_id: str) -> str:
-    return f"tasks/{_part(task_id)}/repository.bundle"
+def bundle_object(task_id: str, sha256: str) -> str:
+    """Named by its content like every object: a retry's new repository is a new object, never a
+    rewrite (a rewrite must purge the old chunks, which no service may: aether_contracts.permissions)."""
+    return f"tasks/{_part(task_id)}/repository/{sha256}.bundle"
 
 
-def archive_object(task_id: str) -> str:
-    return f"tasks/{_part(task_id)}/repository.tar.gz"
+def archive_object(task_id: str, sha256: str) -> str:
+    return f"tasks/{_part(task_id)}/repository/{sha256}.tar.gz"
 
 
 def commit_order(state: TaskState) -> list[Subtask]:

@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +103,25 @@ class ServiceSettings(TelemetrySettings):
     @property
     def nats_servers(self) -> list[str]:
         return [s.strip() for s in self.nats_url.split(",") if s.strip()]
+
+    @property
+    def nats_addresses(self) -> list[str]:
+        """The servers without their credentials (for labels and logs)."""
+        return [_without_credentials(s) for s in self.nats_servers]
+
+    @property
+    def nats_user(self) -> str | None:
+        """The NATS user the URL names (`nats://planner:…@host`), if any."""
+        for server in self.nats_servers:
+            user = urlsplit(server if "://" in server else f"nats://{server}").username
+            if user:
+                return user
+        return None
+
+
+def _without_credentials(server: str) -> str:
+    scheme, separator, rest = server.rpartition("://")
+    return f"{scheme}{separator}{rest.rpartition('@')[2]}"
 
 
 class LLMSettings(BaseSettings):

@@ -7,18 +7,21 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import nats
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from nats.errors import NoRespondersError
+from nats.errors import NoRespondersError, NoServersError
 from nats.js import JetStreamContext
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
-from aether_contracts import topology
+from aether_contracts import subjects, topology
+from aether_contracts.permissions import TOPOLOGY
 from aether_contracts.services import ServiceHeartbeat
 from aether_contracts.state import utcnow
 
@@ -27,6 +30,7 @@ from .config import ServiceSettings
 from .errors import HandBack, RetryLater
 from .probe import Metrics, ProbeServer
 from .store import TaskStore
+from .templates import load_registry
 
 log = logging.getLogger("aether")
 
@@ -36,7 +40,10 @@ PUBLISH_ATTEMPTS = 3
 
 HEARTBEAT_EVERY_S = 2.0
 HAND_BACK_DELAY_S = 1.0
+TOPOLOGY_POLL_S = 1.0
+TOPOLOGY_LOG_EVERY_S = 10.0
 WORK_STREAM = JStream(topology.STREAM, declare=False)
+ALL_BUCKETS = tuple(b.name for b in topology.BUCKETS)
 
 
 def configure_logging(level: str) -> None:
@@ -54,10 +61,17 @@ def setup_telemetry(settings: ServiceSettings, service: str) -> None:
     telemetry.setup(settings, service, settings.instance_id)
 
 
+def inbox(settings: ServiceSettings, service: str) -> str:
+    """The inbox prefix of the NATS user this service connects as (the URL's, else its own name):
+    the only inbox that user may subscribe to (aether_contracts.permissions)."""
+    return subjects.inbox_prefix(settings.nats_user or service)
+
+
 def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsBroker:
     return NatsBroker(
         settings.nats_servers,
         name=f"aether-{service}-{settings.instance_id}",
+        inbox_prefix=inbox(settings, service),
         middlewares=(*telemetry.broker_middlewares(), metrics.broker_middleware(service)),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -68,13 +82,17 @@ def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsB
     )
 
 
-def subscription(spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 1) -> dict[str, Any]:
+def subscription(
+    spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 1, inbox_prefix: str | None = None
+) -> dict[str, Any]:
     """Keyword arguments binding a FastStream pull subscriber to one of our durable consumers.
 
     Acks are explicit (`settle`), never FastStream's default `REJECT_ON_ERROR`, which would
-    terminate a message whose handler failed once.
+    terminate a message whose handler failed once. FastStream gives pull subscribers an inbox
+    prefix of their own (`_INBOX.`), not the broker's: a service passes its own (`inbox`), or
+    the messages it fetches would go to an inbox its NATS user may not subscribe to.
     """
-    return {
+    options: dict[str, Any] = {
         "subject": spec.subject,
         "stream": WORK_STREAM,
         "durable": spec.durable,
@@ -83,6 +101,9 @@ def subscription(spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 
         "max_workers": max_workers,
         "ack_policy": AckPolicy.MANUAL,
     }
+    if inbox_prefix is not None:
+        options["inbox_prefix"] = f"{inbox_prefix}.".encode()
+    return options
 
 
 def deliveries(msg: NatsMessage) -> int:
@@ -159,12 +180,27 @@ async def _keep_alive(msg: NatsMessage, every: float) -> None:
 
 
 class Runtime:
-    """The connections a service holds; filled in by `start` once the broker is connected."""
+    """The connections a service holds; filled in by `start` once the broker is connected.
 
-    def __init__(self, settings: ServiceSettings, broker: NatsBroker, service: str) -> None:
+    `buckets`: the KV buckets the service uses (the others are left as None: its NATS user may
+    not even look at them).
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        broker: NatsBroker,
+        service: str,
+        *,
+        buckets: Iterable[str] = ALL_BUCKETS,
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.service = service
+        self.buckets = tuple(buckets)
+        self.inbox = inbox(settings, service)
+        self.consumers: list[topology.ConsumerSpec] = []
+        """The durable consumers bound with `subscription`: they must exist before the start."""
         self.js: JetStreamContext | None = None
         self.tasks_kv: KeyValue | None = None
         self.services_kv: KeyValue | None = None
@@ -177,16 +213,22 @@ class Runtime:
         self._heartbeat: asyncio.Task[None] | None = None
         self.started_at = utcnow()
 
-    async def start(self, agent_types: Iterable[str] = ()) -> None:
+    def subscription(self, spec: topology.ConsumerSpec, *, max_workers: int, batch: int = 1) -> dict[str, Any]:
+        """`subscription` with this service's inbox; the consumer must exist before the start."""
+        self.consumers.append(spec)
+        return subscription(spec, max_workers=max_workers, batch=batch, inbox_prefix=self.inbox)
+
+    async def start(self) -> None:
+        """Connect, wait for the topology this service uses, then heartbeat (and serve probes)."""
         await self.broker.connect()
         self.js = self.broker.connection.jetstream()
-        await topology.ensure_topology(
-            self.js, agent_types, replicas=self.settings.nats_replicas
-        )
-        self.tasks_kv = await self.js.key_value(topology.TASKS_BUCKET)
-        self.services_kv = await self.js.key_value(topology.SERVICES_BUCKET)
-        self.agents_kv = await self.js.key_value(topology.AGENTS_BUCKET)
-        self.store.bind(self.tasks_kv)
+        await self.wait_for_topology()
+        opened = {bucket: await self.js.key_value(bucket) for bucket in self.buckets}
+        self.tasks_kv = opened.get(topology.TASKS_BUCKET)
+        self.services_kv = opened.get(topology.SERVICES_BUCKET)
+        self.agents_kv = opened.get(topology.AGENTS_BUCKET)
+        if self.tasks_kv is not None:
+            self.store.bind(self.tasks_kv)
         await self.beat()
         self._heartbeat = asyncio.create_task(self._beat_forever())
         if self.settings.probe_port is not None:
@@ -195,11 +237,37 @@ class Runtime:
             )
             await self.probe.start()
 
+    async def wait_for_topology(self) -> None:
+        """Services do not declare the topology (one party does: `declare_topology`); they wait,
+        saying so, until what they use is there."""
+        assert self.js is not None
+        started = time.monotonic()
+        said = None
+        while True:
+            try:
+                absent = await topology.missing(self.js, self.buckets, self.consumers)
+            except (TimeoutError, NoRespondersError, ServiceUnavailableError) as exc:  # not up yet, or refused
+                absent = [f"an answer from JetStream ({exc!r})"]
+            if not absent:
+                if said is not None:
+                    log.info("%s: the topology is there; starting", self.service)
+                return
+            if said is None or time.monotonic() - said >= TOPOLOGY_LOG_EVERY_S:
+                said = time.monotonic()
+                log.warning(
+                    "%s: waiting for the topology (%.0fs so far); missing: %s. It is declared by "
+                    "`python -m aether_gateway topology` as the NATS user `topology` (make up "
+                    "runs it first; on Kubernetes the gateway's init container does)",
+                    self.service, said - started, ", ".join(absent),
+                )
+            await asyncio.sleep(TOPOLOGY_POLL_S)
+
     async def ready(self) -> bool:
-        """NATS connected and the task store answering: what every service needs to work."""
-        if self.tasks_kv is None or not self.broker.connection.is_connected:
+        """NATS connected and the KV store answering (the task store, for those that have it)."""
+        kv = self.tasks_kv or self.services_kv
+        if kv is None or not self.broker.connection.is_connected:
             return False
-        await self.tasks_kv.status()
+        await kv.status()
         return True
 
     async def stop(self) -> None:
@@ -290,3 +358,37 @@ class Runtime:
                     raise
                 log.warning("publish to %s unacknowledged (attempt %d), repeating: %r", subject, attempt, exc)
                 await asyncio.sleep(0.2 * attempt)
+
+
+async def declare_topology(settings: ServiceSettings, *, timeout_s: float = 300.0) -> list[str]:
+    """Create or update the stream, the buckets and every consumer, for the agent types of the
+    registry in use (custom ones from AETHER_AGENTS_DIR included), as the NATS user `topology`.
+
+    The one place that declares (`python -m aether_gateway topology`). Not a long-running
+    service: the rights to create and change streams and consumers stay out of every process
+    that handles tasks, the internet-facing gateway first. NATS may still be starting: the
+    connection and the declaration are retried until `timeout_s`. Returns the agent types.
+    """
+    agent_types = load_registry(settings.agents_dir).agent_types
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            connection = await nats.connect(
+                settings.nats_servers,
+                name=f"aether-topology-{settings.instance_id}",
+                inbox_prefix=inbox(settings, TOPOLOGY),
+                allow_reconnect=False,
+                connect_timeout=5,
+            )
+            try:
+                await topology.ensure_topology(
+                    connection.jetstream(timeout=10), agent_types, replicas=settings.nats_replicas
+                )
+            finally:
+                await connection.close()
+            return agent_types
+        except (OSError, TimeoutError, NoRespondersError, NoServersError, ServiceUnavailableError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("declaring the topology: %r; retrying", exc)
+            await asyncio.sleep(1)

@@ -6,7 +6,7 @@ import logging
 
 from faststream import FastStream
 
-from aether_contracts import subjects
+from aether_contracts import subjects, topology
 from aether_contracts.events import AgentControl, AgentControlReply, AgentEvent
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
@@ -52,7 +52,7 @@ def create_app(settings: ContainerManagerSettings | None = None) -> FastStream:
     policies = parse_overrides(settings.pool_overrides, base, registry.agent_types)
     backend = make_backend(settings)
     broker = make_broker(settings, SERVICE)
-    runtime = Runtime(settings, broker, SERVICE)
+    runtime = Runtime(settings, broker, SERVICE, buckets=(topology.SERVICES_BUCKET, topology.AGENTS_BUCKET))
     runtime.detail.update({"backend": backend.name, "scope": settings.scope})
     agents = KVMirror("agents")
     loop_task: list[asyncio.Task] = []
@@ -84,7 +84,7 @@ def create_app(settings: ContainerManagerSettings | None = None) -> FastStream:
     broker.include_router(build_router(manager, settings.scope))
 
     async def startup() -> None:
-        await runtime.start(registry.agent_types)
+        await runtime.start()
         manager.bind(runtime.js, runtime.agents_kv)
         await agents.start(runtime.agents_kv)
         # Adopting before the pool's records are loaded would take live agents for dead ones.

@@ -46,7 +46,12 @@ class ContainerManagerSettings(ServiceSettings):
         "host", description="Docker backend: network of agent containers ('host', 'bridge' or a network name)."
     )
     agent_nats_url: str | None = Field(
-        None, description="NATS URL as an agent sees it; default AETHER_NATS_URL."
+        None,
+        description=(
+            "NATS URL as an agent sees it, with the `agent` user's credentials (make up passes "
+            "them: the manager hands the URL to the agents it starts and never connects with "
+            "it); default AETHER_NATS_URL."
+        ),
     )
     agent_memory: str = Field("512m", description="Docker backend: memory limit per agent.")
     agent_cpus: float = Field(1.0, gt=0, description="Docker backend: CPU limit per agent.")
@@ -57,7 +62,8 @@ class ContainerManagerSettings(ServiceSettings):
     def scope(self) -> str:
         if self.pool_scope:
             return self.pool_scope
-        digest = hashlib.sha256(",".join(sorted(self.nats_servers)).encode()).hexdigest()[:12]
+        # Without credentials: the stack is the same whichever NATS user looks at it.
+        digest = hashlib.sha256(",".join(sorted(self.nats_addresses)).encode()).hexdigest()[:12]
         return f"pool-{digest}"
 
     def process_environment(self) -> dict[str, str]:

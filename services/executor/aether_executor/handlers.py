@@ -25,7 +25,7 @@ from aether_contracts.events import (
 )
 from aether_contracts.state import TaskState
 from aether_core import telemetry
-from aether_core.service import Runtime, deliveries, settle, subscription
+from aether_core.service import Runtime, deliveries, settle
 from aether_core.store import TaskNotFound
 
 from . import scheduling
@@ -81,13 +81,13 @@ def build_scheduler_router(
             return  # deleted: nothing left to schedule
         await publish_decision(runtime, mutation.state, mutation.value)
 
-    @router.subscriber(**subscription(topology.SCHEDULER_PLANS, max_workers=concurrency))
+    @router.subscriber(**runtime.subscription(topology.SCHEDULER_PLANS, max_workers=concurrency))
     async def on_plan_ready(event: PlanReady, msg: NatsMessage) -> None:
         telemetry.annotate({telemetry.TASK_ID: event.task_id})
         async with settle(msg, topology.SCHEDULER_PLANS, keep_alive=False):
             await decide(event.task_id, lambda s: scheduling.reconcile(s, policy))
 
-    @router.subscriber(**subscription(topology.SCHEDULER_FINISHED, max_workers=concurrency))
+    @router.subscriber(**runtime.subscription(topology.SCHEDULER_FINISHED, max_workers=concurrency))
     async def on_subtask_finished(event: SubtaskFinished, msg: NatsMessage) -> None:
         def change(state: TaskState) -> scheduling.Decision:
             return scheduling.finish_subtask(state, event, policy)
@@ -96,7 +96,7 @@ def build_scheduler_router(
         async with settle(msg, topology.SCHEDULER_FINISHED, keep_alive=False):
             await decide(event.task_id, change)
 
-    @router.subscriber(**subscription(topology.SCHEDULER_EXPIRED, max_workers=concurrency))
+    @router.subscriber(**runtime.subscription(topology.SCHEDULER_EXPIRED, max_workers=concurrency))
     async def on_task_expired(event: TaskExpired, msg: NatsMessage) -> None:
         async with settle(msg, topology.SCHEDULER_EXPIRED, keep_alive=False):
             await decide(event.task_id, lambda s: scheduling.expire(s, event.timeout_s, event.round))
@@ -117,7 +117,7 @@ def build_worker_router(
 
     for agent_type in agent_types:
         spec = topology.worker_consumer(agent_type)
-        consumer = router.subscriber(**subscription(spec, max_workers=concurrency, batch=1))
+        consumer = router.subscriber(**runtime.subscription(spec, max_workers=concurrency, batch=1))
         consumer(_subtask_handler(runtime, worker, spec))
         consumers.append(consumer)
 

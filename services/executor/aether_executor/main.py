@@ -7,7 +7,7 @@ from pathlib import Path
 
 from faststream import FastStream
 
-from aether_contracts import subjects
+from aether_contracts import subjects, topology
 from aether_contracts.agents import ANY_TYPE, AgentRecord
 from aether_contracts.state import utcnow
 from aether_core.llm import LLMClient
@@ -38,7 +38,9 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
     role = settings.executor_role
     service = SERVICE if role != "worker" else "agent"
     broker = make_broker(settings, service)
-    runtime = Runtime(settings, broker, service)
+    runtime = Runtime(
+        settings, broker, service, buckets=(topology.TASKS_BUCKET, topology.SERVICES_BUCKET, topology.AGENTS_BUCKET)
+    )
     runtime.detail["role"] = role
     agents = KVMirror("agents")
     app_ref: list[FastStream] = []
@@ -121,7 +123,7 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
         stoppers += [presence.stop, llm.close]
 
     async def startup() -> None:
-        await runtime.start(registry.agent_types)
+        await runtime.start()
         for start in starters:
             await start()
 

@@ -283,7 +283,10 @@ class Worker:
             )
             delivered = await desk.deliver(reply.text)
         except BudgetSpent as exc:
-            return self._finished(event, started, error=str(exc), usage=spent)
+            # Not the expert's failure: the task stops politely (no replacement would fit either).
+            finished = self._finished(event, started, error=str(exc), usage=spent)
+            finished.budget_spent = True
+            return finished
         except LLMCallError as exc:
             log.warning("task %s: subtask %s failed: %s", event.task_id, event.subtask_id, exc)
             return self._finished(event, started, error=str(exc), retryable=exc.retryable, usage=spent)

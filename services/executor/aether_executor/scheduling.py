@@ -107,9 +107,10 @@ def block_dependents(state: TaskState, failed: Subtask) -> None:
         state.set_subtask_status(subtask, SubtaskStatus.FAILED, f"Subtask {subtask.id} {subtask.error}", level="warning")
 
 
-def enforce_budget(state: TaskState, budget: int | None) -> bool:
-    """Past the token budget, cancel what has not started; True if the budget is spent."""
-    if budget is None or state.usage.total_tokens < budget:
+def enforce_budget(state: TaskState, budget: int | None, *, left_too_little: bool = False) -> bool:
+    """Past the token budget (or with what it leaves too little for a call: an agent said so),
+    cancel what has not started; True if the budget is spent."""
+    if budget is None or (state.usage.total_tokens < budget and not left_too_little):
         return False
     reason = f"the task's token budget of {budget} is spent ({state.usage.total_tokens} used)"
     now = utcnow()
@@ -186,6 +187,11 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
             data={"usage": event.usage.model_dump(), "duration_ms": subtask.duration_ms},
         )
         record_subtask_files(state, subtask, event.files, event.refused_files)
+    elif event.budget_spent:
+        # The budget left too little for its call: the task stops politely, as when it is spent.
+        subtask.error = f"not run: {event.error}"
+        state.set_subtask_status(subtask, SubtaskStatus.CANCELLED, f"Subtask {subtask.id} {subtask.error}", level="warning")
+        enforce_budget(state, policy.token_budget or state.usage.total_tokens, left_too_little=True)
     else:
         subtask.error = event.error or "failed"
         subtask.retryable = event.retryable
@@ -203,7 +209,7 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
             )
         else:
             block_dependents(state, subtask)
-    if not enforce_budget(state, policy.token_budget):
+    if not enforce_budget(state, policy.token_budget, left_too_little=event.budget_spent):
         decision.ready = queue_ready(state, policy.has_agent)
     settled = settle_if_done(state)
     decision.synthesize, decision.finished = settled.synthesize, settled.finished

@@ -1,20 +1,44 @@
+"""`python -m aether_gateway`: serve the REST API. `... topology`: declare the stream, the KV
+buckets and every consumer, then exit (as the NATS user `topology`: `make up` runs it before the
+services, Kubernetes in the gateway pods' init container; see aether_core.service.declare_topology)."""
+
+import asyncio
+import logging
+import sys
+
 import uvicorn
+
+from aether_core.config import ServiceSettings
+from aether_core.service import configure_logging, declare_topology
 
 from .main import create_app
 from .routes.stream import WS_MAX_MESSAGE_BYTES
 from .settings import GatewaySettings
 
-if __name__ == "__main__":
-    settings = GatewaySettings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level=settings.log_level.lower(),
-        access_log=settings.access_log,
-        # Live streams never end by themselves: without a limit a stop would wait for every
-        # browser tab to close. Clients resume where they were from another replica or restart.
-        timeout_graceful_shutdown=3,
-        # Stream clients send nothing: a larger frame is not read (closed with 1009).
-        ws_max_size=WS_MAX_MESSAGE_BYTES,
+
+def topology() -> None:
+    settings = ServiceSettings()
+    configure_logging(settings.log_level)
+    agent_types = asyncio.run(declare_topology(settings))
+    logging.getLogger("aether.topology").info(
+        "topology declared on %s (%d agent types)", ", ".join(settings.nats_addresses), len(agent_types)
     )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["topology"]:
+        topology()
+    else:
+        settings = GatewaySettings()
+        uvicorn.run(
+            create_app(settings),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level=settings.log_level.lower(),
+            access_log=settings.access_log,
+            # Live streams never end by themselves: without a limit a stop would wait for every
+            # browser tab to close. Clients resume where they were from another replica or restart.
+            timeout_graceful_shutdown=3,
+            # Stream clients send nothing: a larger frame is not read (closed with 1009).
+            ws_max_size=WS_MAX_MESSAGE_BYTES,
+        )

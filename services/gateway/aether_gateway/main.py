@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aether_contracts import subjects
 from aether_contracts.agents import AGENT_RECORD_MAX_AGE_S, AgentRecord, AgentStatus, agent_key
 from aether_contracts.events import ToolStep
-from aether_contracts.topology import QUOTAS_BUCKET
+from aether_contracts.topology import AGENTS_BUCKET, QUOTAS_BUCKET, SERVICES_BUCKET, TASKS_BUCKET
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
 from aether_core.telemetry import instrument_fastapi
@@ -58,7 +58,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     registry = load_registry(settings.agents_dir)
     keys = KeyRing.load(enabled=settings.auth, keys=settings.api_keys, keys_file=settings.api_keys_file)
     broker = make_broker(settings, SERVICE)
-    runtime = Runtime(settings, broker, SERVICE)
+    runtime = Runtime(settings, broker, SERVICE, buckets=(TASKS_BUCKET, SERVICES_BUCKET, AGENTS_BUCKET, QUOTAS_BUCKET))
     index = TaskIndex()
     streams = StreamHub()
     index.listeners.append(streams.on_change)
@@ -69,7 +69,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # After uvicorn configured its loggers: they would log stream URLs with their API keys.
         redact_tokens_in_logs("uvicorn.error", "uvicorn.access")
-        await runtime.start(registry.agent_types)
+        await runtime.start()
         assert runtime.tasks_kv is not None
         assert runtime.services_kv is not None
         await index.start(runtime.tasks_kv)

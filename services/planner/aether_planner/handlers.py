@@ -5,7 +5,7 @@ from faststream.nats import NatsMessage, NatsRouter
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, ReplanRequested, TaskControl, TaskCreated
 from aether_core import telemetry
-from aether_core.service import Runtime, deliveries, settle, subscription
+from aether_core.service import Runtime, deliveries, settle
 
 from .planning import Planner
 
@@ -13,7 +13,7 @@ from .planning import Planner
 def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> NatsRouter:
     router = NatsRouter()
 
-    @router.subscriber(**subscription(topology.PLANNER, max_workers=concurrency, batch=1))
+    @router.subscriber(**runtime.subscription(topology.PLANNER, max_workers=concurrency, batch=1))
     async def on_task_created(event: TaskCreated, msg: NatsMessage) -> None:
         async def give_up(exc: BaseException) -> None:
             await planner.fail(event.task_id, f"planning failed repeatedly: {exc!r}")
@@ -25,7 +25,7 @@ def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> Nat
                 if round_ is not None:
                     await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)
 
-    @router.subscriber(**subscription(topology.PLANNER_REPLAN, max_workers=concurrency, batch=1))
+    @router.subscriber(**runtime.subscription(topology.PLANNER_REPLAN, max_workers=concurrency, batch=1))
     async def on_replan_requested(event: ReplanRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.PLANNER_REPLAN):
             with telemetry.work("replan", task_id=event.task_id, **{"aether.replan.subtasks": event.subtask_ids}):

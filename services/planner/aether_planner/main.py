@@ -2,6 +2,7 @@
 
 from faststream import FastStream
 
+from aether_contracts import topology
 from aether_core.llm import LLMClient
 from aether_core.llm_slots import limit_concurrency
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
@@ -20,7 +21,7 @@ def create_app(settings: PlannerSettings | None = None) -> FastStream:
     setup_telemetry(settings, SERVICE)
     registry = load_registry(settings.agents_dir)
     broker = make_broker(settings, SERVICE)
-    runtime = Runtime(settings, broker, SERVICE)
+    runtime = Runtime(settings, broker, SERVICE, buckets=(topology.TASKS_BUCKET, topology.SERVICES_BUCKET))
     llm = LLMClient(settings.llm_config())
     planner = Planner(
         store=runtime.store,
@@ -35,7 +36,7 @@ def create_app(settings: PlannerSettings | None = None) -> FastStream:
     broker.include_router(build_router(runtime, planner, concurrency=settings.planner_concurrency))
 
     async def startup() -> None:
-        await runtime.start(registry.agent_types)
+        await runtime.start()
         await limit_concurrency(llm, runtime.js, settings.openai_base_url, settings.llm_max_concurrency)
 
     async def shutdown() -> None:

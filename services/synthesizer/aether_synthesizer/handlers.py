@@ -5,7 +5,7 @@ from faststream.nats import NatsMessage, NatsRouter
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, SynthesisRequested, TaskControl
 from aether_core import telemetry
-from aether_core.service import Runtime, deliveries, settle, subscription
+from aether_core.service import Runtime, deliveries, settle
 
 from .synthesis import Synthesizer
 
@@ -13,7 +13,7 @@ from .synthesis import Synthesizer
 def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int) -> NatsRouter:
     router = NatsRouter()
 
-    @router.subscriber(**subscription(topology.SYNTHESIZER, max_workers=concurrency, batch=1))
+    @router.subscriber(**runtime.subscription(topology.SYNTHESIZER, max_workers=concurrency, batch=1))
     async def on_synthesis_requested(event: SynthesisRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.SYNTHESIZER):
             with telemetry.work("synthesis", task_id=event.task_id, **{"aether.round": event.round}):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from faststream import FastStream
 
+from aether_contracts import topology
 from aether_core.llm import LLMClient
 from aether_core.llm_slots import limit_concurrency
 from aether_core.sandbox import SandboxLimits, detect
@@ -26,7 +27,7 @@ def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
     setup_telemetry(settings, SERVICE)
     registry = load_registry(settings.agents_dir)
     broker = make_broker(settings, SERVICE)
-    runtime = Runtime(settings, broker, SERVICE)
+    runtime = Runtime(settings, broker, SERVICE, buckets=(topology.TASKS_BUCKET, topology.SERVICES_BUCKET))
     llm = LLMClient(settings.llm_config())
     synthesizer = Synthesizer(
         runtime.store,
@@ -47,7 +48,7 @@ def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
     )
 
     async def startup() -> None:
-        await runtime.start(registry.agent_types)
+        await runtime.start()
         await limit_concurrency(llm, runtime.js, settings.openai_base_url, settings.llm_max_concurrency)
 
     async def shutdown() -> None:

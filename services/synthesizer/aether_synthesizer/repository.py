@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 
 import nats.errors
@@ -192,8 +193,8 @@ class Repository:
             message = _synthesis_message(state, master)
             built = await asyncio.to_thread(_finish, history, master.id, message, files, state.id, when)
             skipped += built.skipped
-            await self.store.put(bundle_object(state.id), built.bundle)
-            await self.store.put(archive_object(state.id), built.archive)
+            bundle = await self.store.put(bundle_object(state.id, sha256(built.bundle).hexdigest()), built.bundle)
+            archive = await self.store.put(archive_object(state.id, sha256(built.archive).hexdigest()), built.archive)
         except (nats.errors.Error, TimeoutError):
             raise  # NATS is away: the synthesis is redelivered and tries again
         except Exception as exc:
@@ -204,10 +205,10 @@ class Repository:
             commits=[f"{sha.decode()} {subject}" for sha, subject in history.commits],
             files=len(history.tree),
             bytes=sum(history.sizes.values()),
-            bundle_object=bundle_object(state.id),
-            bundle_size=len(built.bundle),
-            archive_object=archive_object(state.id),
-            archive_size=len(built.archive),
+            bundle_object=bundle.name,
+            bundle_size=bundle.size,
+            archive_object=archive.name,
+            archive_size=archive.size,
             skipped=skipped,
             assembled_at=when,
         )

@@ -1,8 +1,15 @@
 """`python -m aether_devstack up`: the whole stack in the foreground (what `make up` runs).
 
 Starts an embedded nats-server with JetStream (unless AETHER_NATS_URL names one), the LLM
-simulator (unless OPENAI_API_KEY is set), and every service as its own process; restarts a
-service that crashes; stops everything on Ctrl-C or SIGTERM.
+simulator (unless OPENAI_API_KEY is set), declares the topology, and runs every service as its
+own process; restarts a service that crashes; stops everything on Ctrl-C or SIGTERM.
+
+The embedded NATS has the users Kubernetes has (aether_contracts.permissions), with passwords
+made once per data dir (`nats-users.json`, 0600), and `admin` for tests and operators. Each
+service gets only its own AETHER_NATS_URL, the gateway alone the API keys, and only the services
+that call the LLM its key; the container-manager also gets the agents' URL
+(AETHER_AGENT_NATS_URL), to hand to the agents it starts. An AETHER_NATS_URL given from outside
+is used as it is, by every service.
 """
 
 from __future__ import annotations
@@ -10,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +26,10 @@ from pathlib import Path
 
 import httpx
 
+from aether_contracts.permissions import ADMIN, TOPOLOGY, USERS, nats_authorization
+from aether_core.templates import load_registry
+
+from . import credentials
 from .supervisor import ChildSpec, Supervisor
 
 SERVICES = ("gateway", "planner", "executor", "synthesizer", "container-manager")
@@ -53,17 +63,31 @@ def nats_binary() -> str:
     return found
 
 
-def nats_config(data_dir: Path, port: int, monitor_port: int) -> Path:
+def nats_config(data_dir: Path, port: int, monitor_port: int, authorization: str) -> Path:
+    """The embedded server's configuration; it holds the users' passwords, so it is 0600 too."""
     store = data_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nats.conf"
-    config.write_text(
+    credentials.write_private(
+        config,
         f"listen: 127.0.0.1:{port}\n"
         f"http: 127.0.0.1:{monitor_port}\n"
         "max_payload: 8MB\n"
         f"jetstream {{\n  store_dir: \"{store}\"\n}}\n"
+        f"{authorization}",
     )
     return config
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """`url` (comma-separated servers) as `user`, unless it names credentials already."""
+    servers = []
+    for server in filter(None, (s.strip() for s in url.split(","))):
+        scheme, separator, address = server.rpartition("://")
+        if "@" not in address:
+            address = f"{user}:{password}@{address}"
+        servers.append(f"{scheme}{separator}{address}")
+    return ",".join(servers)
 
 
 def free_port() -> int:
@@ -121,21 +145,57 @@ async def up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    # Agents: the container-manager runs a pool per agent type (processes or containers) and the
+    # executor only schedules; with `none`, the executor runs every type in its own process.
+    agent_backend = env("AETHER_AGENT_BACKEND", "process")
+    if agent_backend not in ("process", "docker", "none"):
+        raise SystemExit(f"AETHER_AGENT_BACKEND must be process, docker or none, not {agent_backend!r}")
+    services = [s for s in SERVICES if s != "container-manager" or agent_backend != "none"]
+
     common: dict[str, str] = {}
-    nats_url = os.environ.get("AETHER_NATS_URL")
-    if not nats_url:
+    nats_urls: dict[str, str] = {}
+    """NATS user -> its URL; empty when AETHER_NATS_URL names a server (used as it is)."""
+    external = os.environ.get("AETHER_NATS_URL")
+    if external:
+        nats_address = external
+    else:
         port = int(env("AETHER_NATS_PORT", "4222"))
         monitor = int(env("AETHER_NATS_MONITOR_PORT", "8222"))
-        config = nats_config(data_dir, port, monitor)
+        agents_dir = env("AETHER_AGENTS_DIR", "")
+        agent_types = load_registry(Path(agents_dir) if agents_dir else None).agent_types
+        passwords = credentials.nats_passwords(data_dir, (*USERS, ADMIN))
+        authorization = nats_authorization(
+            passwords, agent_types, workers_in_executor=agent_backend == "none"
+        )
+        config = nats_config(data_dir, port, monitor, authorization)
         await supervisor.start(ChildSpec("nats", [nats_binary(), "-c", str(config)]))
         if not await wait_http(f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true", 30):
             supervisor.log("devstack", "nats-server did not become ready", 91)
             await supervisor.stop_all(STOP_ORDER)
             return 1
-        nats_url = f"nats://127.0.0.1:{port}"
-    common["AETHER_NATS_URL"] = nats_url
+        nats_address = f"nats://127.0.0.1:{port}"
+        nats_urls = {
+            user: credentials.nats_url(user, password, f"127.0.0.1:{port}") for user, password in passwords.items()
+        }
+
+    def nats_url(user: str) -> str:
+        return nats_urls.get(user, external or "")
+
+    # One party declares the stream, the buckets and the consumers; the services only wait for them.
+    declared = await supervisor.run_once(
+        ChildSpec(
+            "topology",
+            [sys.executable, "-m", "aether_gateway", "topology"],
+            {"AETHER_NATS_URL": nats_url(TOPOLOGY), "AETHER_INSTANCE_ID": "devstack"},
+        )
+    )
+    if declared != 0:
+        supervisor.log("devstack", f"declaring the topology failed (exit {declared})", 91)
+        await supervisor.stop_all(STOP_ORDER)
+        return 1
 
     simulated = not os.environ.get("OPENAI_API_KEY")
+    llm = {k: os.environ[k] for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if os.environ.get(k)}
     if simulated:
         sim_port = int(env("AETHER_SIM_PORT", "8100"))
         await supervisor.start(
@@ -148,32 +208,22 @@ async def up(args: argparse.Namespace) -> int:
                 },
             )
         )
-        common["OPENAI_BASE_URL"] = f"http://127.0.0.1:{sim_port}/v1"
-        common["OPENAI_API_KEY"] = "simulator"
+        llm = {"OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "simulator"}
         await wait_http(f"http://127.0.0.1:{sim_port}/health", 30)
 
     # Authentication stays on: unless told otherwise, a development key is made once and kept.
     auth = env("AETHER_AUTH", "on").lower() not in ("off", "false", "0", "no")
     dev_key = None
-    if auth and not (os.environ.get("AETHER_API_KEYS") or os.environ.get("AETHER_API_KEYS_FILE")):
-        key_file = data_dir / "api-key"
-        if not key_file.exists():
-            key_file.write_text(secrets.token_urlsafe(32) + "\n")
-            key_file.chmod(0o600)
-        dev_key = key_file.read_text().strip()
-        common["AETHER_API_KEYS"] = f"dev:{dev_key}:admin"
+    api_keys = {k: os.environ[k] for k in ("AETHER_API_KEYS", "AETHER_API_KEYS_FILE") if os.environ.get(k)}
+    if auth and not api_keys:
+        dev_key = credentials.api_key(data_dir)
+        api_keys = {"AETHER_API_KEYS": f"dev:{dev_key}:admin"}
     common["AETHER_AUTH"] = "on" if auth else "off"
 
     ui_dist = Path(env("AETHER_UI_DIR", "ui/dist")).resolve()
     if (ui_dist / "index.html").is_file():
         common["AETHER_UI_DIR"] = str(ui_dist)
 
-    # Agents: the container-manager runs a pool per agent type (processes or containers) and the
-    # executor only schedules; with `none`, the executor runs every type in its own process.
-    agent_backend = env("AETHER_AGENT_BACKEND", "process")
-    if agent_backend not in ("process", "docker", "none"):
-        raise SystemExit(f"AETHER_AGENT_BACKEND must be process, docker or none, not {agent_backend!r}")
-    services = [s for s in SERVICES if s != "container-manager" or agent_backend != "none"]
     if agent_backend == "docker":
         from .images import DEFAULT_BASE, build_images, image_exists
 
@@ -182,11 +232,27 @@ async def up(args: argparse.Namespace) -> int:
             base = env("AETHER_BASE_IMAGE", DEFAULT_BASE)
             supervisor.log("devstack", f"the agent image {image} is missing: building it on {base}…", 97)
             await asyncio.to_thread(build_images, ["executor"], base=base)
-    per_service = {
-        "executor": {"AETHER_EXECUTOR_ROLE": "all" if agent_backend == "none" else "scheduler"},
+    # What each service gets beyond `common`: its own NATS user, and secrets only where used.
+    agent_url = os.environ.get("AETHER_AGENT_NATS_URL") or nats_address
+    if nats_urls:
+        agent_url = with_credentials(agent_url, "agent", passwords["agent"])
+    per_service: dict[str, dict[str, str]] = {
+        "gateway": {"AETHER_NATS_URL": nats_url("gateway"), **api_keys},
+        "planner": {"AETHER_NATS_URL": nats_url("planner"), **llm},
+        "executor": {
+            "AETHER_NATS_URL": nats_url("executor"),
+            "AETHER_EXECUTOR_ROLE": "all" if agent_backend == "none" else "scheduler",
+            **(llm if agent_backend == "none" else {}),
+        },
+        "synthesizer": {"AETHER_NATS_URL": nats_url("synthesizer"), **llm},
         "container-manager": {
+            "AETHER_NATS_URL": nats_url("container-manager"),
+            # The manager starts the agents, so it holds their URL (not their rights: it never
+            # connects with it) and the LLM settings they inherit from it.
+            "AETHER_AGENT_NATS_URL": agent_url,
             "AETHER_AGENT_BACKEND": agent_backend,
             "AETHER_AGENT_LOG_DIR": str(data_dir / "agents"),
+            **llm,
         },
     }
 
@@ -230,13 +296,14 @@ async def up(args: argparse.Namespace) -> int:
         *([f"  board:     {base}/#access_token={dev_key}  (signs this browser in)"] if dev_key and "AETHER_UI_DIR" in common else []),
         f"  API docs:  {base}/docs",
         f"  health:    {base}/api/health",
-        f"  NATS:      {nats_url}",
+        f"  NATS:      {nats_address}"
+        + (f"  (a user per service; passwords, `admin` too, in {data_dir / credentials.NATS_USERS_FILE})" if nats_urls else ""),
         f"  metrics:   {', '.join(metrics_urls)}",
         f"  traces:    {traces_destination()}",
-        "  LLM:       " + ("built-in simulator (results are marked as simulated)" if simulated else os.environ.get("OPENAI_BASE_URL", "OpenAI")),
+        "  LLM:       " + ("built-in simulator (results are marked as simulated)" if simulated else llm.get("OPENAI_BASE_URL", "OpenAI")),
         f"  agents:    {agent_backend} backend ({base}/api/agents)",
         "  API key:   "
-        + (f"{dev_key}  (dev tenant, admin; in {data_dir / 'api-key'})" if dev_key else "configured" if auth else "off (AETHER_AUTH=off)"),
+        + (f"{dev_key}  (dev tenant, admin; in {data_dir / credentials.API_KEY_FILE})" if dev_key else "configured" if auth else "off (AETHER_AUTH=off)"),
         f"  data:      {data_dir}",
         "  Ctrl-C stops everything.",
         "",
@@ -251,7 +318,7 @@ async def up(args: argparse.Namespace) -> int:
         # A container-manager killed while it started could not stop its agents: sweep them.
         sweep = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aether_container_manager", "sweep",
-            env={**os.environ, **common, **per_service["container-manager"]},
+            env=supervisor.environment(ChildSpec("sweep", [], {**common, **per_service["container-manager"]})),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await sweep.communicate()

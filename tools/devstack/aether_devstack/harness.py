@@ -18,6 +18,10 @@ from typing import Any
 
 import httpx
 
+from aether_contracts.permissions import ADMIN
+
+from . import credentials
+
 ROOT = Path(__file__).resolve().parents[3]
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -80,8 +84,21 @@ class Stack:
         return f"http://127.0.0.1:{self.sim_port}"
 
     @property
-    def nats_url(self) -> str:
+    def nats_address(self) -> str:
+        """The embedded NATS, without credentials: what anonymous clients would dial."""
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def nats_url(self) -> str:
+        """The URL a test or the bench observes NATS with: the `admin` user the devstack made in
+        its data dir (every right; aether_contracts.permissions), or an AETHER_NATS_URL given."""
+        if self.env.get("AETHER_NATS_URL"):
+            return self.env["AETHER_NATS_URL"]
+        return credentials.nats_url(ADMIN, self.nats_passwords()[ADMIN], f"127.0.0.1:{self.nats_port}")
+
+    def nats_passwords(self) -> dict[str, str]:
+        """Each NATS user's password (once the stack has started)."""
+        return json.loads((self.data_dir / credentials.NATS_USERS_FILE).read_text())
 
     def start(self, timeout: float = 120) -> Stack:
         argv = [self.python, "-m", "aether_devstack", "up"]
@@ -177,7 +194,7 @@ class Stack:
     @property
     def api_key(self) -> str | None:
         """The development key `make up` generated (None with AETHER_AUTH=off)."""
-        path = self.data_dir / "api-key"
+        path = self.data_dir / credentials.API_KEY_FILE
         return path.read_text().strip() if path.exists() else None
 
     def auth_headers(self) -> dict[str, str]:

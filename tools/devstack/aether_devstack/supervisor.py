@@ -2,6 +2,10 @@
 
 The supervisor writes `<data dir>/devstack.json` (name, pid, restarts of each child) whenever a
 child starts, so tests can find a service's process and kill it.
+
+Children do not inherit the supervisor's environment: each starts from `child_environment` (what
+any process needs, and the non-secret settings) plus what its `ChildSpec` adds, so an API key, the
+LLM key or a NATS password reaches only the child it is meant for (issue 19).
 """
 
 from __future__ import annotations
@@ -19,13 +23,34 @@ from pathlib import Path
 
 COLORS = [36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96]
 
+PASSED = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "VIRTUAL_ENV", "CORS_ORIGINS", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
+PASSED_PREFIXES = ("LC_", "PYTHON", "AETHER_", "OTEL_", "DOCKER_")
+"""Settings (AETHER_*, OTEL_*), the interpreter's, and the Docker engine's address."""
+WITHHELD = (
+    "AETHER_API_KEYS", "AETHER_API_KEYS_FILE", "AETHER_API_KEY", "AETHER_NATS_URL",
+    "AETHER_AGENT_NATS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
+)
+"""Secrets, or settings only some children may have: given by their ChildSpec, never inherited."""
+
+
+def child_environment(environ: dict[str, str]) -> dict[str, str]:
+    """What every child starts from: no secret, whatever the supervisor was started with."""
+    env = {k: v for k, v in environ.items() if k in PASSED or k.startswith(PASSED_PREFIXES)}
+    for name in WITHHELD:
+        env.pop(name, None)
+    return env
+
 
 @dataclass
 class ChildSpec:
     name: str
     argv: Sequence[str]
     env: dict[str, str | None] = field(default_factory=dict)
-    """Added to the supervisor's environment; `None` removes a variable."""
+    """Added to `child_environment`; `None` removes a variable."""
     restart: bool = True
     stop_timeout: float = 15.0
     info: dict[str, object] = field(default_factory=dict)
@@ -44,10 +69,11 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, state_file: Path, *, quiet: bool = False) -> None:
+    def __init__(self, state_file: Path, *, quiet: bool = False, environ: dict[str, str] | None = None) -> None:
         self.children: dict[str, Child] = {}
         self.state_file = state_file
         self.quiet = quiet
+        self.base_env = child_environment(dict(os.environ) if environ is None else environ)
         self.shutting_down = asyncio.Event()
         self._width = 12
 
@@ -66,16 +92,35 @@ class Supervisor:
         child.task = asyncio.create_task(self._watch(child))
         return child
 
-    async def _spawn(self, child: Child) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for key, value in child.spec.env.items():
+    def environment(self, spec: ChildSpec) -> dict[str, str]:
+        env = {**self.base_env, "PYTHONUNBUFFERED": "1"}
+        for key, value in spec.env.items():
             if value is None:
                 env.pop(key, None)
             else:
                 env[key] = value
+        return env
+
+    async def run_once(self, spec: ChildSpec) -> int:
+        """Run a child to its end in the foreground (its output prefixed); its exit code."""
+        self._width = max(self._width, len(spec.name))
+        process = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            env=self.environment(spec),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            self.log(spec.name, raw.decode(errors="replace").rstrip())
+        return await process.wait()
+
+    async def _spawn(self, child: Child) -> None:
         child.process = await asyncio.create_subprocess_exec(
             *child.spec.argv,
-            env=env,
+            env=self.environment(child.spec),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
