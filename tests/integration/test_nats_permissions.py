@@ -87,7 +87,7 @@ async def test_a_task_flows_through_services_that_each_have_only_their_own_right
         ("planner", subjects.TASK_CREATED),
         ("agent", subjects.TASK_CREATED),
         ("agent", subjects.SYNTHESIS_REQUESTED),
-        ("synthesizer", subjects.PLAN_READY),
+        ("synthesizer", subjects.SUBTASK_FINISHED),
         ("container-manager", "$KV.tasks.anything"),
         ("executor", subjects.agent_event("started")),
         ("planner", "$O.workspace.C.forged"),
@@ -218,7 +218,7 @@ FORBIDDEN: dict[str, list[Attempt]] = {
         publishing(f"$JS.ACK.{topology.STREAM}.planner.1.1.1.1.1", "ack the planner's message"),
     ],
     "synthesizer": [
-        publishing(subjects.PLAN_READY),
+        publishing(subjects.TASK_CREATED, "create a task"),  # (plan.ready it may: a fix-up round)
         publishing(subjects.subtask_ready("fullstack")),
         putting("agents", "forged"),
     ],

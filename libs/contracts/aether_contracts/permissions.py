@@ -91,6 +91,8 @@ class Grant:
     """The Object Store bucket `workspace`."""
     declares: bool = False
     """Creates and updates the stream, the buckets and the consumers."""
+    reads_steps: bool = False
+    """Reads experts' steps back from the work stream by subject (message gets on `AETHER`)."""
 
     @property
     def buckets(self) -> tuple[str, ...]:
@@ -137,6 +139,8 @@ def grants(agent_types: Iterable[str], *, workers_in_executor: bool = False) -> 
                 f"{subjects.AGENT_CONTROL_PREFIX}.*",
                 subjects.MANAGER_CONTROL,
             ),
+            subscribe=(f"{subjects.STEP_PREFIX}.>",),  # experts' steps, live, for the task streams
+            reads_steps=True,
             lists_consumers=True,
             reads=(TASKS_BUCKET, QUOTAS_BUCKET),
             watches=(TASKS_BUCKET, SERVICES_BUCKET, AGENTS_BUCKET),
@@ -167,7 +171,7 @@ def grants(agent_types: Iterable[str], *, workers_in_executor: bool = False) -> 
             writes=((TASKS_BUCKET, ">"), heartbeats("executor")),
         ),
         "agent": Grant(  # executor workers
-            publish=(subjects.SUBTASK_FINISHED,),
+            publish=(subjects.SUBTASK_FINISHED, f"{subjects.STEP_PREFIX}.*.*"),
             subscribe=(subjects.TASK_CONTROL, f"{subjects.AGENT_CONTROL_PREFIX}.*"),
             answers=True,
             pulls=workers,
@@ -176,7 +180,7 @@ def grants(agent_types: Iterable[str], *, workers_in_executor: bool = False) -> 
             workspace="write",
         ),
         "synthesizer": Grant(
-            publish=(subjects.TASK_FINISHED,),
+            publish=(subjects.TASK_FINISHED, subjects.PLAN_READY),  # plan.ready: a fix-up round
             subscribe=(subjects.TASK_CONTROL,),
             pulls=(topology.SYNTHESIZER.durable,),
             reads=(TASKS_BUCKET, LLM_SLOTS_BUCKET),
@@ -256,6 +260,8 @@ def publish_allowed(grant: Grant, agent_types: Iterable[str] = ()) -> list[str]:
         allowed += [f"{API}.STREAM.INFO.{WORKSPACE_STREAM}", *_read(WORKSPACE_STREAM)]
     if grant.workspace == "write":
         allowed.append(f"$O.{WORKSPACE_BUCKET}.>")
+    if grant.reads_steps:
+        allowed.append(f"{API}.STREAM.MSG.GET.{STREAM}")
     if grant.declares:
         allowed += _declaring(agent_types)
     return list(dict.fromkeys(allowed))
