@@ -8,6 +8,7 @@ network, the agent's environment or anything outside the worktree."""
 import base64
 import io
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,7 @@ async def run_in_sandbox(stack, client, text: str) -> str:
 
 async def test_a_command_reaches_no_network_no_secret_and_nothing_outside_the_worktree(stack):
     port = stack.http_port
+    planted = Path(f"/usr/aether-escape-{uuid.uuid4().hex}")
     async with stack.client() as client:
         network = await run_in_sandbox(
             stack, client,
@@ -139,14 +141,14 @@ async def test_a_command_reaches_no_network_no_secret_and_nothing_outside_the_wo
         environment = await run_in_sandbox(stack, client, "env; cat /proc/1/environ 2>&1 | tr '\\0' '\\n'")
         outside = await run_in_sandbox(
             stack, client,
-            f"touch /usr/owned 2>&1; ls {stack.data_dir} 2>&1; cat {stack.data_dir}/api-key 2>&1; echo done",
+            f"touch {planted} 2>&1; ls {stack.data_dir} 2>&1; cat {stack.data_dir}/api-key 2>&1; echo done",
         )
         slow = await run_in_sandbox(stack, client, "sleep 1000")
     assert "REFUSED" in network and "CONNECTED" not in network
     key = stack.api_key
     assert key not in environment and "OPENAI_API_KEY" not in environment and "AETHER_NATS_URL" not in environment
     assert "nats://" not in environment
-    assert key not in outside and "done" in outside and not Path("/usr/owned").exists()
+    assert key not in outside and "done" in outside and not planted.exists()
     assert "timed out after 20s" in slow
 
 
