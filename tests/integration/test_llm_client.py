@@ -240,3 +240,20 @@ async def test_the_endpoint_limit_holds_across_clients_as_across_processes(simul
     await connection.close()
     assert simulator.stats()["max_in_flight"] == 1
     assert took >= 6 * 0.3  # one at a time: the calls waited in Aether, not at the server
+
+
+async def test_a_server_without_function_calling_is_asked_without_tools_from_then_on():
+    from tests.support.simulator import SimulatorServer
+
+    server = SimulatorServer(tools=False).start()
+    try:
+        llm = client(server)
+        tools = [{"type": "function", "function": {"name": "noop", "description": "x", "parameters": {"type": "object", "properties": {}}}}]
+        for task in ("task-t1", "task-t2"):
+            reply = await llm.chat(messages(subtask="n1"), model="m", headers=aether_headers("expert", task, "n1"), tools=tools)
+            assert "Simulated result" in reply.text and not reply.tool_calls
+        first = [(r["status"], "tools" in r["body"]) for r in server.requests(task_id="task-t1")]
+        second = [(r["status"], "tools" in r["body"]) for r in server.requests(task_id="task-t2")]
+    finally:
+        server.stop()
+    assert first == [(400, True), (200, False)] and second == [(200, False)]

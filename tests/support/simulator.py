@@ -21,6 +21,7 @@ class SimulatorServer:
         structured: str = "schema",
         max_concurrency: int = 0,
         tokens_per_s: float = 0,
+        tools: bool = True,
     ) -> None:
         """`structured`, `max_concurrency`, `tokens_per_s`: behave as a real server of that
         kind (see the simulator's docstring)."""
@@ -29,7 +30,7 @@ class SimulatorServer:
             sys.executable, "-m", "aether_simulator", "--port", str(self.port),
             "--latency-ms", str(latency_ms), "--latency-dist", dist, "--structured", structured,
             "--max-concurrency", str(max_concurrency), "--tokens-per-s", str(tokens_per_s),
-        ]
+        ] + ([] if tools else ["--no-tools"])
         if seed is not None:
             self.argv += ["--seed", str(seed)]
         self.process: subprocess.Popen | None = None

@@ -264,6 +264,8 @@ class LLMClient:
         """Per model, the best structured-output format the server accepted (or was left at)."""
         self.stream_usage = True
         """False once the server refused `stream_options` (usage is then estimated)."""
+        self.no_tools: set[str] = set()
+        """Models whose server refused `tools` (their experts then answer in one reply)."""
 
     async def close(self) -> None:
         await self.client.close()
@@ -363,7 +365,8 @@ class LLMClient:
         while True:
             attempt += 1
             output = self._format(model, wanted)
-            kwargs = self._request(output, schema, tools, max_tokens)
+            offered = tools if tools and model not in self.no_tools else None
+            kwargs = self._request(output, schema, offered, max_tokens)
             timeout = max(1.0, min(cfg.timeout_s, budget_end - time.monotonic()))
             sent = time.monotonic()
             attributes = self._span_attributes(model, headers, output, agent_name, agent_id, max_tokens)
@@ -374,7 +377,7 @@ class LLMClient:
                     async with self.slots.hold():
                         await self._stream(messages, model, headers, kwargs, timeout, result)
                 except openai.APIStatusError as exc:
-                    if exc.status_code in (400, 422, 500) and self._downgrade(model, output, exc):
+                    if exc.status_code in (400, 422, 500) and self._downgrade(model, output, exc, bool(offered)):
                         self._account(result, prompt_estimate, spent, usage, role, model, f"{exc.status_code}", sent, span)
                         attempt -= 1  # not a failure of the call: the server told us what it takes
                         continue
@@ -476,9 +479,14 @@ class LLMClient:
         known = self.formats.get(model, "json_schema")
         return OUTPUT_FORMATS[max(OUTPUT_FORMATS.index(wanted), OUTPUT_FORMATS.index(known))]
 
-    def _downgrade(self, model: str, output: str, exc: openai.APIStatusError) -> bool:
+    def _downgrade(self, model: str, output: str, exc: openai.APIStatusError, tools: bool = False) -> bool:
         """The server refused a part of the request it does not support: remember, ask without it."""
         message = (exc.message or "").lower() + " " + str(getattr(exc, "body", "") or "").lower()
+        if tools and "tool" in message:
+            # No function calling here: the expert answers in one reply (its files in code blocks).
+            self.no_tools.add(model)
+            log.warning("the LLM server refused tools for model %s (%s): experts answer in one reply", model, _short(exc.message, 120))
+            return True
         if self.stream_usage and "stream_options" in message and exc.status_code != 500:
             self.stream_usage = False
             log.warning("the LLM server does not take stream_options: token counts will be estimated")

@@ -26,10 +26,13 @@ def main() -> None:
                         help="requests generated at once, the rest queued (0: any; 1: like a local llama.cpp)")
     parser.add_argument("--tokens-per-s", type=float, default=float(env("AETHER_SIM_TOKENS_PER_S", "0")),
                         help="generation speed after the latency (0: instant)")
+    parser.add_argument("--no-tools", action="store_true", default=env("AETHER_SIM_TOOLS", "on") == "off",
+                        help="refuse requests with tools (a 400), as servers without function calling do")
     args = parser.parse_args()
     app = Simulator(SimConfig(
         args.latency_ms, args.latency_dist, args.sigma, args.seed,
         structured=args.structured, max_concurrency=args.max_concurrency, tokens_per_s=args.tokens_per_s,
+        tools=not args.no_tools,
     ))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 http="httptools", loop="uvloop", backlog=4096)

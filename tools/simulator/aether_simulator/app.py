@@ -114,6 +114,8 @@ class SimConfig:
     llama.cpp serves one request at a time."""
     tokens_per_s: float = 0.0
     """Generation speed after the latency (0: the whole reply at once)."""
+    tools: bool = True
+    """Whether it takes `tools` (False: a 400, as servers without function calling answer)."""
 
 
 @dataclass
@@ -568,6 +570,8 @@ class Simulator:
             st.in_flight -= 1
 
     def _refused_format(self, request: dict) -> tuple[int, str] | None:
+        if request.get("tools") and not self.state.config.tools:
+            return 400, "tools are not supported by this server"
         kind = (request.get("response_format") or {}).get("type")
         structured = self.state.config.structured
         if kind == "json_schema" and structured == "llama":
