@@ -326,3 +326,22 @@ async def test_every_tool_call_is_an_execute_tool_span_under_its_subtask(traced)
     # A command that fails is the work going on, not an error of the span (a misused tool is).
     assert not any(s.error for s in tools if s.attributes["gen_ai.tool.name"] == "run_command")
     assert all(s.parent_id in by_id for s in tools)
+
+
+async def test_each_request_on_a_kept_alive_connection_starts_a_trace_of_its_own(traced):
+    """uvicorn serves the next request of a connection in the previous one's context: without a
+    fresh context per request, a request's server span became a child of the one before."""
+    stack, sink = traced
+    async with stack.client() as client:  # one connection, kept alive
+        for _ in range(10):
+            await client.get("/api/orchestrate/tasks", params={"limit": 1})
+            await client.post("/api/orchestrate/task/nope/cancel")
+    names = {"GET /api/orchestrate/tasks", "POST /api/orchestrate/task/{task_id}/cancel"}
+
+    async def exported():
+        spans = [s for s in sink.snapshot() if s.service == "gateway" and s.name in names]
+        return spans if len(spans) >= 20 else None
+
+    spans = await eventually(exported, timeout=30)
+    assert all(s.parent_id is None and s.kind == "SPAN_KIND_SERVER" for s in spans), [
+        (s.name, s.kind, s.parent_id) for s in spans if s.parent_id]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import importlib
 import inspect
 import json
 import logging
@@ -45,7 +46,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import httpx
 import openai
 from openai import AsyncOpenAI
 from opentelemetry.trace import SpanKind
@@ -55,6 +55,24 @@ from aether_contracts.state import Usage
 from . import metrics, telemetry
 
 log = logging.getLogger("aether.llm")
+
+
+def _http_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """The transport and timeout errors of the HTTP client the `openai` package uses (`httpx2`
+    in openai 3, `httpx` before): a stream can break off half-way with one of them."""
+    transport: list[type[BaseException]] = []
+    timeouts: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        transport.append(module.TransportError)
+        timeouts.append(module.TimeoutException)
+    return tuple(transport), tuple(timeouts)
+
+
+TRANSPORT_ERRORS, TIMEOUT_ERRORS = _http_errors()
 
 Role = Literal["planner", "expert", "synthesizer"]
 RetryHook = Callable[[int, float, str], Awaitable[None] | None]
@@ -391,9 +409,9 @@ class LLMClient:
                         ) from exc
                     wait = retry_after_s(exc.response.headers)
                     status: int | None = exc.status_code
-                except (openai.APITimeoutError, openai.APIConnectionError, TimeoutError, httpx.TransportError, openai.APIError) as exc:
+                except (openai.APITimeoutError, openai.APIConnectionError, TimeoutError, *TRANSPORT_ERRORS, openai.APIError) as exc:
                     # A stream can also break off half-way (the server died, or sent an error event).
-                    timed_out = isinstance(exc, TimeoutError | openai.APITimeoutError | httpx.TimeoutException)
+                    timed_out = isinstance(exc, (TimeoutError, openai.APITimeoutError, *TIMEOUT_ERRORS))
                     kind = "timed out" if timed_out else "unreachable" if isinstance(exc, openai.APIConnectionError) else "failed mid-reply"
                     reason = f"LLM endpoint {kind}: {_short(str(exc) or type(exc).__name__)}"
                     error_type = "timeout" if timed_out else type(exc).__name__

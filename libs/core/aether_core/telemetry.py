@@ -164,6 +164,27 @@ def instrument_fastapi(app: Any, *, excluded_urls: str) -> None:
     )
 
 
+class FreshContext:
+    """An ASGI app's every request starts with an empty trace context.
+
+    uvicorn re-arms a keep-alive connection's reader from inside the request being served, so
+    the next request on that connection starts in the previous one's context: its server span
+    became a child (INTERNAL) of the previous request's (seen on a client that polls, then posts).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from opentelemetry import context
+
+        token = context.attach(context.Context())
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)
+
+
 URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
 
 

@@ -10,6 +10,7 @@ import uvicorn
 
 from aether_core.config import ServiceSettings
 from aether_core.service import configure_logging, declare_topology
+from aether_core.telemetry import FreshContext
 
 from .main import create_app
 from .routes.stream import WS_MAX_MESSAGE_BYTES
@@ -31,7 +32,7 @@ if __name__ == "__main__":
     else:
         settings = GatewaySettings()
         uvicorn.run(
-            create_app(settings),
+            FreshContext(create_app(settings)),
             host=settings.http_host,
             port=settings.http_port,
             log_level=settings.log_level.lower(),

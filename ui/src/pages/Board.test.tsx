@@ -9,7 +9,7 @@ const task = {
   status: "executing",
   master_deployment_id: "jason",
   progress: { total: 4, completed: 1, failed: 1, running: 1, pending: 1 },
-  usage: { prompt_tokens: 1000, completion_tokens: 500, total_tokens: 1500, calls: 3 },
+  usage: { prompt_tokens: 1000, completion_tokens: 500, total_tokens: 1500, calls: 3, estimated_tokens: 0 },
   created_at: new Date().toISOString(),
   updated_at: new Date().toISOString(),
   revision: 12,
