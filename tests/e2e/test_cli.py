@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.plans import scripted, subtask
 from tests.support.ports import free_port
+from tests.support.sandbox import needs_sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +185,55 @@ def test_the_description_can_come_from_standard_input(stack):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["description"].startswith("From stdin")
 
+
+
+def submitted_id(out: str) -> str:
+    return out.split("submitted task ", 1)[1].split()[0]
+
+
+@needs_sandbox
+def test_task_steps_prints_the_failing_run_the_fix_the_passing_run_and_the_checks(stack):
+    plan = scripted("CLI steps", [{**subtask("calc", "python-backend"), "verify": ["python3 -m pytest -q"]}])
+    followed = aether(stack, "submit", plan, "--follow")
+    assert followed.returncode == 0, followed.stderr + followed.stdout
+    assert "  calc · step 1 list_files . → ok" in followed.stdout  # live, one line each
+    assert "  calc · Aether's check, round 1: python3 -m pytest -q → passed" in followed.stdout
+    task_id = submitted_id(followed.stdout)
+    steps = rest(stack, f"/api/orchestrate/task/{task_id}/subtasks/calc/steps")
+
+    shown = aether(stack, "task", task_id, "--steps")
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "checks pass (round 1)" in out and "calc: pass (round 1): python3 -m pytest -q ✓" in out
+    assert "repository: passes its checks (python3 -m pytest -q)" in out
+    listed = [line for line in out.splitlines() if line.startswith("  ") and line[2:5].strip().isdigit()]
+    assert [line.split()[:2] for line in listed] == [[str(s["index"]), "check" if s["kind"] == "check" else s["tool"]] for s in steps]
+    runs = [line for line in listed if " run_command " in line]
+    assert "exit 0" not in runs[0] and "exit " in runs[0] and "exit 0" in runs[-1]  # failed first, then passed
+    assert out.index("Aether's checks, round 1") < out.index(listed[-1])
+    assert any(" write_file   ok " in line and line.endswith("bytes)") for line in listed)
+    assert "assert 5 == 6" not in out  # the output only with --verbose
+    assert "assert 5 == 6" in aether(stack, "task", task_id, "--steps", "--verbose").stdout
+
+
+def test_task_steps_shows_tool_errors_and_what_the_model_was_told(stack):
+    """Needs no sandbox: `tools=broken` calls tools wrongly four times, then writes a file."""
+    followed = aether(stack, "submit", scripted("CLI tool errors", [subtask("wrong", "fullstack", sim="tools=broken")]), "--follow")
+    assert followed.returncode == 0, followed.stderr + followed.stdout
+    assert "  wrong · step 1 delete_everything " in followed.stdout and "→ error" in followed.stdout
+    assert "  wrong · step 5 write_file notes.md (33 bytes) → ok" in followed.stdout
+    task_id = submitted_id(followed.stdout)
+
+    summary = aether(stack, "task", task_id)
+    row = next(line for line in summary.stdout.splitlines() if line.split()[1:3] == ["wrong", "fullstack"])
+    assert "5 (4 err)" in row
+    shown = aether(stack, "task", task_id, "--steps", "-v")
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "wrong · fullstack · completed · 5 tool calls, 4 tool error(s)" in out
+    assert "  1  delete_everything error" in out and "│ error: unknown tool 'delete_everything'" in out
+    assert "  2  write_file   error" in out and "not valid JSON" in out
+    assert "  3  write_file   error" in out and "../../escape.txt" in out
+    assert "  5  write_file   ok" in out and "notes.md (33 bytes)" in out
+    as_json = json.loads(aether(stack, "task", task_id, "--steps", "--json").stdout)
+    assert as_json["steps"]["wrong"] == rest(stack, f"/api/orchestrate/task/{task_id}/subtasks/wrong/steps")

@@ -19,6 +19,7 @@ from tests.support.browser import (
     summary,
 )
 from tests.support.plans import scripted, subtask
+from tests.support.sandbox import needs_sandbox
 from tests.support.stack import UI_DIST
 
 pytestmark = pytest.mark.e2e
@@ -228,18 +229,23 @@ def test_the_page_resumes_after_the_gateway_dies_without_losing_or_repeating_an_
         "Survives a gateway restart",
         [
             subtask("first", "fullstack"),
-            subtask("slow", "fullstack", deps=["first"], sim="latency_ms=2500"),
+            subtask("slow", "fullstack", deps=["first"], sim="latency_ms=1200 tools=run"),  # its steps span the restart
             subtask("last", "fullstack", deps=["slow"]),
         ],
     )
     task = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": plan}, headers=stack.auth_headers(), timeout=30).json()
     page.goto(f"{stack.url}/tasks/{task['id']}")
     page.locator("[data-testid=plan-node][data-subtask=slow][data-status=executing]").wait_for(timeout=90_000)
+    page.locator("[data-testid=plan-node][data-subtask=slow]").click()
     load = page.evaluate("window.__pageLoad")
     old = stack.kill("gateway")
     page.get_by_text("Reconnecting…").wait_for()
     stack.wait_healthy_again("gateway", old)
     page.get_by_role("heading", name="Final result").wait_for(timeout=90_000)
+    # The live steps are not resumed: the page fetched the ones it missed, and shows each once.
+    steps = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}/subtasks/slow/steps", headers=stack.auth_headers(), timeout=30).json()
+    assert steps
+    page.wait_for_function("n => document.querySelectorAll('[data-testid=step]').length === n", arg=len(steps))
 
     logs = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}", headers=stack.auth_headers(), timeout=30).json()["logs"]
     shown = page.locator("[data-testid=task-log] li").evaluate_all("items => items.map(i => Number(i.dataset.seq))")
@@ -456,3 +462,99 @@ def test_the_board_and_the_docs_run_under_their_content_security_policy(stack, b
     violations = [c for c in console if "Content Security Policy" in c or "Refused to" in c]
     assert not violations, violations
     assert requests and all(url.startswith(stack.url) for url in requests), [u for u in requests if not u.startswith(stack.url)]
+
+
+# -- an expert's steps ----------------------------------------------------------------------------
+
+
+def open_subtask(page, stack, task_id: str, subtask_id: str):
+    page.goto(f"{stack.url}/tasks/{task_id}")
+    page.locator(f"[data-testid=plan-node][data-subtask='{subtask_id}']").click()
+    panel = page.locator(f"[data-testid=subtask-panel][data-subtask='{subtask_id}']")
+    panel.wait_for()
+    return panel
+
+
+@needs_sandbox
+def test_a_subtasks_steps_show_the_failing_run_the_fix_the_passing_run_and_its_checks(stack, page):
+    """The simulator's scripted tool run (tools/simulator `acting_reply`): code and a test with a
+    bug, a failing run, a fix, a passing run; then Aether's own check, and the synthesizer's."""
+    plan = scripted("Steps in the browser", [{**subtask("calc", "python-backend", sim="latency_ms=300"), "verify": ["python3 -m pytest -q"]}])
+    task = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": plan}, headers=stack.auth_headers(), timeout=30).json()
+    panel = open_subtask(page, stack, task["id"], "calc")
+    steps = panel.locator("[data-testid=subtask-steps] [data-testid=step]")
+    # Live: steps appear while the subtask still runs, without a reload.
+    page.wait_for_function(
+        """() => document.querySelector("[data-testid=plan-node][data-subtask=calc]")?.dataset.status === "executing"
+                 && document.querySelectorAll("[data-testid=step]").length > 0""",
+        timeout=60_000,
+    )
+    page.get_by_role("heading", name="Repository checks").wait_for(timeout=90_000)
+    done = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}", headers=stack.auth_headers(), timeout=30).json()
+    assert done["status"] == "completed", done["logs"]
+    fetched = httpx.get(f"{stack.url}/api/orchestrate/task/{task['id']}/subtasks/calc/steps", headers=stack.auth_headers(), timeout=30).json()
+    page.wait_for_function("n => document.querySelectorAll('[data-testid=step]').length === n", arg=len(fetched))
+
+    shown = steps.evaluate_all("items => items.map(i => [i.dataset.kind, i.dataset.tool, i.dataset.exit])")
+    assert shown == [[s["kind"], s["tool"], "" if s["exit_code"] is None else str(s["exit_code"])] for s in fetched]
+    runs = [exit for kind, tool, exit in shown if tool == "run_command"]
+    assert runs[0] not in ("", "0") and runs[-1] == "0", runs  # the failing run, then the passing one
+    failing = panel.locator("[data-testid=step][data-tool=run_command]").first
+    assert "python3 -m pytest -q" in failing.inner_text() and f"exit {runs[0]}" in failing.inner_text()
+    assert "edit_file" in panel.locator("[data-testid=step][data-tool=edit_file]").first.inner_text()
+    passing = panel.locator("[data-testid=step][data-tool=run_command][data-exit='0']").last
+    assert "exit 0" in passing.get_by_test_id("outcome").inner_text()
+
+    # Aether's own check, in its round, passed; and the subtask's checks say so.
+    round_ = panel.get_by_test_id("check-round").first
+    assert "Aether's checks, round 1" in round_.inner_text()
+    assert round_.get_by_test_id("outcome").inner_text().strip() == "passed"
+    assert panel.get_by_test_id("subtask-checks").get_attribute("data-passed") == "true"
+
+    # The failing run's output on demand, as text.
+    failing.get_by_text("Output", exact=True).click()
+    output = failing.get_by_test_id("step-output")
+    output.wait_for()
+    assert "assert 5 == 6" in output.inner_text()
+
+    verdict = page.get_by_test_id("repository-verdict")
+    assert "The repository passes its checks" in verdict.inner_text()
+    assert_contrast(page, "the subtask's steps")
+    page.screenshot(path=str(ARTIFACTS / "ui-steps-task.png"), full_page=True)
+    panel_shot(page, panel, DESKTOP["width"], "ui-steps.png")
+    page.set_viewport_size(PHONE)
+    page.wait_for_function("document.documentElement.scrollWidth <= 375")
+    assert_contrast(page, "the subtask's steps on a phone")
+    panel_shot(page, panel, PHONE["width"], "ui-steps-375.png")
+
+
+def panel_shot(page, panel, width: int, name: str) -> None:
+    """The panel alone, in a window tall enough to hold it (no sticky header drawn across it)."""
+    page.set_viewport_size({"width": width, "height": 900})
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": width, "height": min(height, 16_000)})
+    panel.screenshot(path=str(ARTIFACTS / name))
+
+
+def test_tool_errors_are_steps_with_what_the_model_was_told(stack, page):
+    """Needs no sandbox: `tools=broken` calls tools wrongly four times, then writes a file."""
+    plan = scripted("Broken tool calls in the browser", [subtask("wrong", "fullstack", sim="tools=broken")])
+    task = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": plan}, headers=stack.auth_headers(), timeout=30).json()
+    panel = open_subtask(page, stack, task["id"], "wrong")
+    page.locator("[data-testid=plan-node][data-subtask=wrong][data-status=completed]").wait_for(timeout=90_000)
+    steps = panel.locator("[data-testid=step]")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=step]').length === 5")
+    assert steps.evaluate_all("items => items.map(i => i.dataset.ok)") == ["false"] * 4 + ["true"]
+    texts = steps.all_inner_texts()
+    assert "delete_everything" in texts[0] and "unknown tool 'delete_everything'" in texts[0]
+    assert "write_file" in texts[1] and "x.py" in texts[1] and "not valid JSON" in texts[1]
+    assert "../../escape.txt" in texts[2] and "contains '..'" in texts[2]
+    assert "read_file" in texts[3] and "bad arguments for read_file" in texts[3]
+    assert "write_file" in texts[4] and "notes.md (33 bytes)" in texts[4]
+    assert [steps.nth(i).get_by_test_id("outcome").inner_text().strip() for i in range(5)] == ["error"] * 4 + ["ok"]
+    assert "5 tool calls · 4 tool errors" in panel.get_by_test_id("subtask-steps").inner_text()
+    assert panel.get_by_test_id("subtask-checks").count() == 0  # it has none
+    assert_contrast(page, "a subtask's tool errors")
+    panel_shot(page, panel, DESKTOP["width"], "ui-steps-tool-errors.png")
+    page.set_viewport_size(PHONE)
+    page.wait_for_function("document.documentElement.scrollWidth <= 375")

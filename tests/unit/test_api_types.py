@@ -27,5 +27,5 @@ def test_the_committed_typescript_types_are_generated_from_that_document():
 
 def test_the_stream_messages_are_in_the_document_for_clients_to_generate():
     text = (UI / "src" / "gen" / "openapi.ts").read_text()
-    for message in ("TaskEventMessage", "TaskStateMessage", "TaskEndMessage", "BoardTaskMessage", "BoardReadyMessage"):
+    for message in ("TaskEventMessage", "TaskStateMessage", "TaskStepMessage", "TaskEndMessage", "BoardTaskMessage", "BoardReadyMessage"):
         assert f"        {message}: {{" in text, message

@@ -38,8 +38,10 @@ async def test_write_read_edit_and_list(box):
     assert edited.ok and (box.root / "pkg" / "util.py").read_text() == "X = 1\nY = 3\n"
     read = await box.call("read_file", args(path="pkg/util.py"))
     assert read.ok and read.text == "X = 1\nY = 3\n"
+    (box.root / ".git").write_text("gitdir: /elsewhere/worktrees/a\n")  # as in a git worktree
     listing = await box.call("list_files", args(path="."))
     assert listing.ok and "app/main.py  15 bytes" in listing.text and "pkg/util.py" in listing.text
+    assert ".git" not in listing.text
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from aether_contracts.workspace import (
     final_files,
     visible_files,
 )
+from aether_core.files import FileLimits
 from aether_core.gitrepo import TaskCheckouts, memory_history, subtask_commit
 from aether_executor import scheduling
 from aether_executor.workspace import files_context
@@ -123,6 +124,19 @@ def test_worker_checkout_and_synthesizer_history_agree_and_git_reads_them(tmp_pa
     finally:
         worktree.close()
     assert list((tmp_path / "agent").iterdir()) == [], "the task's checkout goes with its last worktree"
+
+
+def test_what_tools_left_in_a_worktree_is_the_work_not_its_git_link(tmp_path):
+    checkouts = TaskCheckouts(tmp_path / "agent", keep_idle_s=0)
+    worktree = checkouts.checkout("t", "a", [])
+    try:
+        assert (worktree.path / ".git").is_file(), "a worktree's .git is a file naming its repository"
+        (worktree.path / "app").mkdir()
+        (worktree.path / "app" / "main.py").write_text("print(1)\n")
+        left, skipped = worktree.changes(FileLimits(), ["__pycache__"])
+        assert left == {"app/main.py": b"print(1)\n"} and skipped == []
+    finally:
+        worktree.close()
 
 
 

@@ -20,10 +20,14 @@ export type TaskEvent = Schemas["TaskEventBody"];
 export type TaskState = Schemas["TaskStateBody"];
 export type Usage = Schemas["Usage"];
 export type StreamError = Schemas["StreamError"];
+export type ToolStep = Schemas["ToolStep"];
+export type Verification = Schemas["Verification"];
+export type CheckRun = Schemas["CheckRun"];
 
 export type TaskStreamMessage =
   | Schemas["TaskEventMessage"]
   | Schemas["TaskStateMessage"]
+  | Schemas["TaskStepMessage"]
   | Schemas["TaskEndMessage"]
   | Schemas["StreamErrorMessage"];
 export type BoardStreamMessage =
@@ -87,6 +91,11 @@ export function submitOrchestratorTask(
 
 export function fetchOrchestratorTask(taskId: string): Promise<OrchestratorTask> {
   return request(`/api/orchestrate/task/${encodeURIComponent(taskId)}`);
+}
+
+/** Every tool call and check of one subtask, each of its runs, oldest first. */
+export function fetchSubtaskSteps(taskId: string, subtaskId: string): Promise<ToolStep[]> {
+  return request(`/api/orchestrate/task/${encodeURIComponent(taskId)}/subtasks/${encodeURIComponent(subtaskId)}/steps`);
 }
 
 export function fetchOrchestratorTasks(

@@ -18,14 +18,22 @@ export function useTaskStream(taskId: string) {
   const [connection, setConnection] = useState<Connection>("connecting");
   const [error, setError] = useState<StreamError | null>(null);
   const [attempt, setAttempt] = useState(0);
+  // Live steps are not part of the resume: what fetched them counts the reconnections to fetch again.
+  const [reconnects, setReconnects] = useState(0);
 
   useEffect(() => {
     setError(null);
+    let dropped = false;
     const handle = openStream<TaskStreamMessage>(streamPaths.task(taskId), {
       onMessage: dispatch,
       onConnection: (state, failure) => {
         setConnection(state);
         if (failure) setError(failure);
+        if (state === "reconnecting") dropped = true;
+        if (state === "live" && dropped) {
+          dropped = false;
+          setReconnects((n) => n + 1);
+        }
       },
       isEnd: (message) => message.type === "task.end",
     });
@@ -37,7 +45,7 @@ export function useTaskStream(taskId: string) {
     if (revision !== undefined) markRendered("task", [{ task: taskId, revision }]);
   }, [taskId, revision]);
 
-  return { ...view, connection, error, retry: () => setAttempt((n) => n + 1) };
+  return { ...view, connection, error, reconnects, retry: () => setAttempt((n) => n + 1) };
 }
 
 export function useBoardStream(limit = 100) {

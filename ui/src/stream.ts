@@ -8,7 +8,9 @@ import type {
   TaskEvent,
   TaskState,
   TaskStreamMessage,
+  ToolStep,
 } from "./api";
+import { mergeSteps } from "./steps";
 
 export type Connection = "connecting" | "live" | "reconnecting" | "ended" | "failed";
 
@@ -99,10 +101,12 @@ export function openStream<M extends Message>(
 export interface TaskView {
   task: TaskState | null;
   events: TaskEvent[];
+  /** The steps that arrived live, per subtask (the steps route has the ones before them). */
+  steps: Record<string, ToolStep[]>;
   ended: boolean;
 }
 
-export const emptyTaskView: TaskView = { task: null, events: [], ended: false };
+export const emptyTaskView: TaskView = { task: null, events: [], steps: {}, ended: false };
 
 export function reduceTask(view: TaskView, message: TaskStreamMessage): TaskView {
   switch (message.type) {
@@ -115,6 +119,10 @@ export function reduceTask(view: TaskView, message: TaskStreamMessage): TaskView
     case "task.state":
       if (view.task && message.data.revision <= view.task.revision) return view;
       return { ...view, task: message.data };
+    case "task.step": {
+      const subtask = message.data.subtask_id;
+      return { ...view, steps: { ...view.steps, [subtask]: mergeSteps(view.steps[subtask], [message.data]) } };
+    }
     case "task.end":
       return { ...view, ended: true };
     default:

@@ -360,6 +360,8 @@ class Worktree:
         for directory, dirs, files in os.walk(self.path):
             dirs[:] = sorted(d for d in dirs if d not in skip and not os.path.islink(os.path.join(directory, d)))
             for name in sorted(files):
+                if name == ".git":
+                    continue  # a worktree's link to its repository (a file), no part of the work
                 full = os.path.join(directory, name)
                 relative = os.path.relpath(full, self.path).replace(os.sep, "/")
                 if relative == ".git":

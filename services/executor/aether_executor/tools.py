@@ -125,6 +125,8 @@ class Toolbox:
         for directory, dirs, files in os.walk(base):
             dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not Path(directory, d).is_symlink())
             for name in sorted(files):
+                if name == ".git":
+                    continue  # a worktree's link to its repository
                 full = Path(directory, name)
                 info = full.lstat()
                 if len(entries) >= LIST_LIMIT:

@@ -85,6 +85,10 @@ class Gateway:
     def task(self, task_id: str) -> dict:
         return self._call("GET", f"/api/orchestrate/task/{task_id}").json()
 
+    def steps(self, task_id: str, subtask_id: str) -> list[dict]:
+        """Every tool call and check of one subtask, oldest first."""
+        return self._call("GET", f"/api/orchestrate/task/{task_id}/subtasks/{subtask_id}/steps").json()
+
     def tasks(self, *, status: str | None = None, limit: int = 20) -> tuple[list[dict], int]:
         params: dict[str, Any] = {"limit": limit}
         if status:

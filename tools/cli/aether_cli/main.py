@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .client import Gateway, GatewayError, Unreachable
-from .render import TASK_STYLE, LiveView, PlainView, print_task, result_text, summary_line
+from .render import RUNNING, TASK_STYLE, LiveView, PlainView, print_task, result_text, summary_line
 from .settings import CLISettings
 
 TASK_STATUSES = ("pending", "planning", "executing", "synthesizing", "completed", "failed", "cancelled")
@@ -43,7 +43,9 @@ def parser() -> argparse.ArgumentParser:
     task.add_argument("id")
     task.add_argument("-f", "--follow", action="store_true", help="follow it live until it finishes")
     task.add_argument("--logs", action="store_true", help="print its log too")
-    task.add_argument("--json", action="store_true")
+    task.add_argument("--steps", action="store_true", help="print each subtask's steps: its expert's tool calls and Aether's checks")
+    task.add_argument("-v", "--verbose", action="store_true", help="with --steps: each step's output too")
+    task.add_argument("--json", action="store_true", help="print the task as JSON (with --steps: {task, steps})")
 
     agents = commands.add_parser("agents", help="list the agent templates and the live agent pool")
     agents.add_argument("--json", action="store_true")
@@ -90,22 +92,35 @@ def show_task(gateway: Gateway, args: argparse.Namespace, console: Console) -> i
     if args.follow:
         return follow(gateway, args.id, console, as_json=args.json)
     task = gateway.task(args.id)
+    steps = {s["id"]: gateway.steps(task["id"], s["id"]) for s in task["subtasks"]} if args.steps else None
     if args.json:
-        console.print_json(data=task)
+        console.print_json(data=task if steps is None else {"task": task, "steps": steps})
     else:
-        print_task(console, task, logs=args.logs)
+        print_task(console, task, logs=args.logs, steps=steps, verbose=args.verbose)
     return 1 if task["status"] == "failed" else 0
 
 
 def follow(gateway: Gateway, task_id: str, console: Console, *, as_json: bool = False) -> int:
     view = LiveView(console, task_id) if console.is_terminal and not as_json else PlainView(console, task_id)
     task: dict[str, Any] | None = None
+    dropped = False
+
+    def retry(attempt: int, reason: str) -> None:
+        nonlocal dropped
+        dropped = True
+        view.retry(attempt, reason)
+
     with view:
-        for message in gateway.follow(task_id, on_retry=view.retry):
+        for message in gateway.follow(task_id, on_retry=retry):
             if message.type == "task.event" and not as_json:
                 view.event(message.data)
+            elif message.type == "task.step" and not as_json:
+                view.step(message.data)
             elif message.type == "task.state":
                 task = message.data
+                if dropped and not as_json:
+                    dropped = False
+                    missed_steps(gateway, task, view)
                 view.state(task)
             elif message.type == "error":
                 raise GatewayError(message.data["status"], message.data["detail"])
@@ -119,6 +134,19 @@ def follow(gateway: Gateway, task_id: str, console: Console, *, as_json: bool = 
             console.print(Text(f"error: {task['error']}", style="red"), soft_wrap=True)
         console.print(Text(summary_line(task), style=TASK_STYLE.get(task["status"], "")))
     return 0 if task["status"] == "completed" else 1
+
+
+def missed_steps(gateway: Gateway, task: dict[str, Any], view: LiveView | PlainView) -> None:
+    """Live steps are not resumed after a reconnect: the steps route has the ones missed (the
+    views print each step once)."""
+    for subtask in task["subtasks"]:
+        if subtask["status"] in RUNNING or subtask.get("steps"):
+            try:
+                steps = gateway.steps(task["id"], subtask["id"])
+            except (GatewayError, Unreachable):
+                continue  # the log is for people: the stream goes on without them
+            for step in steps:
+                view.step(step)
 
 
 def list_tasks(gateway: Gateway, args: argparse.Namespace, console: Console) -> int:

@@ -256,6 +256,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/orchestrate/task/{task_id}/subtasks/{subtask_id}/steps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An expert's tool calls and checks for one subtask, oldest first
+         * @description Every run of the subtask (`attempt`), each tool call (`kind: tool`) and each of its checks (`kind: check`) with its arguments, outcome and (bounded) output. The same steps arrive live as `task.step` messages on the task's stream.
+         */
+        get: operations["list_steps_api_orchestrate_task__task_id__subtasks__subtask_id__steps_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/orchestrate/tasks": {
         parameters: {
             query?: never;
@@ -491,6 +511,33 @@ export interface components {
              * @constant
              */
             type: "board.task";
+        };
+        /**
+         * CheckRun
+         * @description One check (a command from the plan's `verify`) as Aether ran it in the sandbox.
+         */
+        CheckRun: {
+            /** Command */
+            command: string;
+            /**
+             * Duration Ms
+             * @default 0
+             */
+            duration_ms: number;
+            /** Exit Code */
+            exit_code?: number | null;
+            /**
+             * Output Tail
+             * @default
+             */
+            output_tail: string;
+            /** Passed */
+            passed: boolean;
+            /**
+             * Round
+             * @default 1
+             */
+            round: number;
         };
         /** ClientConfig */
         ClientConfig: {
@@ -805,7 +852,25 @@ export interface components {
             /** Started At */
             started_at?: string | null;
             status: components["schemas"]["SubtaskStatus"];
+            /**
+             * Steps
+             * @description Tool calls its expert made (the steps: `GET …/subtasks/{id}/steps`).
+             * @default 0
+             */
+            steps: number;
+            /**
+             * Tool Errors
+             * @default 0
+             */
+            tool_errors: number;
             usage: components["schemas"]["Usage"];
+            verification?: components["schemas"]["Verification"] | null;
+            /**
+             * Verify
+             * @description The checks that must pass for it to be completed.
+             * @default []
+             */
+            verify: string[];
         };
         /**
          * SubtaskStatus
@@ -875,6 +940,8 @@ export interface components {
              */
             updated_at: string;
             usage: components["schemas"]["Usage"];
+            /** @description Whether every subtask's checks pass on the task's final repository. */
+            verification?: components["schemas"]["Verification"] | null;
         };
         /** TaskEnd */
         TaskEnd: {
@@ -1038,6 +1105,11 @@ export interface components {
              */
             updated_at: string;
             usage: components["schemas"]["Usage"];
+            /**
+             * @description Whether every subtask's checks pass on the task's final repository.
+             * @default null
+             */
+            verification: components["schemas"]["Verification"] | null;
         };
         /** TaskStateMessage */
         TaskStateMessage: {
@@ -1059,6 +1131,25 @@ export interface components {
          * @enum {string}
          */
         TaskStatus: "pending" | "planning" | "executing" | "synthesizing" | "completed" | "failed" | "cancelled";
+        /**
+         * TaskStepMessage
+         * @description An expert's tool call (or one of its checks) as it happens. Not part of the resume: after a
+         *     reconnect, `GET …/subtasks/{id}/steps` has every step.
+         */
+        TaskStepMessage: {
+            data: components["schemas"]["ToolStep"];
+            /**
+             * Id
+             * @default null
+             */
+            id: null;
+            /**
+             * Type
+             * @default task.step
+             * @constant
+             */
+            type: "task.step";
+        };
         /** TaskSubmission */
         TaskSubmission: {
             /**
@@ -1104,6 +1195,54 @@ export interface components {
             usage: components["schemas"]["Usage"];
         };
         /**
+         * ToolStep
+         * @description One tool call of an expert, published on `aether.step.<task>.<subtask>` (the step log of a
+         *     subtask lives on the stream, not in the task state, which keeps only the counts).
+         */
+        ToolStep: {
+            /** Arguments */
+            arguments: string;
+            /**
+             * At
+             * Format: date-time
+             */
+            at?: string;
+            /** Attempt */
+            attempt: number;
+            /** Call Id */
+            call_id: string;
+            /**
+             * Duration Ms
+             * @default 0
+             */
+            duration_ms: number;
+            /** Exit Code */
+            exit_code?: number | null;
+            /** Index */
+            index: number;
+            /**
+             * Kind
+             * @default tool
+             * @enum {string}
+             */
+            kind: "tool" | "check";
+            /** Ok */
+            ok: boolean;
+            /**
+             * Output
+             * @default
+             */
+            output: string;
+            /** Subtask Id */
+            subtask_id: string;
+            /** Summary */
+            summary: string;
+            /** Task Id */
+            task_id: string;
+            /** Tool */
+            tool: string;
+        };
+        /**
          * Usage
          * @description Tokens and LLM requests, every attempt counted: failed, abandoned and retried ones too.
          */
@@ -1146,6 +1285,23 @@ export interface components {
             msg: string;
             /** Error Type */
             type: string;
+        };
+        /**
+         * Verification
+         * @description Whether checks passed: a subtask's after its expert's work, a task's on its repository.
+         */
+        Verification: {
+            /** Checks */
+            checks?: components["schemas"]["CheckRun"][];
+            /** Note */
+            note?: string | null;
+            /** Passed */
+            passed: boolean;
+            /**
+             * Rounds
+             * @default 0
+             */
+            rounds: number;
         };
         /** WorkspaceBody */
         WorkspaceBody: {
@@ -1819,6 +1975,47 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_steps_api_orchestrate_task__task_id__subtasks__subtask_id__steps_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+                subtask_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ToolStep"][];
+                };
+            };
+            /** @description No such task or subtask */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

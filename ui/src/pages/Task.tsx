@@ -1,9 +1,10 @@
 import { useEffect, useId, useRef, useState, type ReactNode } from "react";
-import type { OrchestratorSubtask, TaskEvent, TaskState } from "../api";
+import type { OrchestratorSubtask, TaskEvent, TaskState, ToolStep } from "../api";
 import { Markdown } from "../components/Markdown";
 import { PlanGraph } from "../components/PlanGraph";
 import { ConnectionBadge, Empty, ErrorState, Loading, Spinner } from "../components/States";
 import { StatusBadge, subtaskLook, taskLook } from "../components/Status";
+import { RepositoryChecks, SubtaskChecks, SubtaskSteps } from "../components/Steps";
 import { clock, duration, firstLine, seconds, tokens } from "../format";
 import { useDocumentTitle, useNow } from "../hooks";
 import { useTaskStream } from "../live";
@@ -13,7 +14,7 @@ import { fetchClientConfig, fetchTaskFile, fetchTaskWorkspace, traceUrl, type Ta
 const RUNNING = new Set(["executing", "creating_agent"]);
 
 export function TaskPage({ taskId }: { taskId: string }) {
-  const { task, events, connection, error, retry } = useTaskStream(taskId);
+  const { task, events, steps, connection, error, reconnects, retry } = useTaskStream(taskId);
   useDocumentTitle(task ? firstLine(task.description).slice(0, 60) : "Task");
   const active = !!task && !["completed", "failed", "cancelled"].includes(task.status);
   const now = useNow(active);
@@ -80,10 +81,13 @@ export function TaskPage({ taskId }: { taskId: string }) {
       )}
       {task.status === "synthesizing" && <Loading label="Jason is putting the results together…" />}
       {task.repository && <Downloads task={task} />}
+      {task.verification && <RepositoryChecks verification={task.verification} />}
 
       <div className="grid grid-cols-1 gap-6 lg:grid-cols-5">
         <div className="min-w-0 space-y-6 lg:col-span-3">
-          {selected && <SubtaskPanel taskId={task.id} subtask={selected} now={now} onSelect={setPicked} />}
+          {selected && (
+            <SubtaskPanel taskId={task.id} subtask={selected} now={now} onSelect={setPicked} liveSteps={steps[selected.id]} reconnects={reconnects} />
+          )}
           {task.subtasks.length > 0 && <UsageTable task={task} now={now} selected={selected?.id} onSelect={setPicked} />}
         </div>
         <LogPanel events={events} subtaskId={selected?.id ?? null} className="min-w-0 lg:col-span-2" />
@@ -231,7 +235,21 @@ function Fact({ label, children }: { label: string; children: ReactNode }) {
 
 type Subtask = TaskState["subtasks"][number];
 
-function SubtaskPanel({ taskId, subtask, now, onSelect }: { taskId: string; subtask: Subtask; now: number; onSelect: (id: string) => void }) {
+function SubtaskPanel({
+  taskId,
+  subtask,
+  now,
+  onSelect,
+  liveSteps,
+  reconnects,
+}: {
+  taskId: string;
+  subtask: Subtask;
+  now: number;
+  onSelect: (id: string) => void;
+  liveSteps?: ToolStep[];
+  reconnects: number;
+}) {
   const look = subtaskLook(subtask);
   const headingId = useId();
   const running = RUNNING.has(subtask.status);
@@ -254,6 +272,7 @@ function SubtaskPanel({ taskId, subtask, now, onSelect }: { taskId: string; subt
         </Detail>
         <Detail label="Attempts">{subtask.attempts || "–"}</Detail>
         <Detail label="Model">{subtask.model ?? "–"}</Detail>
+        <Detail label="Tool calls">{subtask.steps ? `${subtask.steps} (${subtask.tool_errors} ${subtask.tool_errors === 1 ? "error" : "errors"})` : "–"}</Detail>
       </dl>
       {subtask.depends_on.length > 0 && (
         <div className="mt-3 flex flex-wrap items-center gap-1.5 text-sm">
@@ -285,7 +304,9 @@ function SubtaskPanel({ taskId, subtask, now, onSelect }: { taskId: string; subt
           </p>
         )}
       </div>
+      <SubtaskChecks subtask={subtask} />
       {subtask.files.length > 0 && <FileList taskId={taskId} subtask={subtask} />}
+      <SubtaskSteps taskId={taskId} subtask={subtask} live={liveSteps} reconnects={reconnects} />
     </section>
   );
 }
