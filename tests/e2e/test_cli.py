@@ -13,7 +13,6 @@ import pytest
 
 from tests.support.plans import scripted, subtask
 from tests.support.ports import free_port
-from tests.support.sandbox import needs_sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -191,7 +190,6 @@ def submitted_id(out: str) -> str:
     return out.split("submitted task ", 1)[1].split()[0]
 
 
-@needs_sandbox
 def test_task_steps_prints_the_failing_run_the_fix_the_passing_run_and_the_checks(stack):
     plan = scripted("CLI steps", [{**subtask("calc", "python-backend"), "verify": ["python3 -m pytest -q"]}])
     followed = aether(stack, "submit", plan, "--follow")

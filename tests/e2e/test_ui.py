@@ -19,7 +19,6 @@ from tests.support.browser import (
     summary,
 )
 from tests.support.plans import scripted, subtask
-from tests.support.sandbox import needs_sandbox
 from tests.support.stack import UI_DIST
 
 pytestmark = pytest.mark.e2e
@@ -475,7 +474,6 @@ def open_subtask(page, stack, task_id: str, subtask_id: str):
     return panel
 
 
-@needs_sandbox
 def test_a_subtasks_steps_show_the_failing_run_the_fix_the_passing_run_and_its_checks(stack, page):
     """The simulator's scripted tool run (tools/simulator `acting_reply`): code and a test with a
     bug, a failing run, a fix, a passing run; then Aether's own check, and the synthesizer's."""
