@@ -840,7 +840,10 @@ def detect(
         sandbox = Bubblewrap(bwrap, toolchain=toolchain, uids=uids, lend=lend)
     except (FileNotFoundError, SandboxUnavailable) as exc:
         return Unavailable(str(exc))
-    error = sandbox.probe()
+    try:
+        error = sandbox.probe()
+    except Exception as exc:  # e.g. no writable temporary directory (a read-only container)
+        error = f"{type(exc).__name__}: {exc}"
     if error is not None:
         log.warning("no sandbox: bubblewrap cannot run here: %s", error)
         return Unavailable(f"bubblewrap cannot start a sandbox here: {error}")

@@ -358,7 +358,10 @@ class Worker:
             return self._finished(event, started, error=str(exc), usage=spent, verification=exc.verification,
                                   steps=acting.steps, tool_errors=acting.tool_errors)
         except BudgetSpent as exc:
-            return self._finished(event, started, error=str(exc), usage=spent, steps=acting.steps)
+            # Not the expert's failure: the task stops politely (no replacement would fit either).
+            finished = self._finished(event, started, error=str(exc), usage=spent, steps=acting.steps)
+            finished.budget_spent = True
+            return finished
         except LLMCallError as exc:
             log.warning("task %s: subtask %s failed: %s", event.task_id, event.subtask_id, exc)
             return self._finished(event, started, error=str(exc), retryable=exc.retryable, usage=spent,

@@ -51,13 +51,15 @@ class PlannedSubtask:
     """Commands that must pass for the subtask to be completed (run by Aether in the sandbox)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        planned: dict[str, Any] = {
             "id": self.id,
             "description": self.description,
             "agent_type": self.agent_type,
             "depends_on": list(self.depends_on),
-            "verify": list(self.verify),
         }
+        if self.verify:
+            planned["verify"] = list(self.verify)
+        return planned
 
 
 @dataclass
