@@ -6,9 +6,11 @@ Failed subtasks are named as missing; the synthesis never pretends they succeede
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from aether_contracts.events import PlanReady, SynthesisRequested, TaskFinished
@@ -247,20 +249,39 @@ class Synthesizer:
             return None
         master = self.registry.master(state.master_id) or JASON
         telemetry.annotate({telemetry.AGENT_TYPE: master.id})
-        with tempfile.TemporaryDirectory(prefix="aether-verify-") as scratch:
-            workdir = Path(scratch)
+        with self._scratch(state) as workdir:
             verification = await self._verify(state, workdir)
             if verification is not None and not verification.passed and self._fixable(state, verification):
                 fixed = await self.store.mutate(state.id, lambda s: _fix_up(s, verification, self.max_fixups))
                 return PlanReady(task_id=state.id, round=fixed.value) if fixed.changed else None
             return await self._synthesize(event, state, master, verification, workdir)
 
-    async def _verify(self, state: TaskState, workdir: Path, extra: dict[str, bytes] | None = None) -> Verification | None:
+    @contextlib.contextmanager
+    def _scratch(self, state: TaskState) -> Iterator[Path | None]:
+        """Where the repository's files are written to run its checks; None when there are no
+        checks to run, or no writable temporary directory (a read-only container: said in the
+        verification)."""
+        if not task_checks(state) or self.sandbox is None or not self.sandbox.available:
+            yield None
+            return
+        try:
+            scratch = tempfile.TemporaryDirectory(prefix="aether-verify-")
+        except OSError as exc:
+            log.warning("task %s: no directory to check the repository in: %s", state.id, exc)
+            yield None
+            return
+        with scratch as directory:
+            yield Path(directory)
+
+    async def _verify(self, state: TaskState, workdir: Path | None, extra: dict[str, bytes] | None = None) -> Verification | None:
         """Every completed subtask's checks on the repository's files as they stand; None when
         there are none (or this synthesizer runs no checks)."""
         checks = task_checks(state)
         if not checks or self.sandbox is None:
             return None
+        if workdir is None:
+            reason = self.sandbox.reason if not self.sandbox.available else "no writable temporary directory here"
+            return Verification(passed=False, checks=[], note=f"the repository's checks could not run: {reason}")
         await self.repository.materialize(state, workdir, extra)
         with telemetry.span("verify", {telemetry.TASK_ID: state.id, "aether.checks": len(checks)}):
             return await run_checks(self.sandbox, checks, workdir, self.check_limits)
@@ -271,7 +292,8 @@ class Synthesizer:
         )
 
     async def _synthesize(
-        self, event: SynthesisRequested, state: TaskState, master: MasterConfig, verification: Verification | None, workdir: Path
+        self, event: SynthesisRequested, state: TaskState, master: MasterConfig, verification: Verification | None,
+        workdir: Path | None,
     ) -> TaskFinished | None:
         usage, note = Usage(), None
         messages = synthesis_messages(state, master, files=await self.repository.brief_files(state))
