@@ -21,16 +21,26 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q "uv==$(UV_VERSION)"
 
+# Running needs the services and their libraries only; the test, bench and lint tools (playwright,
+# schemathesis, ruff, langgraph for the bench…) come with the targets that use them. `--inexact`:
+# a run install keeps what a test install added.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock $(MEMBERS)
-	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
 	@touch $@
+
+$(VENV)/.synced-dev: $(UV) pyproject.toml uv.lock $(MEMBERS)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@ $(VENV)/.synced
 
 .PHONY: help
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: $(VENV)/.synced ## install Python dependencies into .venv (uv, one lock)
+install: $(VENV)/.synced ## install what running needs into .venv (uv, one lock)
+
+.PHONY: install-dev
+install-dev: $(VENV)/.synced-dev ## install what running needs and the test, bench and lint tools
 
 BASE_IMAGE ?= python:3.11-slim-bookworm
 
@@ -56,7 +66,7 @@ up: install ## run the whole stack (embedded NATS; the LLM simulator unless OPEN
 	AETHER_BASE_IMAGE="$${AETHER_BASE_IMAGE:-$(BASE_IMAGE)}" $(PY) -m aether_devstack up $(if $(SCALE),--scale $(SCALE))
 
 .PHONY: test
-test: install ui browser ## run every test (UI components, unit, integration against a real nats-server, end to end)
+test: install-dev ui browser ## run every test (UI components, unit, integration against a real nats-server, end to end)
 	cd ui && $(NPM) run --silent typecheck && $(NPM) test --silent
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -69,11 +79,11 @@ k8s-secrets: install ## print the Secrets giving each service its own NATS user 
 	@$(PY) -m aether_devstack nats-secrets $(if $(NAMESPACE),--namespace $(NAMESPACE))
 
 .PHONY: bench
-bench: install ## makespan vs critical path (vs the Phase 1 loop and LangGraph), overhead, throughput, memory
+bench: install-dev ## makespan vs critical path (vs the Phase 1 loop and LangGraph), overhead, throughput, memory
 	$(PY) -m aether_bench $(BENCH_ARGS)
 
 .PHONY: chaos
-chaos: install ## kill every service at its worst moment, restart NATS, take the LLM down (figures in artifacts/)
+chaos: install-dev ## kill every service at its worst moment, restart NATS, take the LLM down (figures in artifacts/)
 	$(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 .PHONY: check-llm
@@ -81,20 +91,20 @@ check-llm: install ## Aether against a real model here: llama.cpp + SmolLM2-135M
 	$(PY) -m aether_devstack check-llm $(CHECK_LLM_ARGS)
 
 .PHONY: fuzz
-fuzz: install ## a longer schemathesis run against the gateway (AETHER_FUZZ_SECONDS, default 600)
+fuzz: install-dev ## a longer schemathesis run against the gateway (AETHER_FUZZ_SECONDS, default 600)
 	AETHER_FUZZ_SECONDS=$${AETHER_FUZZ_SECONDS:-600} $(PY) -m pytest tests/e2e/test_api_fuzz.py -s
 
 .PHONY: bench-workspace
-bench-workspace: install ## measure how large a task's workspace can get (files, bytes) before it degrades
+bench-workspace: install-dev ## measure how large a task's workspace can get (files, bytes) before it degrades
 	$(PY) scripts/measure_workspace.py $(if $(SIZES),--sizes $(SIZES))
 
 .PHONY: lint
-lint: install $(UI_DEPS) ## static checks
+lint: install-dev $(UI_DEPS) ## static checks
 	$(VENV)/bin/ruff check libs services tools tests scripts
 	cd ui && $(NPM) run --silent typecheck
 
 .PHONY: api-types
-api-types: install $(UI_DEPS) ## regenerate ui/openapi.json and the UI's types after changing the gateway's API
+api-types: install-dev $(UI_DEPS) ## regenerate ui/openapi.json and the UI's types after changing the gateway's API
 	$(PY) -m aether_gateway.openapi > ui/openapi.json
 	cd ui && $(NPM) run --silent gen:api
 

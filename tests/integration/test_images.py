@@ -162,3 +162,22 @@ def test_sigterm_stops_each_image_cleanly(running, name):
     container.stop(timeout=60)
     container.reload()
     assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-3000:]
+
+
+def test_a_base_no_registry_serves_is_replaced_by_the_local_one_in_one_line():
+    """`make up` with the docker backend on a machine without a registry: the default base cannot
+    be pulled, so the local one is used, and the user reads why in one line, not a DNS error."""
+    need_docker()
+    from aether_devstack.images import LOCAL_BASE, ImageError, resolve_base
+
+    unpullable = "aether-no-such-registry.invalid/python:3.11-slim"
+    said: list[str] = []
+    assert resolve_base(unpullable, say=said.append, replaceable=(unpullable,)) == LOCAL_BASE
+    assert len(said) == 1 and unpullable in said[0] and LOCAL_BASE in said[0], said
+    assert "dial tcp" not in said[0] and "\n" not in said[0]
+
+    # Any other base is not swapped behind the user's back: an error naming it and the way out.
+    with pytest.raises(ImageError) as refused:
+        resolve_base(unpullable, say=said.append, replaceable=())
+    assert unpullable in str(refused.value) and f"BASE_IMAGE={LOCAL_BASE}" in str(refused.value)
+    assert len(said) == 1

@@ -231,7 +231,9 @@ async def up(args: argparse.Namespace) -> int:
         if not image_exists(image):
             base = env("AETHER_BASE_IMAGE", DEFAULT_BASE)
             supervisor.log("devstack", f"the agent image {image} is missing: building it on {base}…", 97)
-            await asyncio.to_thread(build_images, ["executor"], base=base)
+            await asyncio.to_thread(
+                build_images, ["executor"], base=base, say=lambda line: supervisor.log("devstack", line, 97)
+            )
     # What each service gets beyond `common`: its own NATS user, and secrets only where used.
     agent_url = os.environ.get("AETHER_AGENT_NATS_URL") or nats_address
     if nats_urls:

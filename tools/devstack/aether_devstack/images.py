@@ -7,8 +7,8 @@ CPython 3.11), so the image build needs no network and no index, and a second bu
 layer whose inputs did not change.
 
 `BASE_IMAGE` is the Python base of every image: `python:3.11-slim-bookworm` by default. Where no
-registry answers, `LOCAL_BASE` is made here from Debian packages (deploy/docker/base-image.sh) and
-kept for the next builds.
+registry serves it, `LOCAL_BASE` is made here from Debian packages (deploy/docker/base-image.sh),
+kept for the next builds, and used instead, said in one line.
 """
 
 from __future__ import annotations
@@ -98,6 +98,47 @@ def ensure_base_image(tag: str = LOCAL_BASE) -> str:
     if not image_exists(tag):
         _run(["bash", str(ROOT / "deploy" / "docker" / "base-image.sh"), tag])
     return tag
+
+
+def resolve_base(base: str, *, say=print, replaceable: tuple[str, ...] = (DEFAULT_BASE,)) -> str:
+    """The base to build on: `base` when the engine has it or can pull it. The default base that
+    no registry serves (a machine without internet, or behind a mirror-less proxy) is replaced by
+    the local one made from Debian packages, said in one line; any other base that cannot be
+    pulled is an error naming it, not the engine's DNS message."""
+    if base == LOCAL_BASE:
+        return ensure_base_image(base)
+    if image_exists(base):
+        return base
+    pulled = subprocess.run(["docker", "pull", "--quiet", base], capture_output=True, text=True)
+    if pulled.returncode == 0:
+        return base
+    reason = _pull_reason(pulled.stderr or pulled.stdout)
+    if base not in replaceable:
+        raise ImageError(
+            f"the base image {base} is not here and cannot be pulled ({reason}); "
+            f"pull it by hand, or build on {LOCAL_BASE} (BASE_IMAGE={LOCAL_BASE}), made here from Debian packages"
+        )
+    say(
+        f"no registry serves {base} ({reason}): building on {LOCAL_BASE} instead, made here from "
+        "Debian packages by deploy/docker/base-image.sh (about a minute, once)"
+    )
+    return ensure_base_image(LOCAL_BASE)
+
+
+def _pull_reason(output: str) -> str:
+    """The engine's pull error in a few words."""
+    text = output.strip().splitlines()[-1] if output.strip() else "no answer"
+    for marker, words in (
+        ("no such host", "the registry's name does not resolve"),
+        ("i/o timeout", "the registry does not answer"),
+        ("connection refused", "the registry refuses connections"),
+        ("unauthorized", "the registry refuses this client"),
+        ("not found", "the registry has no such image"),
+        ("manifest unknown", "the registry has no such image"),
+    ):
+        if marker in text.lower():
+            return words
+    return text.removeprefix("Error response from daemon: ")[:160]
 
 
 def _export(service: Service, *, workspace: bool) -> str:
@@ -246,15 +287,15 @@ def build_image(service: Service, *, base: str = DEFAULT_BASE, tags: list[str] |
 
 
 def build_images(
-    names: list[str] | None = None, *, base: str = DEFAULT_BASE, tags: bool = True
+    names: list[str] | None = None, *, base: str = DEFAULT_BASE, tags: bool = True, say=print
 ) -> dict[str, str]:
-    """Build the images of `names` (default: every service); returns name → image id."""
-    if base == LOCAL_BASE:
-        ensure_base_image(base)
+    """Build the images of `names` (default: every service); returns name → image id. `say`
+    tells the user when the base is replaced (see `resolve_base`)."""
     known = {s.name: s for s in services()}
     unknown = sorted(set(names or ()) - known.keys())
     if unknown:
         raise ImageError(f"no Dockerfile for {', '.join(unknown)}; services: {', '.join(known)}")
+    base = resolve_base(base, say=say)
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     prepare_deps()
     prepare_ui()
