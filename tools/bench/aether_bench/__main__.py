@@ -257,7 +257,8 @@ async def memory(count: int) -> dict:
     try:
         one = Dag("tiny", (Node("s0", "fullstack", (), 0),), 0, 0).description()
         started = time.perf_counter()
-        async with stack.client() as client:
+        # Waves of 500 submits on two cores: a reply can take longer than the default 30 s.
+        async with stack.client(timeout=180) as client:
             semaphore = asyncio.Semaphore(200)
 
             async def submit_one() -> str:
@@ -294,33 +295,41 @@ async def memory(count: int) -> dict:
 
 
 def table(results: dict) -> str:
-    m = results["makespan"]
-    lines = [
-        f"Aether benchmark — {results['machine']}",
-        "",
-        "| Makespan / critical path | median | p95 | median makespan |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, label in (("aether", "Aether"), ("phase1", "Phase 1 loop (asyncio.gather per level)"), ("langgraph", "LangGraph")):
-        r = m[name]
-        lines.append(f"| {label} | {r['ratio']['median']:.3f} | {r['ratio']['p95']:.3f} | {r['makespan_s']['median']:.2f} s |")
-    b = m["level_by_level_bound"]["ratio"]
-    lines.append(f"| (level-by-level lower bound) | {b['median']:.3f} | {b['p95']:.3f} | |")
-    o = results["overhead"]["ms"]
-    lines += ["", f"Overhead per subtask (dependency done -> dependent's LLM request): median {o['median']:.2f} ms, p95 {o['p95']:.2f} ms (n={o['n']})", ""]
-    lines += ["| Executor replicas | tasks/s | subtasks/s | CPU s per service |", "| --- | --- | --- | --- |"]
-    for t in results["throughput"]:
-        cpu = ", ".join(f"{k} {v}" for k, v in sorted(t["cpu_s"].items()) if v >= 0.05)
-        label = f"{t['replicas']}" + ("" if t.get("worktrees", True) else " (agents without git worktrees)")
-        lines.append(f"| {label} | {t['tasks_per_s']:.1f} | {t['subtasks_per_s']:.0f} | {cpu} |")
-    mem = results["memory"]
-    lines += [
-        "",
-        f"{mem['tasks']} finished tasks: KV {mem['kv_tasks_mb']:.1f} MiB ({mem['kv_bytes_per_task']:.0f} B/task); "
-        f"RSS MiB {', '.join(f'{k} {v}' for k, v in sorted(mem['rss_mb'].items()))}; "
-        f"GET /api/orchestrate/tasks first page median {mem['list_first_page_ms']['median']:.1f} ms "
-        f"(p95 {mem['list_first_page_ms']['p95']:.1f}), last page median {mem['list_last_page_ms']['median']:.1f} ms",
-    ]
+    failed = [f"{name}: {value['error']}" for name, value in results.items() if isinstance(value, dict) and "error" in value]
+    failed += [f"throughput: {t['error']}" for t in results.get("throughput", []) if "error" in t]
+    results = {
+        **{k: v for k, v in results.items() if not (isinstance(v, dict) and "error" in v)},
+        "throughput": [t for t in results.get("throughput", []) if "error" not in t],
+    }
+    return "\n".join([_table(results), *(f"FAILED {line}" for line in failed)])
+
+
+def _table(results: dict) -> str:
+    lines = [f"Aether benchmark — {results['machine']}"]
+    if m := results.get("makespan"):
+        lines += ["", "| Makespan / critical path | median | p95 | median makespan |", "| --- | --- | --- | --- |"]
+        for name, label in (("aether", "Aether"), ("phase1", "Phase 1 loop (asyncio.gather per level)"), ("langgraph", "LangGraph")):
+            r = m[name]
+            lines.append(f"| {label} | {r['ratio']['median']:.3f} | {r['ratio']['p95']:.3f} | {r['makespan_s']['median']:.2f} s |")
+        b = m["level_by_level_bound"]["ratio"]
+        lines.append(f"| (level-by-level lower bound) | {b['median']:.3f} | {b['p95']:.3f} | |")
+    if o := results.get("overhead"):
+        o = o["ms"]
+        lines += ["", f"Overhead per subtask (dependency done -> dependent's LLM request): median {o['median']:.2f} ms, p95 {o['p95']:.2f} ms (n={o['n']})"]
+    if results.get("throughput"):
+        lines += ["", "| Executor replicas | tasks/s | subtasks/s | CPU s per service |", "| --- | --- | --- | --- |"]
+        for t in results["throughput"]:
+            cpu = ", ".join(f"{k} {v}" for k, v in sorted(t["cpu_s"].items()) if v >= 0.05)
+            label = f"{t['replicas']}" + ("" if t.get("worktrees", True) else " (agents without git worktrees)")
+            lines.append(f"| {label} | {t['tasks_per_s']:.1f} | {t['subtasks_per_s']:.0f} | {cpu} |")
+    if mem := results.get("memory"):
+        lines += [
+            "",
+            f"{mem['tasks']} finished tasks: KV {mem['kv_tasks_mb']:.1f} MiB ({mem['kv_bytes_per_task']:.0f} B/task); "
+            f"RSS MiB {', '.join(f'{k} {v}' for k, v in sorted(mem['rss_mb'].items()))}; "
+            f"GET /api/orchestrate/tasks first page median {mem['list_first_page_ms']['median']:.1f} ms "
+            f"(p95 {mem['list_first_page_ms']['p95']:.1f}), last page median {mem['list_last_page_ms']['median']:.1f} ms",
+        ]
     if "tools" in results:
         t = results["tools"]["ms"]
         lines.append(f"Tool result -> the expert's next LLM request: median {t['median']:.2f} ms, p95 {t['p95']:.2f} ms (n={t['n']})")
@@ -342,25 +351,41 @@ async def run(args: argparse.Namespace) -> dict:
         "seed": SEED,
         "started": datetime.now().isoformat(timespec="seconds"),
     }
+
+    async def section(name: str, work, *, append: bool = False) -> None:
+        """One section's figures; a section that fails records why and the others still run, and
+        what is measured so far is on disk after every section."""
+        try:
+            value = await work
+        except Exception as exc:  # a bench run is long: keep the other sections' figures
+            value = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            progress(f"{name} failed: {value['error']}")
+        if append:
+            results.setdefault(name, []).append(value)
+        else:
+            results[name] = value
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
     dags = workload(SEED, args.dags, mean_ms=args.mean_ms, sigma=0.6)
     stack = Stack(env=stack_env(), prefix="aether-bench-").start()
     try:
         progress(f"makespan: {len(dags)} DAGs through Aether, the Phase 1 loop and LangGraph at once")
-        results["makespan"] = await makespan(stack, dags)
+        await section("makespan", makespan(stack, dags))
         progress(f"overhead: {args.chains} chains of 20 subtasks, zero latency")
-        results["overhead"] = await overhead(stack, args.chains, 20)
+        await section("overhead", overhead(stack, args.chains, 20))
         progress(f"tools: {args.tool_tasks} tasks whose expert writes, runs, fixes and passes its checks")
-        results["tools"] = await tool_steps(stack, args.tool_tasks)
+        await section("tools", tool_steps(stack, args.tool_tasks))
     finally:
         stop(stack)
     results["throughput"] = []
     for replicas, worktrees in ((1, True), (2, True), (4, True), (1, False)):
         progress(f"throughput: {args.tasks} tasks of 8 subtasks, {replicas} executor(s), worktrees {'on' if worktrees else 'off'}")
-        results["throughput"].append(await throughput(replicas, args.tasks, worktrees=worktrees))
+        await section("throughput", throughput(replicas, args.tasks, worktrees=worktrees), append=True)
     progress(f"memory: {args.memory_tasks} tasks, then listing them")
-    results["memory"] = await memory(args.memory_tasks)
+    await section("memory", memory(args.memory_tasks))
     progress(f"sandbox: {args.sandbox_runs} sandboxed commands against plain ones")
-    results["sandbox"] = await asyncio.to_thread(sandbox_start, args.sandbox_runs)
+    await section("sandbox", asyncio.to_thread(sandbox_start, args.sandbox_runs))
     return results
 
 
@@ -382,6 +407,8 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"\n(full results in {args.out}; the bench took {results['bench_seconds']} s)")
+    if "FAILED " in table(results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
