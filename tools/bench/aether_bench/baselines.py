@@ -1,7 +1,8 @@
 """The two ways people run such a DAG today, written as a user of each would write them, against
 the same LLM simulator as Aether: the Phase 1 loop (run the ready set with asyncio.gather, wait
 for all of it, repeat) and LangGraph (a StateGraph with a node per subtask and an edge per
-dependency, joins for subtasks with several)."""
+dependency, joins for subtasks with several); and the floor: an in-process scheduler that starts
+each subtask the moment its own dependencies are done, with nothing between the calls."""
 
 from __future__ import annotations
 
@@ -106,4 +107,25 @@ async def langgraph(llm: Llm, dag: Dag) -> float:
     graph.add_edge([s["id"] for s in subtasks if s["id"] not in depended_on], "synthesize")
     graph.add_edge("synthesize", END)
     await graph.compile().ainvoke({"results": {}}, {"recursion_limit": 10_000})
+    return time.perf_counter() - started
+
+
+async def floor(llm: Llm, dag: Dag) -> float:
+    """Seconds from start to synthesis when each subtask awaits exactly its dependencies, in one
+    process: what any orchestrator could reach on this machine with these calls."""
+    task_id = f"floor-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    subtasks = await plan_of(llm, dag, task_id)
+    results: dict[str, str] = {}
+    running: dict[str, asyncio.Task[None]] = {}
+
+    async def run(subtask: dict) -> None:
+        for dependency in subtask["depends_on"]:
+            await running[dependency]
+        results[subtask["id"]] = await llm.call("expert", task_id, expert_prompt(dag, subtask, results), subtask=subtask)
+
+    for subtask in subtasks:  # a plan lists dependencies first: each awaited task exists
+        running[subtask["id"]] = asyncio.create_task(run(subtask))
+    await asyncio.gather(*running.values())
+    await llm.call("synthesizer", task_id, synthesis_prompt(dag, results))
     return time.perf_counter() - started
