@@ -42,12 +42,16 @@ from tests.support.stack import Stack
 pytestmark = pytest.mark.e2e
 
 ALICE, BOB = "alice-a2a-key-0123456789abcdef", "bob-a2a-key-0123456789abcdef"
+CAROL = "carol-a2a-key-0123456789abcdef"  # a tenant of her own for the active-task limit
+ACTIVE_TASKS = 3
 TERMINAL = {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED}
 
 
 @pytest.fixture(scope="module")
 def a2a_stack():
-    running = Stack(env={"AETHER_API_KEYS": f"alice:{ALICE},bob:{BOB}"}).start()
+    running = Stack(
+        env={"AETHER_API_KEYS": f"alice:{ALICE},bob:{BOB},carol:{CAROL}", "AETHER_MAX_ACTIVE_TASKS": str(ACTIVE_TASKS)}
+    ).start()
     yield running
     running.stop()
 
@@ -290,6 +294,20 @@ async def test_what_aether_cannot_take_is_refused_with_the_protocols_errors(a2a_
             await send(client, SendMessageRequest(message=message("x" * 20_001)))
 
 
+async def test_too_many_tasks_in_progress_are_refused_with_the_delay_to_retry_after(a2a_stack):
+    async with a2a_client(a2a_stack, CAROL, streaming=False) as (client, _):
+        config = SendMessageConfiguration(return_immediately=True)
+        running = [(await send(client, SendMessageRequest(message=message(slow(f"Carol's {i}")), configuration=config)))[0].task.id for i in range(ACTIVE_TASKS)]
+        with pytest.raises(UnsupportedOperationError, match=f"at most {ACTIVE_TASKS} may run at once") as refused:
+            await send(client, SendMessageRequest(message=message(slow("one too many")), configuration=config))
+        assert refused.value.data == {"reason": "TOO_MANY_TASKS", "retryAfterSeconds": "5"}
+        for task_id in running:
+            await client.cancel_task(CancelTaskRequest(id=task_id))
+        # Ended tasks no longer count.
+        (admitted,) = await send(client, SendMessageRequest(message=message(scripted("Carol's next", [subtask("a", "fullstack")])), configuration=config))
+    await wait_until(a2a_stack, admitted.task.id, {"completed"}, key=CAROL)
+
+
 def rpc(method: str, params=None, id_=1) -> dict:
     body = {"jsonrpc": "2.0", "id": id_, "method": method}
     if params is not None:
@@ -358,3 +376,81 @@ async def test_an_a2a_0_3_client_is_served_on_the_same_endpoint(a2a_stack):
         got = (await http.post("/a2a", json=rpc("tasks/get", {"id": answer["result"]["id"]}))).json()
         assert got["result"]["id"] == answer["result"]["id"]
     await wait_until(a2a_stack, answer["result"]["id"], {"completed"})
+
+
+# -- fuzz ---------------------------------------------------------------------------------------
+
+METHODS = [
+    "SendMessage", "SendStreamingMessage", "GetTask", "ListTasks", "CancelTask", "SubscribeToTask",
+    "CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig", "ListTaskPushNotificationConfigs",
+    "DeleteTaskPushNotificationConfig", "GetExtendedAgentCard",
+    "message/send", "message/stream", "tasks/get", "tasks/cancel", "tasks/resubscribe", "agent/getAuthenticatedExtendedCard",
+]
+RPC_CODES = {-32700, -32600, -32601, -32602, -32603, -32001, -32002, -32003, -32004, -32005, -32006, -32007, -32008, -32009}
+
+
+def _strategies():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+    part = st.fixed_dictionaries({}, optional={"text": st.text(max_size=40), "raw": st.text(max_size=8), "url": st.text(max_size=12), "data": values, "kind": st.sampled_from(["text", "file", "data", "nope"])})
+    msg = st.fixed_dictionaries(
+        {"messageId": st.text(max_size=20), "role": st.sampled_from(["ROLE_USER", "ROLE_AGENT", "user", "agent", 7, None]), "parts": st.lists(part, max_size=3)},
+        optional={"taskId": st.text(max_size=12), "contextId": st.text(max_size=12), "metadata": values, "kind": st.just("message")},
+    )
+    params = values | st.fixed_dictionaries(
+        {},
+        optional={
+            "id": st.text(max_size=40) | st.integers(),
+            "message": msg,
+            # Never a blocking send: the fuzz is about the protocol, not about waiting for tasks.
+            "configuration": st.just({"returnImmediately": True, "blocking": False}),
+            "historyLength": st.integers(-5, 2**40),
+            "pageSize": st.integers(-5, 500),
+            "pageToken": st.text(max_size=12),
+            "status": st.sampled_from(["TASK_STATE_COMPLETED", "TASK_STATE_WORKING", "nope", 3, 99]),
+            "taskId": st.text(max_size=12),
+            "metadata": values,
+        },
+    )
+    envelope = st.fixed_dictionaries(
+        {"jsonrpc": st.sampled_from(["2.0", "2.0", "2.0", "1.0", 2, None]), "method": st.sampled_from(METHODS) | st.text(max_size=20)},
+        optional={"id": st.integers(-(2**63), 2**63) | st.text(max_size=10) | st.none() | st.booleans() | st.floats(allow_nan=False), "params": params},
+    )
+    return envelope, st.sampled_from(["1.0", "0.3", "", "1", "2.0", "x"])
+
+
+def test_fuzzed_json_rpc_requests_get_a_json_rpc_answer_never_a_5xx_or_a_hang(a2a_stack):
+    from hypothesis import HealthCheck, given, settings
+
+    envelopes, versions = _strategies()
+    seen = {"answers": 0, "errors": 0, "streams": 0}
+
+    @settings(max_examples=int(__import__("os").environ.get("AETHER_A2A_FUZZ_EXAMPLES", "150")), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], derandomize=True)
+    @given(body=envelopes, version=versions)
+    def one(body, version):
+        headers = {"Authorization": f"Bearer {ALICE}", "Content-Type": "application/json"}
+        if version:
+            headers["A2A-Version"] = version
+        with httpx.Client(base_url=a2a_stack.url, timeout=30) as http:
+            with http.stream("POST", "/a2a", content=json.dumps(body), headers=headers) as response:
+                assert response.status_code == 200, (body, response.status_code)
+                if response.headers["content-type"].startswith("text/event-stream"):
+                    seen["streams"] += 1
+                    next(response.iter_lines())  # it answers; the rest follows a task, not the fuzz
+                    return
+                answer = json.loads(response.read())
+        assert answer["jsonrpc"] == "2.0" and ("result" in answer) != ("error" in answer), answer
+        if "error" in answer:
+            seen["errors"] += 1
+            assert answer["error"]["code"] in RPC_CODES, answer
+            assert answer["error"]["code"] != -32603, (body, answer)  # no internal error for bad input
+        else:
+            seen["answers"] += 1
+
+    one()
+    print(f"A2A fuzz: {seen}")
+    assert seen["errors"] > 0 and seen["answers"] > 0
+    assert httpx.get(f"{a2a_stack.url}/api/health", timeout=10).status_code == 200

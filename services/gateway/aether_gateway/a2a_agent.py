@@ -99,6 +99,7 @@ STATUSES = frozenset(s.value for s in TaskStatus)
 ID_MAX_CHARS = 200
 OUTPUT_MODES = ["text/markdown", "text/plain", "application/x-git-bundle", "application/gzip"]
 
+# Out of /openapi.json: A2A clients read the card, and the protocol has its own schema.
 router = APIRouter(tags=["a2a"])
 
 
@@ -167,7 +168,7 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.get(CARD_PATH, summary="The A2A agent card (open)", include_in_schema=True)
+@router.get(CARD_PATH, summary="The A2A agent card (open)", include_in_schema=False)
 async def get_agent_card(request: Request) -> JSONResponse:
     return JSONResponse(agent_card_to_dict(agent_card(request.app.state.gateway, _base_url(request))))
 
