@@ -357,7 +357,7 @@ class AetherAgent(RequestHandler):
             raise InvalidParamsError("message.messageId must not be empty")
         description = _text_of(message)
         try:
-            state, _, _ = await create_task(
+            state, _, created = await create_task(
                 gw,
                 principal,
                 description,
@@ -367,6 +367,10 @@ class AetherAgent(RequestHandler):
             )
         except HTTPException as refused:
             raise _refusal(refused) from None
+        if not created and state.description != description.strip():
+            raise InvalidParamsError(
+                f"messageId '{message.message_id}' was an earlier message with other text: send a new id"
+            )
         return state
 
     @contextlib.asynccontextmanager
