@@ -35,7 +35,8 @@ class AuthConfigError(ValueError):
 
 
 OPEN_PATHS = frozenset(
-    {"/api/health", "/livez", "/readyz", "/metrics", "/api/config", "/docs", "/docs/assets/{name}", "/openapi.json"}
+    {"/api/health", "/livez", "/readyz", "/metrics", "/api/config", "/docs", "/docs/assets/{name}", "/openapi.json",
+     "/.well-known/agent-card.json"}
 )
 """Routes anyone may call: they carry counts, states of processes and a URL, nothing of a tenant.
 (The Mission Board's static files and the docs' assets are mounts, outside the route table.)"""

@@ -23,6 +23,7 @@ from aether_core.telemetry import instrument_fastapi
 from aether_core.templates import Registry, load_registry
 from aether_core.workspace_store import WorkspaceStore
 
+from . import a2a_agent
 from .auth import KeyRing, LinkSigner, redact_tokens_in_logs
 from .deps import Gateway, authenticate
 from .docs import mount_docs
@@ -133,7 +134,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+        oversized = length is not None and length.isdigit() and int(length) > settings.max_body_bytes
+        if oversized and not a2a_agent.sizes_its_own_body(request.url.path):
             return JSONResponse(
                 {"detail": f"request body larger than {settings.max_body_bytes} bytes"},
                 status_code=413,
@@ -166,7 +168,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    for module in (tasks, steps, stream, files, agent_routes, health, probes, observability):
+    for module in (tasks, steps, stream, files, agent_routes, health, probes, observability, a2a_agent):
         app.include_router(module.router)
     mount_docs(app)
 

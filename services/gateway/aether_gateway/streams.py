@@ -59,6 +59,8 @@ class TaskFeed:
         self.revision = 0
         """The KV revision of the last state sent."""
         self.ended = False
+        self.state: TaskState | None = None
+        """The last state drained (what the client was last told)."""
         self._latest: tuple[TaskState | None, int] | None = None
         self._steps: deque[ToolStep] = deque(maxlen=STEPS_WAITING)
         self._changed = asyncio.Event()
@@ -87,6 +89,7 @@ class TaskFeed:
         state, revision = self._latest
         self._latest = None
         self.revision = revision
+        self.state = state or self.state
         if state is None:
             self.ended = True
             return [

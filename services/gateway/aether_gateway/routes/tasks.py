@@ -2,7 +2,6 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
-from fastapi.responses import JSONResponse
 
 from aether_contracts import subjects
 from aether_contracts.events import (
@@ -57,7 +56,27 @@ async def submit_task(
         Header(description="Resubmitting with the same key returns the same task.", max_length=200),
     ] = None,
 ) -> TaskBody:
-    description = submission.description.strip()
+    state, revision, created = await create_task(
+        gw, principal, submission.description, submission.master_deployment_id, idempotency_key=idempotency_key
+    )
+    if created:
+        response.headers["Location"] = f"/api/orchestrate/task/{state.id}"
+    return task_body(state, revision)
+
+
+async def create_task(
+    gw: Gateway,
+    principal: Principal,
+    description: str,
+    master_id: str | None = None,
+    *,
+    idempotency_key: str | None = None,
+    origin: dict | None = None,
+) -> tuple[TaskState, int, bool]:
+    """Submit a task as `POST /task` does (the A2A agent too): the task, its revision, and
+    whether it is new (False: the idempotency key named an existing one). `origin`: recorded
+    with the creation event (how the task came in). HTTPException when it is refused."""
+    description = description.strip()
     if not description:
         raise HTTPException(422, "description must not be empty")
     limit = gw.settings.max_description_chars
@@ -65,7 +84,7 @@ async def submit_task(
         raise HTTPException(
             422, f"description has {len(description)} characters; at most {limit} are allowed"
         )
-    master_id = submission.master_deployment_id or gw.settings.default_master
+    master_id = master_id or gw.settings.default_master
     if gw.registry.master(master_id) is None:
         known = ", ".join(sorted(gw.registry.masters))
         raise HTTPException(422, f"unknown master_deployment_id '{master_id}'; known: {known}")
@@ -76,9 +95,8 @@ async def submit_task(
         if not visible(principal, found[0].tenant):
             # Cannot happen by chance (the id is a hash of the tenant and the key): refuse it.
             raise HTTPException(409, "this Idempotency-Key names a task you cannot see: use another key")
-        return task_body(*found)
-    if (refused := await _admit(gw, principal, task_id)) is not None:
-        return refused
+        return *found, False
+    await _admit(gw, principal, task_id)
 
     # This request's trace is the task's: every service's spans for it join it.
     trace_id = telemetry.current_trace_id()
@@ -91,7 +109,7 @@ async def submit_task(
         timeout_s=gw.settings.task_timeout_s,
         trace_id=trace_id,
     )
-    state.record("task.created", f"Task created for master {master_id}")
+    state.record("task.created", f"Task created for master {master_id}", data=origin)
     # Published first: if we die before writing the state, the planner writes it from the event.
     await gw.runtime.publish(
         TaskCreated(
@@ -113,8 +131,7 @@ async def submit_task(
         state, revision = found
     await arm_deadline(gw, state)
     gw.index.upsert(state, revision)
-    response.headers["Location"] = f"/api/orchestrate/task/{task_id}"
-    return task_body(state, revision)
+    return state, revision, True
 
 
 @router.get("/task/{task_id}", response_model=TaskBody, responses=NOT_FOUND, summary="Get a task")
@@ -162,6 +179,12 @@ RETRY_RESPONSES = {
     summary="Cancel a task: pending subtasks never start, running ones are stopped",
 )
 async def cancel_task(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> TaskBody:
+    state, revision = await cancel(gw, principal, task_id)
+    return task_body(state, revision)
+
+
+async def cancel(gw: Gateway, principal: Principal, task_id: str) -> tuple[TaskState, int]:
+    """Cancel as `POST /task/{id}/cancel` does (the A2A agent too); HTTPException 404 / 409."""
     reason = "cancelled through the API"
     mutation = await _control(gw, principal, task_id, lambda s: stop_task(s, TaskStatus.CANCELLED, reason))
     state = mutation.state
@@ -173,7 +196,7 @@ async def cancel_task(task_id: str, gw: GatewayDep, principal: PrincipalDep) -> 
             TaskFinished(task_id=task_id, status="cancelled", round=state.round),
             subjects.TASK_FINISHED,
         )
-    return task_body(state, mutation.revision)
+    return state, mutation.revision
 
 
 @router.post(
@@ -204,8 +227,7 @@ async def retry_task(
         # A retried task is in progress again, in its next round: it counts like a new one.
         # (One in progress is counted already, and its retry is refused below.)
         next_round = found[0].round + 1
-        if (refused := await _admit(gw, principal, task_id, next_round)) is not None:
-            return refused
+        await _admit(gw, principal, task_id, next_round)
         try:
             mutation = await _control(gw, principal, task_id, change)
         except HTTPException:
@@ -243,17 +265,16 @@ async def retry_task(
     return task_body(state, mutation.revision)
 
 
-async def _admit(gw: Gateway, principal: Principal, task_id: str, round: int = 1) -> JSONResponse | None:
-    """None when the tenant may have this task in progress, else the 429 to answer."""
+async def _admit(gw: Gateway, principal: Principal, task_id: str, round: int = 1) -> None:
+    """Returns when the tenant may have this task in progress, else raises the 429 to answer."""
     assert gw.quota is not None
     active = await gw.quota.admit(principal.tenant, task_id, round)
-    if active is None:
-        return None
-    return JSONResponse(
-        {"detail": f"{active} tasks in progress; at most {gw.quota.limit} may run at once: retry later"},
-        status_code=429,
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
+    if active is not None:
+        raise HTTPException(
+            429,
+            f"{active} tasks in progress; at most {gw.quota.limit} may run at once: retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
 
 async def _control(gw: Gateway, principal: Principal, task_id: str, change):
