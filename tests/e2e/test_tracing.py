@@ -41,7 +41,7 @@ MAX_DEPTH = 4
 """POST → the task's span → a unit of work → its LLM calls, tools and publishes: for any plan."""
 NAMES = re.compile(
     r"POST /api/orchestrate/task(/\{task_id\}/(retry|cancel))?|GET /api/orchestrate/task/\{task_id\}(/\S+)?"
-    r"|GET /api/orchestrate/tasks/stream|invoke_workflow aether|task|retry|cancel|verify"
+    r"|(GET|HTTP) /api/orchestrate/(task/\{task_id\}|tasks)/stream|invoke_workflow aether|task|retry|cancel|verify"
     r"|plan( Jason)?|replan|invoke_agent( [A-Z][\w &-]+)?|chat [\w.:-]+|execute_tool \w+"
     r"|(publish|process) aether\.[a-z.*-]+"
 )
@@ -394,6 +394,7 @@ async def test_polled_reads_and_heartbeats_start_no_trace(traced):
         for path in ("/api/orchestrate/tasks", "/api/orchestrate/agents", "/api/agents", "/api/config",
                      f"/api/orchestrate/task/{created['id']}/subtasks/a/steps"):
             assert (await client.get(path)).status_code == 200, path
+        await client.get(f"/tasks/{created['id']}")  # the Mission Board's page (200 once `make ui` built it)
         await asyncio.sleep(7)  # two rounds of every heartbeat
         caller = f"00-{'ab' * 16}-{'cd' * 8}-01"
         traced_read = await client.get(f"/api/orchestrate/task/{created['id']}", headers={"traceparent": caller})

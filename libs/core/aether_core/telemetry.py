@@ -324,14 +324,14 @@ def _format(span_context: SpanContext) -> str:
 def instrument_fastapi(app: Any, *, excluded_urls: str, untraced_reads: Iterable[str] = ()) -> None:
     """The trace of a task starts at its POST (and continues a caller's `traceparent`).
 
-    `excluded_urls` are never traced; `untraced_reads` (route templates, `GET` only) start no
-    trace of their own, but join a caller's.
+    `excluded_urls` are never traced; `untraced_reads` (server span names: `GET <route>`) start
+    no trace of their own, but join a caller's.
     """
     if _provider is None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    UNTRACED_READS.update(f"GET {route}" for route in untraced_reads)
+    UNTRACED_READS.update(untraced_reads)
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=_provider,

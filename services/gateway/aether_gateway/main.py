@@ -39,14 +39,16 @@ SERVICE = "gateway"
 log = logging.getLogger("aether.gateway")
 
 POLLED_READS = (
-    "/api/orchestrate/task/{task_id}",
-    "/api/orchestrate/tasks",
-    "/api/orchestrate/task/{task_id}/subtasks/{subtask_id}/steps",
-    "/api/orchestrate/agents",
-    "/api/agents",
-    "/api/config",
+    "GET /api/orchestrate/task/{task_id}",
+    "GET /api/orchestrate/tasks",
+    "GET /api/orchestrate/task/{task_id}/subtasks/{subtask_id}/steps",
+    "GET /api/orchestrate/agents",
+    "GET /api/agents",
+    "GET /api/config",
+    "GET",  # no route: the Mission Board's files
 )
-"""Reads that clients poll (the CLI's status, the board's lists): each would be a trace of one span."""
+"""Reads that clients poll (the CLI's status, the board's lists and files): each would be a trace
+of one span (server span names, as the FastAPI instrumentation makes them)."""
 
 SECURITY_HEADERS = {
     # The board and the docs load only their own files; nothing may frame them.
