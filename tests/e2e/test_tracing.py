@@ -383,6 +383,38 @@ async def test_a_cancelled_task_ends_its_span_as_cancelled_not_failed(traced):
     assert agent.parent_id == workflow.span_id
 
 
+async def test_a_task_past_its_deadline_is_ended_under_its_span_by_name_not_by_id():
+    """NATS fires a task's deadline itself (a message schedule held on `aether.deadline.<task
+    id>`): the scheduler's handling of it is one `process aether.task.expired` span under the
+    task's, which ends as failed (once, such a span was named after the task)."""
+    sink = receiver("http/protobuf").start()
+    stack = Stack(env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental", "AETHER_TASK_TIMEOUT_S": "15",
+    })
+    try:
+        stack.start()
+        async with stack.client() as client:
+            created = await stack.submit(client, scripted("Traced deadline", [subtask("slow", "fullstack", sim="latency_ms=120000")]))
+            task = await stack.wait_task(client, created["id"], timeout=WAIT_S)
+        assert task["status"] == "failed", task["logs"]
+        spans = await whole_trace(sink, created["trace_id"], lambda got: (
+            any(s.name == "invoke_workflow aether" for s in got) and any(s.kind == "SPAN_KIND_CONSUMER" and "expired" in s.name for s in got)
+        ))
+        tree = render(spans)
+        [workflow] = [s for s in spans if s.name == "invoke_workflow aether"]
+        [expired] = [s for s in spans if s.name == "process aether.task.expired"]
+        assert expired.parent_id == workflow.span_id and expired.kind == "SPAN_KIND_CONSUMER", tree
+        assert expired.attributes["aether.task.id"] == task["id"]
+        assert workflow.error and workflow.attributes["aether.task.status"] == "failed"
+        assert workflow.service == "executor"  # the scheduler's write ended the task
+        assert all(NAMES.fullmatch(s.name) for s in sink.snapshot()), tree
+        assert not any(task["id"] in s.name for s in sink.snapshot())
+    finally:
+        stack.stop()
+        sink.stop()
+
+
 async def test_polled_reads_and_heartbeats_start_no_trace(traced):
     """A client polling a task and the services' and agents' heartbeats used to add a trace of
     one span each, a dozen per task; a caller that traces its own requests still gets its reads."""
