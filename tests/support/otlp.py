@@ -36,6 +36,35 @@ class Span:
         return f"<{self.service}: {self.name} {self.span_id} ← {self.parent_id}>"
 
 
+def depth(span: Span, by_id: dict[str, Span]) -> int:
+    """1 for a root; a span whose parent is not in `by_id` counts as a root."""
+    levels = 1
+    while span.parent_id is not None and span.parent_id in by_id:
+        span = by_id[span.parent_id]
+        levels += 1
+    return levels
+
+
+def render(spans: list[Span]) -> str:
+    """A trace as an indented tree (with each span's links), for a failing test's message."""
+    by_id = {s.span_id: s for s in spans}
+    children: dict[str | None, list[Span]] = {}
+    for span in sorted(spans, key=lambda s: s.start_ns):
+        parent = span.parent_id if span.parent_id in by_id else None
+        children.setdefault(parent, []).append(span)
+    lines: list[str] = []
+
+    def walk(parent: str | None, level: int) -> None:
+        for span in children.get(parent, []):
+            links = [by_id[s].name if s in by_id else s for _, s in span.links]
+            lines.append(f"{'  ' * level}{span.name} [{span.service}, {span.kind.removeprefix('SPAN_KIND_')}]"
+                         + (f" -> {links}" if links else ""))
+            walk(span.span_id, level + 1)
+
+    walk(None, 0)
+    return "\n".join(lines)
+
+
 def _value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
     if kind == "array_value":

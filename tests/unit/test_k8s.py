@@ -42,6 +42,7 @@ UNSET_ON_PURPOSE = {
     "OTEL_TRACES_EXPORTER": "otlp, implied by OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "OTEL_EXPORTER_OTLP_ENDPOINT covers traces",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "OTEL_EXPORTER_OTLP_PROTOCOL covers traces",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "prompts and replies stay out of traces unless asked for",
 }
 GATEWAY_UNSET = {
     "AETHER_PROBE_PORT": "the gateway serves /livez and /readyz on its HTTP port",

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .state import Usage, Verification, utcnow
+from .state import TraceSpan, Usage, Verification, utcnow
 from .workspace import RefusedFile, WorkspaceFile
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -28,6 +28,8 @@ class TaskCreated(BaseModel):
     tenant: str | None = None
     trace_id: str | None = None
     """The task's trace (see `TaskState.trace_id`), for a planner that must restore the state."""
+    workflow_span: TraceSpan | None = None
+    """The task's span (see `TaskState.workflow_span`), for the same."""
     created_at: datetime = Field(default_factory=utcnow)
     round: int = 1
     """Bumped when a task that failed in planning is retried (planned again from scratch)."""

@@ -169,6 +169,18 @@ class Subtask(BaseModel):
 EventLevel = Literal["info", "warning", "error"]
 
 
+class TraceSpan(BaseModel):
+    """A span that lasts as long as a task's round: its context is made when the round starts, so
+    every service's spans can hang under it, and it is exported when the round ends, by whichever
+    service ends it (aether_core.telemetry.end_workflow)."""
+
+    traceparent: str
+    """W3C `traceparent` of the span itself."""
+    parent: str | None = None
+    """`traceparent` of its parent (the `POST` that created the task, or the `retry`)."""
+    started_at: datetime = Field(default_factory=utcnow)
+
+
 class TaskEvent(BaseModel):
     """One entry of a task's history; `seq` is gap-free per task, so a client can resume."""
 
@@ -207,6 +219,9 @@ class TaskState(BaseModel):
     trace_parent: str | None = None
     """W3C `traceparent` of the span that created the task: a retry or a cancel continues the
     task's trace from it, so one task stays one trace however many rounds it takes."""
+    workflow_span: TraceSpan | None = None
+    """The task's span (`invoke_workflow`) of the current round, which every service parents its
+    spans on; None when the task is not traced."""
     synthesis_files: list[WorkspaceFile] = Field(default_factory=list)
     conflicts: list[PathConflict] = Field(default_factory=list)
     repository: RepositoryInfo | None = None

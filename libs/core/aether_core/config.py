@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .files import FileLimits
@@ -24,6 +24,12 @@ def default_instance_id() -> str:
 
 
 OtlpProtocol = Literal["grpc", "http/protobuf"]
+CAPTURE_MODES = {
+    "": False, "false": False, "no_content": False, "event_only": False,
+    "true": True, "span_only": True, "span_and_event": True,
+}
+"""`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`: the boolean of the older GenAI
+instrumentations, or the modes of opentelemetry-util-genai; whether content goes on spans."""
 
 
 class TelemetrySettings(BaseSettings):
@@ -52,6 +58,22 @@ class TelemetrySettings(BaseSettings):
     otel_exporter_otlp_traces_protocol: OtlpProtocol | None = Field(
         None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
     )
+    otel_semconv_stability_opt_in: str = Field(
+        "", validation_alias=AliasChoices("OTEL_SEMCONV_STABILITY_OPT_IN")
+    )
+    otel_instrumentation_genai_capture_message_content: str = Field(
+        "", validation_alias=AliasChoices("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+    )
+
+    @field_validator("otel_instrumentation_genai_capture_message_content")
+    @classmethod
+    def _known_capture_mode(cls, value: str) -> str:
+        if value.strip().lower() not in CAPTURE_MODES:
+            raise ValueError(
+                f"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is '{value}'; use true or false "
+                "(or SPAN_ONLY, SPAN_AND_EVENT, EVENT_ONLY, NO_CONTENT)"
+            )
+        return value
 
     @property
     def trace_exporters(self) -> list[str]:
@@ -69,6 +91,18 @@ class TelemetrySettings(BaseSettings):
             return ["otlp"] if endpoint else []
         chosen = [n.strip().lower() for n in names.split(",") if n.strip()]
         return [] if chosen == ["none"] else [n for n in chosen if n != "none"]
+
+    @property
+    def genai_latest(self) -> bool:
+        """`gen_ai_latest_experimental` asked for: the GenAI conventions' latest experimental
+        names (the task and planning spans as `invoke_workflow` and `plan`)."""
+        return "gen_ai_latest_experimental" in {v.strip() for v in self.otel_semconv_stability_opt_in.split(",")}
+
+    @property
+    def capture_content(self) -> bool:
+        """Prompts, replies and tool arguments on spans (`gen_ai.input.messages`, ...): off unless
+        asked for. Aether emits no events, so `EVENT_ONLY` records nothing either."""
+        return CAPTURE_MODES[self.otel_instrumentation_genai_capture_message_content.strip().lower()]
 
     @property
     def otlp_protocol(self) -> OtlpProtocol:

@@ -27,7 +27,8 @@ caller (`on_retry`), which records it in the task's log. A per-endpoint limit on
 a server that serves one request at a time.
 
 Every attempt is a span following the OpenTelemetry GenAI conventions (`chat <model>`, with the
-model, the tokens and the agent) when tracing is on, and is counted in Prometheus either way.
+model, the tokens, the finish reason and the agent; the messages only on opt-in) when tracing is
+on, and is counted in Prometheus either way.
 """
 
 from __future__ import annotations
@@ -379,6 +380,8 @@ class LLMClient:
         if deadline is not None:
             budget_end = min(budget_end, deadline)
         prompt_estimate = estimate_prompt_tokens(messages, tools)
+        # Prompts are only on spans on request (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT).
+        sent_messages = telemetry.content_json(messages) if telemetry.capturing() else None
         attempt = 0
         while True:
             attempt += 1
@@ -390,7 +393,7 @@ class LLMClient:
             attributes = self._span_attributes(model, headers, output, agent_name, agent_id, max_tokens)
             result = _Attempt()
             with telemetry.span(f"chat {model}", attributes, kind=SpanKind.CLIENT) as span:
-                telemetry.set_attributes(span, {telemetry.ATTEMPT: attempt})
+                telemetry.set_attributes(span, {telemetry.ATTEMPT: attempt, telemetry.GEN_AI_INPUT_MESSAGES: sent_messages})
                 try:
                     async with self.slots.hold():
                         await self._stream(messages, model, headers, kwargs, timeout, result)
@@ -426,6 +429,9 @@ class LLMClient:
                     this = self._account(result, prompt_estimate, spent, usage, role, model, "ok", sent, span)
                     if span is not None:
                         telemetry.set_attributes(span, _response_attributes(result, this))
+                        if sent_messages is not None:
+                            replied = telemetry.reply_json(result.text, result.tool_calls(), result.finish)
+                            telemetry.set_attributes(span, {telemetry.GEN_AI_OUTPUT_MESSAGES: replied})
                     return LLMReply(
                         text=result.text,
                         usage=this,
@@ -544,7 +550,7 @@ class LLMClient:
             return None
         return {
             telemetry.GEN_AI_OPERATION: "chat",
-            telemetry.GEN_AI_PROVIDER: "openai",
+            telemetry.GEN_AI_PROVIDER: telemetry.PROVIDER,
             telemetry.GEN_AI_REQUEST_MODEL: model,
             telemetry.GEN_AI_OUTPUT_TYPE: "json" if output != "text" else "text",
             telemetry.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,

@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 
 from aether_contracts.state import InvalidTaskState, TaskState, TaskStatus, utcnow
 
-from . import metrics
+from . import metrics, telemetry
 from .control import stop_task
 
 T = TypeVar("T")
@@ -97,6 +97,7 @@ class TaskStore:
             entry = await self._entry(task_id)
             state = TaskState.from_bytes(entry.value)
             before = metrics.snapshot(state)
+            was_terminal = state.status.terminal
             try:
                 value = change(state)
             except Unchanged as unchanged:
@@ -121,8 +122,11 @@ class TaskStore:
                 # Spread the retries of writers that collided, or they collide again.
                 await asyncio.sleep(random.uniform(0, 0.002 * min(conflicts, 10)))
                 continue
-            # Outcomes are counted here: the write of a transition succeeds exactly once.
+            # Outcomes are counted here: the write of a transition succeeds exactly once. So is
+            # the task's span of the round exported: the write that ended the round ends it.
             metrics.record_transition(before, state)
+            if state.status.terminal and not was_terminal:
+                telemetry.end_workflow(state)
             if invalid is not None:
                 raise invalid
             return Mutation(state, revision, value, True, conflicts)

@@ -166,17 +166,22 @@ class Acting:
 
     async def _tool(self, name: str, call_id: str, arguments: str) -> ToolResult:
         started = time.monotonic()
+        capture = telemetry.capturing()
         attributes = {
             telemetry.GEN_AI_OPERATION: "execute_tool",
-            "gen_ai.tool.name": name,
-            "gen_ai.tool.call.id": call_id,
-            "gen_ai.tool.type": "function",
+            telemetry.GEN_AI_TOOL_NAME: name,
+            telemetry.GEN_AI_TOOL_CALL_ID: call_id,
+            telemetry.GEN_AI_TOOL_TYPE: "function",
+            telemetry.GEN_AI_TOOL_ARGUMENTS: telemetry.cut(arguments) if capture else None,
             telemetry.TASK_ID: self.task_id,
             telemetry.SUBTASK_ID: self.subtask_id,
         }
         with telemetry.span(f"execute_tool {name}", attributes) as span:
             result = await self.toolbox.call(name, arguments)
-            telemetry.set_attributes(span, {"aether.tool.ok": result.ok, "aether.tool.exit_code": result.exit_code})
+            telemetry.set_attributes(span, {
+                "aether.tool.ok": result.ok, "aether.tool.exit_code": result.exit_code,
+                telemetry.GEN_AI_TOOL_RESULT: telemetry.cut(result.text) if capture else None,
+            })
             if result.misuse:
                 telemetry.set_error(span, "tool_error", result.text[:200])
         duration = int((time.monotonic() - started) * 1000)

@@ -81,25 +81,29 @@ def build_scheduler_router(
             return  # deleted: nothing left to schedule
         await publish_decision(runtime, mutation.state, mutation.value)
 
+    def processing(spec: topology.ConsumerSpec, task_id: str, subtask_id: str | None = None):
+        return telemetry.process(spec.subject, spec.durable, task_id=task_id, subtask_id=subtask_id)
+
     @router.subscriber(**runtime.subscription(topology.SCHEDULER_PLANS, max_workers=concurrency))
     async def on_plan_ready(event: PlanReady, msg: NatsMessage) -> None:
-        telemetry.annotate({telemetry.TASK_ID: event.task_id})
         async with settle(msg, topology.SCHEDULER_PLANS, keep_alive=False):
-            await decide(event.task_id, lambda s: scheduling.reconcile(s, policy))
+            with processing(topology.SCHEDULER_PLANS, event.task_id):
+                await decide(event.task_id, lambda s: scheduling.reconcile(s, policy))
 
     @router.subscriber(**runtime.subscription(topology.SCHEDULER_FINISHED, max_workers=concurrency))
     async def on_subtask_finished(event: SubtaskFinished, msg: NatsMessage) -> None:
         def change(state: TaskState) -> scheduling.Decision:
             return scheduling.finish_subtask(state, event, policy)
 
-        telemetry.annotate({telemetry.TASK_ID: event.task_id, telemetry.SUBTASK_ID: event.subtask_id})
         async with settle(msg, topology.SCHEDULER_FINISHED, keep_alive=False):
-            await decide(event.task_id, change)
+            with processing(topology.SCHEDULER_FINISHED, event.task_id, event.subtask_id):
+                await decide(event.task_id, change)
 
     @router.subscriber(**runtime.subscription(topology.SCHEDULER_EXPIRED, max_workers=concurrency))
     async def on_task_expired(event: TaskExpired, msg: NatsMessage) -> None:
         async with settle(msg, topology.SCHEDULER_EXPIRED, keep_alive=False):
-            await decide(event.task_id, lambda s: scheduling.expire(s, event.timeout_s, event.round))
+            with processing(topology.SCHEDULER_EXPIRED, event.task_id):
+                await decide(event.task_id, lambda s: scheduling.expire(s, event.timeout_s, event.round))
 
     return router
 
@@ -156,14 +160,20 @@ def _subtask_handler(runtime: Runtime, worker: Worker, spec: topology.ConsumerSp
         async def give_up(exc: BaseException) -> None:
             await runtime.publish(worker.give_up(event, exc), subjects.SUBTASK_FINISHED)
 
+        template = worker.registry.template(event.agent_type)
         async with settle(msg, spec, give_up=give_up):
-            # Published inside the span, so what this subtask makes ready nests under it.
-            with telemetry.work(
-                f"subtask {event.subtask_id}",
+            # Published inside the span: what this subtask makes ready links to it.
+            with telemetry.agent(
+                template.name if template else event.agent_type,
                 task_id=event.task_id,
-                subtask_id=event.subtask_id,
-                agent_type=event.agent_type,
-                **{telemetry.GEN_AI_AGENT_ID: worker.agent_id, "aether.dispatch": event.dispatch},
+                agent_id=worker.agent_id,
+                model=worker.model,
+                **{
+                    telemetry.SUBTASK_ID: event.subtask_id,
+                    telemetry.AGENT_TYPE: event.agent_type,
+                    telemetry.ROLE: "expert",
+                    "aether.dispatch": event.dispatch,
+                },
             ):
                 finished = await worker.run_tracked(event, redelivered=deliveries(msg) > 1)
                 if finished is not None:

@@ -39,6 +39,18 @@ from .ui import MissionBoard
 SERVICE = "gateway"
 log = logging.getLogger("aether.gateway")
 
+POLLED_READS = (
+    "GET /api/orchestrate/task/{task_id}",
+    "GET /api/orchestrate/tasks",
+    "GET /api/orchestrate/task/{task_id}/subtasks/{subtask_id}/steps",
+    "GET /api/orchestrate/agents",
+    "GET /api/agents",
+    "GET /api/config",
+    "GET",  # no route: the Mission Board's files
+)
+"""Reads that clients poll (the CLI's status, the board's lists and files): each would be a trace
+of one span (server span names, as the FastAPI instrumentation makes them)."""
+
 SECURITY_HEADERS = {
     # The board and the docs load only their own files; nothing may frame them.
     "Content-Security-Policy": (
@@ -204,8 +216,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    # Probes and scrapes are not traced: they would bury the tasks' traces.
-    instrument_fastapi(app, excluded_urls="/api/health,/metrics,/livez,/readyz")
+    # Probes and scrapes are not traced, and polled reads start no trace: they would bury the
+    # tasks' traces (a board or a CLI reads a task every second while it runs).
+    instrument_fastapi(app, excluded_urls="/api/health,/metrics,/livez,/readyz", untraced_reads=POLLED_READS)
 
     ui_dir = settings.ui_dir
     if ui_dir is not None and Path(ui_dir, "index.html").is_file():

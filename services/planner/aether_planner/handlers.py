@@ -18,9 +18,10 @@ def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> Nat
         async def give_up(exc: BaseException) -> None:
             await planner.fail(event.task_id, f"planning failed repeatedly: {exc!r}")
 
+        master = planner.registry.master(event.master_id)
         async with settle(msg, topology.PLANNER, give_up=give_up):
-            # Published inside the span, so the executor's work nests under the plan.
-            with telemetry.work("plan", task_id=event.task_id, agent_type=event.master_id):
+            # Published inside the span: the plan is what the first subtasks' spans link to.
+            with telemetry.planning(master.name if master else None, task_id=event.task_id, agent_id=event.master_id):
                 round_ = await planner.plan(event, redelivered=deliveries(msg) > 1)
                 if round_ is not None:
                     await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)
@@ -28,7 +29,7 @@ def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> Nat
     @router.subscriber(**runtime.subscription(topology.PLANNER_REPLAN, max_workers=concurrency, batch=1))
     async def on_replan_requested(event: ReplanRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.PLANNER_REPLAN):
-            with telemetry.work("replan", task_id=event.task_id, **{"aether.replan.subtasks": event.subtask_ids}):
+            with telemetry.planning(None, task_id=event.task_id, replan=True, **{"aether.replan.subtasks": event.subtask_ids}):
                 round_ = await planner.replan(event)
                 if round_ is not None:
                     await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)

@@ -13,6 +13,7 @@ from typing import Any
 
 from aether_contracts.events import ReplanRequested, TaskCreated
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage, utcnow
+from aether_core import telemetry
 from aether_core.errors import RetryLater
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, LLMReply, aether_headers
@@ -522,6 +523,7 @@ class Planner:
         master = self.registry.master(state.master_id)
         if master is None:
             return None
+        telemetry.agent_is(master.name, master.id)
         outcomes: dict[str, PlanOutcome | str] = {}
         spent = Usage()
         ask = self._asker(state.id, master, spent, min(MAX_REPLAN_SUBTASKS, self.max_subtasks))
@@ -605,6 +607,7 @@ class Planner:
             master_id=event.master_id,
             tenant=event.tenant,
             trace_id=event.trace_id,
+            workflow_span=event.workflow_span,
             created_at=event.created_at,
         )
         state.record("task.created", "Task created (state restored by the planner)")

@@ -16,7 +16,11 @@ def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int
     @router.subscriber(**runtime.subscription(topology.SYNTHESIZER, max_workers=concurrency, batch=1))
     async def on_synthesis_requested(event: SynthesisRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.SYNTHESIZER):
-            with telemetry.work("synthesis", task_id=event.task_id, **{"aether.round": event.round}):
+            # Jason at work; named once the task's state says which master it is (synthesis.py).
+            with telemetry.agent(
+                None, task_id=event.task_id, model=synthesizer.model,
+                **{telemetry.ROLE: "synthesizer", telemetry.ROUND: event.round},
+            ):
                 outcome = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
                 if isinstance(outcome, PlanReady):  # the repository failed its checks: a fix-up runs
                     await runtime.publish(outcome, subjects.PLAN_READY)

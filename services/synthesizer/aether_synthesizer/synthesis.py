@@ -248,7 +248,7 @@ class Synthesizer:
                 return TaskFinished(task_id=state.id, status=state.status.value, round=event.round)
             return None
         master = self.registry.master(state.master_id) or JASON
-        telemetry.annotate({telemetry.AGENT_TYPE: master.id})
+        telemetry.agent_is(master.name, master.id)
         with self._scratch(state) as workdir:
             verification = await self._verify(state, workdir)
             if verification is not None and not verification.passed and self._fixable(state, verification):

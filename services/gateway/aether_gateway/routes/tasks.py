@@ -98,10 +98,13 @@ async def create_task(
         return *found, False
     await _admit(gw, principal, task_id)
 
-    # This request's trace is the task's: every service's spans for it join it.
+    # This request's trace is the task's: every service's spans hang under the task's span,
+    # made here (exported when the task ends) and carried by every message of the task.
     trace_id = telemetry.current_trace_id()
+    workflow = telemetry.open_workflow()
     state = TaskState(
         trace_parent=telemetry.current_traceparent(),
+        workflow_span=workflow,
         id=task_id,
         description=description,
         master_id=master_id,
@@ -110,26 +113,28 @@ async def create_task(
         trace_id=trace_id,
     )
     state.record("task.created", f"Task created for master {master_id}", data=origin)
-    # Published first: if we die before writing the state, the planner writes it from the event.
-    await gw.runtime.publish(
-        TaskCreated(
-            task_id=task_id,
-            description=description,
-            master_id=master_id,
-            tenant=principal.tenant,
-            trace_id=trace_id,
-            created_at=state.created_at,
-        ),
-        subjects.TASK_CREATED,
-    )
-    TASKS_SUBMITTED.inc()
-    try:
-        revision = await gw.store.create(state)
-    except TaskExists:
-        found = await gw.store.get(task_id)
-        assert found is not None
-        state, revision = found
-    await arm_deadline(gw, state)
+    with telemetry.within(workflow):
+        # Published first: if we die before writing the state, the planner writes it from the event.
+        await gw.runtime.publish(
+            TaskCreated(
+                task_id=task_id,
+                description=description,
+                master_id=master_id,
+                tenant=principal.tenant,
+                trace_id=trace_id,
+                workflow_span=workflow,
+                created_at=state.created_at,
+            ),
+            subjects.TASK_CREATED,
+        )
+        TASKS_SUBMITTED.inc()
+        try:
+            revision = await gw.store.create(state)
+        except TaskExists:
+            found = await gw.store.get(task_id)
+            assert found is not None
+            state, revision = found
+        await arm_deadline(gw, state)
     gw.index.upsert(state, revision)
     return state, revision, True
 
@@ -213,14 +218,20 @@ async def retry_task(
     request: Annotated[RetryRequest | None, Body()] = None,
 ) -> TaskBody:
     request = request or RetryRequest()
+    reserved: list[str | None] = [None]
 
     def change(state: TaskState) -> tuple[str, list[str]]:
         if not state.subtasks:
             prepare_replan_from_scratch(state)
-            return "plan", []
-        selected = select_retry(state, request.subtask_ids)
-        prepare_retry(state, selected, replan=request.replan)
-        return ("replan" if request.replan else "run"), [s.id for s in selected]
+            action, selected = "plan", []
+        else:
+            chosen = select_retry(state, request.subtask_ids)
+            prepare_retry(state, chosen, replan=request.replan)
+            action, selected = ("replan" if request.replan else "run"), [s.id for s in chosen]
+        # The new round's span, under the `retry` span to come (made below, with this id).
+        reserved[0] = telemetry.reserve(state.trace_parent)
+        state.workflow_span = telemetry.open_workflow(reserved[0])
+        return action, selected
 
     found = await gw.store.get(task_id) if plausible_task_id(task_id) else None
     if found and found[0].status.terminal and visible(principal, found[0].tenant):
@@ -240,7 +251,7 @@ async def retry_task(
     action, selected = mutation.value
     attributes = {telemetry.TASK_ID: task_id, "aether.round": state.round, "aether.retry": action}
     # The new round's work continues the task's trace (linked to this request's).
-    with telemetry.resume(state.trace_parent, "retry", attributes):
+    with telemetry.resume(state.trace_parent, "retry", attributes, reserved=reserved[0]), telemetry.within(state.workflow_span):
         if action == "plan":
             await gw.runtime.publish(
                 TaskCreated(
@@ -249,6 +260,7 @@ async def retry_task(
                     master_id=state.master_id,
                     tenant=state.tenant,
                     trace_id=state.trace_id,
+                    workflow_span=state.workflow_span,
                     created_at=state.created_at,
                     round=state.round,
                 ),
@@ -261,7 +273,7 @@ async def retry_task(
             )
         else:
             await gw.runtime.publish(PlanReady(task_id=task_id, round=state.round), subjects.PLAN_READY)
-    await arm_deadline(gw, state)
+        await arm_deadline(gw, state)
     return task_body(state, mutation.revision)
 
 
