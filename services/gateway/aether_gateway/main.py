@@ -27,6 +27,7 @@ from .auth import KeyRing, LinkSigner, redact_tokens_in_logs
 from .deps import Gateway, authenticate
 from .docs import mount_docs
 from .index import TaskIndex
+from .mcp_server import MCP_PATH, McpEndpoint
 from .metrics import GatewayMetrics
 from .quota import ActiveTasks
 from .routes import agents as agent_routes
@@ -64,6 +65,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     index.listeners.append(streams.on_change)
     services = KVMirror("services")
     agent_pool = KVMirror("agents")
+    mcp = McpEndpoint(settings, keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,7 +87,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # Experts' steps, live, for the task streams (core NATS: what the stream stores, as it is stored).
         step_feed = await runtime.broker.connection.subscribe(f"{subjects.STEP_PREFIX}.>", cb=on_step)
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             with contextlib.suppress(Exception):
                 await step_feed.unsubscribe()
@@ -133,7 +136,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+        # /mcp answers an oversized body itself, as a JSON-RPC error (mcp_server.McpEndpoint).
+        too_long = length is not None and length.isdigit() and int(length) > settings.max_body_bytes
+        if too_long and request.url.path != MCP_PATH:
             return JSONResponse(
                 {"detail": f"request body larger than {settings.max_body_bytes} bytes"},
                 status_code=413,
@@ -168,6 +173,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     for module in (tasks, steps, stream, files, agent_routes, health, probes, observability):
         app.include_router(module.router)
+    app.router.routes.append(mcp.route)
     mount_docs(app)
 
     def openapi() -> dict:
