@@ -366,6 +366,10 @@ async def test_a_body_sent_in_chunks_is_cut_at_the_limit_and_other_misuse_is_a_4
         assert plain.status_code == 400
         html = await http.post("/mcp", content=b"{}", headers={**raw_modern("")[0], "Accept": "text/html"})
         assert html.status_code == 406
+        for version, (headers, body) in {"2026-07-28": modern("tools/list"), "handshake": legacy('{"jsonrpc":"2.0","id":1,"method":"tools/list"}')}.items():
+            only_json = await http.post("/mcp", content=body, headers={**headers, "Accept": "application/json"})
+            assert only_json.status_code == 200 and only_json.headers["content-type"] == "application/json", version
+            assert {t["name"] for t in only_json.json()["result"]["tools"]} == set(TOOLS), version
         foreign = await http.post("/mcp", content=modern("tools/list")[1], headers={**modern("tools/list")[0], "Origin": "http://evil.example"})
         assert foreign.status_code == 403 and foreign.json()["error"]["code"] == INVALID_REQUEST
         own = await http.post("/mcp", content=modern("tools/list")[1], headers={**modern("tools/list")[0], "Origin": stack.url})

@@ -26,7 +26,6 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import INVALID_REQUEST, CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -42,8 +41,6 @@ from .deps import Gateway
 from .routes import files, tasks
 from .schemas import Progress, RetryRequest, TaskBody, TaskSubmission, TaskSummary
 from .settings import GatewaySettings
-
-log = logging.getLogger("aether.gateway.mcp")
 
 MCP_PATH = "/mcp"
 INSTRUCTIONS = (
@@ -190,13 +187,7 @@ def create_server() -> MCPServer:
         except UnicodeDecodeError:
             text, encoding = base64.b64encode(content).decode(), "base64"
         body = FileContent(
-            task_id=task_id,
-            path=file.path,
-            size=file.size,
-            sha256=file.sha256,
-            written_by=file.written_by,
-            encoding=encoding,
-            content=text,
+            task_id=task_id, **file.model_dump(exclude={"object"}), encoding=encoding, content=text
         )
         return CallToolResult(
             content=[TextContent(type="text", text=text)],
@@ -279,13 +270,19 @@ class McpEndpoint:
         self.keys = keys
         self.max_body = settings.max_body_bytes
         self.origins = settings.cors_origin_list
-        self.manager = StreamableHTTPSessionManager(
-            app=self.server._lowlevel_server,
-            stateless=True,
+        # The SDK's app is not served (its route would be a mount's, and its lifespan is run by the
+        # gateway's): only the session manager it makes, which serves this endpoint's requests.
+        self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            stateless_http=True,
+            # Plain JSON answers: no tool streams progress, and a client that takes only
+            # application/json (curl, a proxy) is served as well as one that also takes SSE.
+            json_response=True,
             max_request_body_size=self.max_body,
             # Hosts are the deployment's to choose; the Origin check is ours (below).
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
+        self.manager = self.server.session_manager
         # Stateless: every request ends its one-request "session" with an INFO line.
         logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
         # A route, not a mount: a mount at /mcp serves /mcp/ and redirects /mcp (python-sdk#1367).
