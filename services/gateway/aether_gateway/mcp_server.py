@@ -92,7 +92,8 @@ class FileContent(BaseModel):
 
 
 def create_server() -> MCPServer:
-    server = MCPServer("aether", title="Aether", version="0.1.0", instructions=INSTRUCTIONS)
+    # No subscriptions/listen (nor listChanged): the tools never change, and nothing publishes.
+    server = MCPServer("aether", title="Aether", version="0.1.0", instructions=INSTRUCTIONS, subscriptions=False)
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False))
