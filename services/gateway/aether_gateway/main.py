@@ -28,6 +28,7 @@ from .auth import KeyRing, LinkSigner, redact_tokens_in_logs
 from .deps import Gateway, authenticate
 from .docs import mount_docs
 from .index import TaskIndex
+from .mcp_server import MCP_PATH, McpEndpoint
 from .metrics import GatewayMetrics
 from .quota import ActiveTasks
 from .routes import agents as agent_routes
@@ -77,6 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     index.listeners.append(streams.on_change)
     services = KVMirror("services")
     agent_pool = KVMirror("agents")
+    mcp = McpEndpoint(settings, keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,7 +100,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # Experts' steps, live, for the task streams (core NATS: what the stream stores, as it is stored).
         step_feed = await runtime.broker.connection.subscribe(f"{subjects.STEP_PREFIX}.>", cb=on_step)
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             with contextlib.suppress(Exception):
                 await step_feed.unsubscribe()
@@ -146,8 +149,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
+        # /mcp and the A2A endpoints answer an oversized body themselves, in their protocol's errors.
         oversized = length is not None and length.isdigit() and int(length) > settings.max_body_bytes
-        if oversized and not a2a_agent.sizes_its_own_body(request.url.path):
+        if oversized and request.url.path != MCP_PATH and not a2a_agent.sizes_its_own_body(request.url.path):
             return JSONResponse(
                 {"detail": f"request body larger than {settings.max_body_bytes} bytes"},
                 status_code=413,
@@ -182,6 +186,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     for module in (tasks, steps, stream, files, agent_routes, health, probes, observability, a2a_agent):
         app.include_router(module.router)
+    app.router.routes.append(mcp.route)
     mount_docs(app)
 
     def openapi() -> dict:

@@ -15,8 +15,8 @@ INDEX = "index.html"
 class MissionBoard(StaticFiles):
     """A path that is no file and looks like a page (`/tasks/<id>`) gets index.html; the app routes it.
 
-    Paths under /api/ and paths with a file extension keep their 404, so a missing asset or a
-    mistyped API call is not answered with HTML.
+    Paths under /api/ and /mcp/ and paths with a file extension keep their 404, so a missing asset,
+    a mistyped API call or an MCP client given `/mcp/` is not answered with HTML.
     """
 
     def __init__(self, directory: str) -> None:
@@ -39,4 +39,4 @@ class MissionBoard(StaticFiles):
 
 def _is_page(path: str) -> bool:
     parts = PurePosixPath(path).parts
-    return not (parts and parts[0] == "api") and "." not in (parts[-1] if parts else "")
+    return not (parts and parts[0] in ("api", "mcp")) and "." not in (parts[-1] if parts else "")

@@ -16,13 +16,14 @@ from aether_contracts.workspace import (
     PathConflict,
     RefusedFile,
     RepositoryInfo,
+    WorkspaceFile,
     final_files,
 )
 from aether_core.files import UnsafePath, check_path, shown
 from aether_core.workspace_store import ObjectCorrupt, ObjectMissing, WorkspaceStore
 
 from ..auth import Principal, visible
-from ..deps import GatewayDep, PrincipalDep
+from ..deps import Gateway, GatewayDep, PrincipalDep
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/orchestrate", tags=["workspace"])
@@ -146,6 +147,30 @@ async def read_file(
     principal: PrincipalDep,
     written_by: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
+    file, content = await stored_file(gw, principal, task_id, path, written_by)
+    try:
+        content.decode("utf-8")
+        media = "text/plain; charset=utf-8"
+    except UnicodeDecodeError:
+        media = "application/octet-stream"
+    name = file.path.rsplit("/", 1)[-1].replace('"', "")
+    return Response(
+        content,
+        media_type=media,
+        headers={
+            "ETag": f'"{file.sha256}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f"inline; filename=\"{name.encode('ascii', 'replace').decode()}\"",
+            "X-Aether-Written-By": file.written_by,
+        },
+    )
+
+
+async def stored_file(
+    gw: Gateway, principal: Principal, task_id: str, path: str, written_by: str | None = None
+) -> tuple[WorkspaceFile, bytes]:
+    """One file of a task's workspace (the last commit's, or the version `written_by` wrote) and
+    its content; 404 as the route answers it. Shared by the route and the MCP tool."""
     state = await _task(gw, principal, task_id)
     try:
         path = check_path(path)
@@ -168,22 +193,7 @@ async def read_file(
         content = await _store(gw).read(file.object)
     except (ObjectMissing, ObjectCorrupt) as exc:
         raise HTTPException(500, f"the stored content of '{path}' is unreadable: {exc}") from None
-    try:
-        content.decode("utf-8")
-        media = "text/plain; charset=utf-8"
-    except UnicodeDecodeError:
-        media = "application/octet-stream"
-    name = path.rsplit("/", 1)[-1].replace('"', "")
-    return Response(
-        content,
-        media_type=media,
-        headers={
-            "ETag": f'"{file.sha256}"',
-            "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": f"inline; filename=\"{name.encode('ascii', 'replace').decode()}\"",
-            "X-Aether-Written-By": file.written_by,
-        },
-    )
+    return file, content
 
 
 async def _download(gw: GatewayDep, principal: Principal, task_id: str, kind: str) -> StreamingResponse:
