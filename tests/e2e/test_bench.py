@@ -33,7 +33,7 @@ def test_the_bench_runs_every_section_and_its_numbers_make_sense(tmp_path: Path)
     for system in ("floor", "aether", "aether_tuned", "phase1", "langgraph"):
         (only_round,) = makespan[system]["rounds"]  # --quick: one round
         # The critical path is a lower bound for every system, the floor included.
-        assert all(span >= c * 0.98 for span, c in zip(only_round["spans_s"], critical)), (system, only_round)
+        assert all(span >= c * 0.98 for span, c in zip(only_round["spans_s"], critical, strict=True)), (system, only_round)
         assert makespan[system]["ratio"]["n"] == 2
 
     for key in ("overhead", "overhead_tuned"):
