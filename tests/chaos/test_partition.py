@@ -127,6 +127,7 @@ def check(figures: dict) -> None:
     assert figures["tasks_finished_twice"] == 0, figures
     assert figures["tasks_created_twice"] == 0, figures
     assert figures["fresh_task"] == "completed", figures
+    assert figures["gateway_errors_not_503"] == 0, "the gateway failed with a 5xx other than 503: see its log"
     assert figures["services_healthy_after"], figures
 
 
@@ -136,8 +137,9 @@ async def scenario(cluster: PartitionedStack, name: str, fault) -> dict:
     figures: dict = {"tasks_run": TASKS}
     FIGURES["scenarios"][name] = figures
     pids_before = service_pids(cluster)
+    answers: Counter = Counter()
     submissions = [
-        submit_until_accepted(cluster, diamond(n), f"{cluster.network.run}-{name}-{n}") for n in range(TASKS)
+        submit_until_accepted(cluster, diamond(n), f"{cluster.network.run}-{name}-{n}", answers) for n in range(TASKS)
     ]
     ids = [created["id"] for created in await asyncio.gather(*submissions)]
     figures["in_flight_at_fault"] = await wait_for(
@@ -150,7 +152,7 @@ async def scenario(cluster: PartitionedStack, name: str, fault) -> dict:
     healed = datetime.now(UTC)
     healed_clock = time.monotonic()
 
-    tasks = await wait_all(cluster, ids, timeout=240)
+    tasks = await wait_all(cluster, ids, timeout=240, answers=answers)
     figures["seconds_to_all_terminal_after_heal"] = round(time.monotonic() - healed_clock, 1)
     ends = [datetime.fromisoformat(t["completed_at"]) for t in tasks if t.get("completed_at")]
     figures["terminal_before_heal"] = sum(end < healed for end in ends)
@@ -166,11 +168,13 @@ async def scenario(cluster: PartitionedStack, name: str, fault) -> dict:
     figures["replicas_current_after"] = await replicas_current(cluster)
 
     fresh_began = time.monotonic()
-    fresh = await submit_until_accepted(cluster, diamond(99), f"{cluster.network.run}-{name}-fresh")
-    fresh_task = (await wait_all(cluster, [fresh["id"]], timeout=120))[0]
+    fresh = await submit_until_accepted(cluster, diamond(99), f"{cluster.network.run}-{name}-fresh", answers)
+    fresh_task = (await wait_all(cluster, [fresh["id"]], timeout=120, answers=answers))[0]
     figures["fresh_task"] = fresh_task["status"]
     figures["fresh_task_seconds"] = round(time.monotonic() - fresh_began, 1)
     figures["services_healthy_after"] = await cluster.wait_healthy(30)
+    figures["gateway_answers"] = {str(code): n for code, n in sorted(answers.items())}
+    figures["gateway_errors_not_503"] = sum(n for code, n in answers.items() if code >= 500 and code != 503)
     figures["services_restarted"] = sorted(n for n, pid in service_pids(cluster).items() if pid != pids_before[n])
     write_figures("partition", FIGURES)
     return figures

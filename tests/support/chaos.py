@@ -43,14 +43,17 @@ def write_figures(name: str, figures: dict) -> None:
     print(json.dumps(figures, indent=2))
 
 
-async def submit_until_accepted(stack, description: str, key: str) -> dict:
-    """A careful client: resubmit with the same Idempotency-Key until the gateway answers."""
+async def submit_until_accepted(stack, description: str, key: str, answers: Counter | None = None) -> dict:
+    """A careful client: resubmit with the same Idempotency-Key until the gateway answers.
+    `answers` counts the gateway's status codes."""
     while True:
         try:
             async with stack.client() as client:
                 response = await client.post(
                     "/api/orchestrate/task", json={"description": description}, headers={"Idempotency-Key": key}
                 )
+            if answers is not None:
+                answers[response.status_code] += 1
             if response.status_code == 202:
                 return response.json()
         except httpx.HTTPError:
@@ -58,7 +61,7 @@ async def submit_until_accepted(stack, description: str, key: str) -> dict:
         await asyncio.sleep(0.2)
 
 
-async def wait_all(stack, ids: list[str], timeout: float) -> list[dict]:
+async def wait_all(stack, ids: list[str], timeout: float, answers: Counter | None = None) -> list[dict]:
     deadline = time.monotonic() + timeout
     done: dict[str, dict] = {}
     while len(done) < len(ids) and time.monotonic() < deadline:
@@ -68,6 +71,8 @@ async def wait_all(stack, ids: list[str], timeout: float) -> list[dict]:
                     if task_id in done:
                         continue
                     response = await client.get(f"/api/orchestrate/task/{task_id}")
+                    if answers is not None:
+                        answers[response.status_code] += 1
                     if response.status_code == 200 and response.json()["status"] in ("completed", "failed", "cancelled"):
                         done[task_id] = response.json()
         except httpx.HTTPError:
