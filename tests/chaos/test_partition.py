@@ -63,6 +63,7 @@ async def cluster():
             "replicas": (await stack.stream_info()).config.num_replicas,
             "netem": stack.network.netem,
         }
+        FIGURES["baseline"] = await baseline(stack)
         yield stack
     finally:
         await stack.stop()
@@ -120,6 +121,19 @@ async def test_a_slow_link_then_healed(cluster: PartitionedStack):
     check(figures)
 
 
+async def baseline(cluster: PartitionedStack) -> dict:
+    """20 tasks without a fault, first: how long they take here, and the agents they start
+    stay warm (AETHER_POOL_IDLE_TIMEOUT_S), so no scenario pays for the pool's cold start."""
+    began = time.monotonic()
+    created = await asyncio.gather(
+        *(submit_until_accepted(cluster, diamond(n), f"{cluster.network.run}-baseline-{n}") for n in range(TASKS))
+    )
+    tasks = await wait_all(cluster, [c["id"] for c in created], timeout=240)
+    statuses = dict(Counter(t["status"] for t in tasks))
+    assert statuses == {"completed": TASKS}, f"without a fault: {statuses}\n{cluster.log_tail()}"
+    return {"tasks_run": TASKS, "seconds_to_all_terminal": round(time.monotonic() - began, 1)}
+
+
 def check(figures: dict) -> None:
     assert sum(n for s, n in figures["in_flight_at_fault"].items() if s not in ("completed", "failed", "cancelled")) == TASKS, figures
     assert figures["tasks_lost"] == 0, figures
@@ -148,8 +162,10 @@ async def scenario(cluster: PartitionedStack, name: str, fault) -> dict:
     leader = await cluster.leader()
     figures["leader_before"] = leader
     figures["meta_leader_before"] = await cluster.meta_leader()
+    figures["fault_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     await fault(leader, figures)
     healed = datetime.now(UTC)
+    figures["healed_at"] = healed.isoformat(timespec="seconds")
     healed_clock = time.monotonic()
 
     tasks = await wait_all(cluster, ids, timeout=240, answers=answers)
