@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import yaml
 from nats.js.api import StreamInfo
 
 from aether_contracts import topology
@@ -38,10 +39,11 @@ from aether_devstack import credentials
 from aether_devstack.__main__ import nats_binary, with_credentials
 from aether_devstack.supervisor import ChildSpec, Supervisor
 
+from .k8s import localised
 from .netns import Network
 
 ROOT = Path(__file__).resolve().parents[2]
-PROD_NATS_CONF = ROOT / "deploy" / "k8s" / "overlays" / "prod" / "nats.conf"
+PROD_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "prod"
 NODES = {"nats-0": "h1", "nats-1": "h2", "nats-2": "h3"}
 OCTETS = {"h1": 1, "h2": 2, "h3": 3, "cl": 100}
 PLACEMENT = {
@@ -54,7 +56,6 @@ PLACEMENT = {
 }
 HTTP_PORT = 8000
 SIM_PORT = 8100
-REPLICAS = 3
 STOP_ORDER = ("gateway", "planner", "container-manager", "executor", "synthesizer", "simulator")
 
 
@@ -70,22 +71,25 @@ class LoggedSupervisor(Supervisor):
 
 
 def prod_nats_config(node: str, store: Path, routes: dict[str, str]) -> str:
-    """The prod overlay's nats.conf with this machine's paths and the nodes' addresses in
-    place of the pods'; each substitution must apply, so a change there fails here loudly."""
-    text = PROD_NATS_CONF.read_text()
-    replacements = {
-        "server_name: $POD_NAME": f"server_name: {node}",
-        "store_dir: /data": f'store_dir: "{store}"',
-        "pid_file: /var/run/nats/nats.pid": f'pid_file: "{store.parent / "nats.pid"}"',
-        **{f"nats://{name}.nats-headless:6222": f"nats://{routes[name]}:6222" for name in routes},
-    }
-    for old, new in replacements.items():
-        if old not in text:
-            raise AssertionError(f"{PROD_NATS_CONF} no longer has {old!r}: update tests/support/cluster.py")
-        text = text.replace(old, new)
-    for needed in ("sync_interval: always", "include \"auth/users.conf\""):
-        assert needed in text, f"{PROD_NATS_CONF} lost {needed!r}"
-    return text
+    """The prod overlay's nats.conf (its ConfigMap is made from this file) with this machine's
+    paths and the nodes' addresses in place of the pods' (`server_name` is $POD_NAME)."""
+    conf = localised(
+        PROD_OVERLAY.joinpath("nats.conf").read_text(),
+        {
+            "store_dir: /data": f'store_dir: "{store}"',
+            "pid_file: /var/run/nats/nats.pid": f'pid_file: "{store.parent / "nats.pid"}"',
+            **{f"nats://{name}.nats-headless:6222": f"nats://{address}:6222" for name, address in routes.items()},
+        },
+    )
+    assert "sync_interval: always" in conf and 'include "auth/users.conf"' in conf, "prod's nats.conf changed"
+    return conf
+
+
+def prod_replicas() -> int:
+    """AETHER_NATS_REPLICAS as the prod overlay sets it for every service."""
+    kustomization = yaml.safe_load(PROD_OVERLAY.joinpath("kustomization.yaml").read_text())
+    common = next(g for g in kustomization["configMapGenerator"] if g["name"] == "aether-common")
+    return int(dict(item.split("=", 1) for item in common["literals"])["AETHER_NATS_REPLICAS"])
 
 
 class PartitionedStack:
@@ -146,7 +150,11 @@ class PartitionedStack:
             credentials.write_private(config, prod_nats_config(node, home / "data", routes))
             # The supervisor does not restart a node: the test kills and restarts them itself.
             self.node_specs[node] = ChildSpec(
-                node, self.network.argv(host, [nats_binary(), "-c", str(config)]), restart=False, stop_timeout=20
+                node,
+                self.network.argv(host, [nats_binary(), "-c", str(config)]),
+                {"POD_NAME": node},
+                restart=False,
+                stop_timeout=20,
             )
             await self.supervisor.start(self.node_specs[node])
         await self.wait_cluster(deadline - time.monotonic())
@@ -156,7 +164,7 @@ class PartitionedStack:
                 "topology",
                 self.network.argv(PLACEMENT["gateway"], [sys.executable, "-m", "aether_gateway", "topology"]),
                 {"AETHER_NATS_URL": self.nats_url(TOPOLOGY), "AETHER_INSTANCE_ID": "partition",
-                 "AETHER_NATS_REPLICAS": str(REPLICAS)},
+                 "AETHER_NATS_REPLICAS": str(prod_replicas())},
             )
         )
         if declared != 0:
@@ -178,7 +186,7 @@ class PartitionedStack:
                 ChildSpec(
                     name,
                     self.network.argv(PLACEMENT[name], [sys.executable, "-m", module]),
-                    {**self.env, "AETHER_INSTANCE_ID": name, "AETHER_NATS_REPLICAS": str(REPLICAS), **env},
+                    {**self.env, "AETHER_INSTANCE_ID": name, "AETHER_NATS_REPLICAS": str(prod_replicas()), **env},
                     stop_timeout=60.0 if name == "container-manager" else 15.0,
                 )
             )
