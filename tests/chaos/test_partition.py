@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -52,6 +53,9 @@ async def cluster():
         pytest.fail(f"the partition test makes its own hosts (network namespaces) and cannot here: {reason}")
     stack = PartitionedStack(ENV)
     began = time.monotonic()
+    # A CI job stopped with SIGTERM still tears down (pytest runs finalizers on an interrupt);
+    # after a SIGKILL the next run sweeps what is left (netns.sweep_stale).
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         try:
             await stack.start()
@@ -67,8 +71,13 @@ async def cluster():
         yield stack
     finally:
         await stack.stop()
+        signal.signal(signal.SIGTERM, previous)
         FIGURES["total_seconds"] = round(time.monotonic() - began, 1)
         write_figures("partition", FIGURES)
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 async def test_the_stream_leaders_host_cut_off_then_healed(cluster: PartitionedStack):
