@@ -73,7 +73,7 @@ bench: install ## makespan vs critical path (vs the Phase 1 loop and LangGraph),
 	$(PY) -m aether_bench $(BENCH_ARGS)
 
 .PHONY: chaos
-chaos: install ## kill every service at its worst moment, restart NATS, take the LLM down (figures in artifacts/)
+chaos: install ## kill every service at its worst moment, restart NATS, take the LLM down, partition a 3-node cluster (root; figures in artifacts/)
 	$(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 .PHONY: check-llm
