@@ -50,36 +50,38 @@ async def buckets(connections, name: str):
     return [await c.jetstream(timeout=10).key_value(name) for c in connections]
 
 
-async def test_concurrent_creates_of_one_key_lose_with_a_conflict(connections):
-    kvs = await buckets(connections, topology.LLM_SLOTS_BUCKET)
+ROUNDS = 10
 
-    async def create(n: int, key: str) -> str:
+
+async def race(create, lost: type[Exception], prefix: str) -> Counter:
+    """`create(n, key)` by every writer at once, for ROUNDS keys: how each attempt ended."""
+
+    async def attempt(n: int, key: str) -> str:
         try:
-            await create_key(kvs[n % len(kvs)], key, b"{}")
+            await create(n, key)
             return "created"
-        except KeyWrongLastSequenceError:
-            return "conflict"
+        except lost:
+            return "lost"
 
     outcomes = Counter()
-    for round in range(10):
-        outcomes.update(await asyncio.gather(*(create(n, f"race-{round}") for n in range(WRITERS))))
-    assert outcomes == {"created": 10, "conflict": 10 * (WRITERS - 1)}
+    for round in range(ROUNDS):
+        outcomes.update(await asyncio.gather(*(attempt(n, f"{prefix}-{round}") for n in range(WRITERS))))
+    return outcomes
+
+
+async def test_concurrent_creates_of_one_key_lose_with_a_conflict(connections):
+    kvs = await buckets(connections, topology.LLM_SLOTS_BUCKET)
+    outcomes = await race(lambda n, key: create_key(kvs[n % len(kvs)], key, b"{}"), KeyWrongLastSequenceError, "race")
+    assert outcomes == {"created": ROUNDS, "lost": ROUNDS * (WRITERS - 1)}
 
 
 async def test_a_task_created_twice_at_once_exists_once(connections):
     stores = [TaskStore(kv) for kv in await buckets(connections, topology.TASKS_BUCKET)]
 
-    async def create(n: int, task_id: str) -> str:
-        try:
-            await stores[n % len(stores)].create(TaskState(id=task_id, description="twice"))
-            return "created"
-        except TaskExists:
-            return "exists"
+    def create(n: int, task_id: str):
+        return stores[n % len(stores)].create(TaskState(id=task_id, description="twice"))
 
-    outcomes = Counter()
-    for round in range(10):
-        outcomes.update(await asyncio.gather(*(create(n, f"twice-{round}") for n in range(WRITERS))))
-    assert outcomes == {"created": 10, "exists": 10 * (WRITERS - 1)}
+    assert await race(create, TaskExists, "twice") == {"created": ROUNDS, "lost": ROUNDS * (WRITERS - 1)}
 
 
 async def test_a_tenants_first_submissions_at_once_are_all_admitted(connections):
