@@ -160,6 +160,7 @@ async def scenario(cluster: PartitionedStack, name: str, fault) -> dict:
     figures: dict = {"tasks_run": TASKS}
     FIGURES["scenarios"][name] = figures
     pids_before = service_pids(cluster)
+    agents_failed_before = len(await events(cluster, subjects.agent_event("failed")))
     answers: Counter = Counter()
     submissions = [
         submit_until_accepted(cluster, diamond(n), f"{cluster.network.run}-{name}-{n}", answers) for n in range(TASKS)
@@ -189,6 +190,8 @@ async def scenario(cluster: PartitionedStack, name: str, fault) -> dict:
     figures["duplicate_results"] = sum(duplicates(t) for t in tasks)
     figures["subtask_attempts_above_one"] = sum(s["attempts"] > 1 for t in tasks for s in t.get("subtasks", []))
     figures.update(await recorded_on_the_stream(cluster, ids))
+    failed = (await events(cluster, subjects.agent_event("failed")))[agents_failed_before:]
+    figures["agents_replaced"] = dict(Counter(e["reason"] for e in failed))
     figures["leader_after"] = await cluster.leader()
     figures["replicas_current_after"] = await replicas_current(cluster)
 
@@ -277,6 +280,9 @@ async def events(cluster: PartitionedStack, subject: str) -> list[dict]:
     connection = await nats.connect(cluster.nats_url(ADMIN).split(","), connect_timeout=5)
     try:
         js = connection.jetstream(timeout=10)
+        held = (await js.stream_info(topology.STREAM, subjects_filter=subject)).state.subjects or {}
+        if not held.get(subject):
+            return []
         subscription = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
         found = []
         while True:
