@@ -83,7 +83,7 @@ bench: install-dev ## makespan vs critical path (vs the Phase 1 loop and LangGra
 	$(PY) -m aether_bench $(BENCH_ARGS)
 
 .PHONY: chaos
-chaos: install-dev ## kill every service at its worst moment, restart NATS, take the LLM down (figures in artifacts/)
+chaos: install-dev ## kill every service at its worst moment, restart NATS, take the LLM down, partition a 3-node cluster (root; figures in artifacts/)
 	$(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 .PHONY: check-llm

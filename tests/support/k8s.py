@@ -68,6 +68,16 @@ def problems(doc: dict[str, Any], version: str) -> list[str]:
     return []
 
 
+def localised(conf: str, replacements: dict[str, str]) -> str:
+    """A deployed nats.conf with local addresses and paths. Each deployed line must be there
+    exactly once: a configuration of another shape would run something other than what is
+    deployed, so the test fails instead."""
+    for deployed, local in replacements.items():
+        assert conf.count(deployed) == 1, f"{deployed!r} not found once in nats.conf"
+        conf = conf.replace(deployed, local)
+    return conf
+
+
 def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 

@@ -29,6 +29,8 @@ from nats.js.kv import KeyValue
 
 from aether_contracts.topology import LLM_SLOTS_BUCKET
 
+from .kv import create_key
+
 log = logging.getLogger("aether.llm")
 
 LEASE_S = 30.0
@@ -98,7 +100,7 @@ class EndpointSlots:
             value = json.dumps(leases).encode()
             try:
                 if revision is None:
-                    await self.kv.create(self.key, value)
+                    await create_key(self.kv, self.key, value)
                 else:
                     await self.kv.update(self.key, value, last=revision)
                 return True

@@ -39,6 +39,12 @@ PUBLISH_TIMEOUT_S = 5.0
 PUBLISH_ATTEMPTS = 3
 
 HEARTBEAT_EVERY_S = 2.0
+PING_INTERVAL_S = 3
+MAX_OUTSTANDING_PINGS = 2
+"""A connection to a node that dropped off the network gets no reset, only silence: after about
+10 s without an answer to its pings the client moves to another node of the cluster (nats-py's
+defaults, 120 s and 2, kept it on the dead node for four minutes, and the pool replaced agents
+that were only waiting there; issue 18, tests/chaos/test_partition.py)."""
 HAND_BACK_DELAY_S = 1.0
 TOPOLOGY_POLL_S = 1.0
 TOPOLOGY_LOG_EVERY_S = 10.0
@@ -75,6 +81,8 @@ def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsB
         middlewares=(*telemetry.broker_middlewares(), metrics.broker_middleware(service)),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        ping_interval=PING_INTERVAL_S,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         # FastStream logs every message at this level; keep it out of INFO at our rates.
         log_level=logging.DEBUG,
         graceful_timeout=30.0,

@@ -15,6 +15,7 @@ from aether_contracts.state import InvalidTaskState, TaskState, TaskStatus, utcn
 
 from . import metrics, telemetry
 from .control import stop_task
+from .kv import create_key
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ class TaskStore:
     async def create(self, state: TaskState) -> int:
         state.check()
         try:
-            return await self.kv.create(state.id, state.to_bytes())
+            return await create_key(self.kv, state.id, state.to_bytes())
         except KeyWrongLastSequenceError as exc:
             raise TaskExists(state.id) from exc
 

@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from aether_contracts import topology
-from aether_contracts.agents import AgentRecord, AgentStatus, agent_key
+from aether_contracts.agents import AGENT_TTL_S, AgentRecord, AgentStatus, agent_key
 from aether_contracts.events import AgentEvent
 from aether_contracts.state import utcnow
 from aether_core.mirror import KVMirror
@@ -72,6 +72,8 @@ class PoolManager:
         self.managed: dict[str, Managed] = {}
         self.last_decisions: dict[str, PoolDecision] = {}
         self._lock = asyncio.Lock()
+        self._blind_at: float | None = None
+        """When a reconciliation last failed (NATS not answering this manager)."""
 
     # -- start-up -------------------------------------------------------------------------------
     def bind(self, js: JetStreamContext, agents_kv: KeyValue) -> None:
@@ -100,6 +102,7 @@ class PoolManager:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._blind_at = time.monotonic()
                 log.exception("pool reconciliation failed; retrying")
             await asyncio.sleep(interval_s)
 
@@ -197,7 +200,12 @@ class PoolManager:
                 if time.monotonic() - agent.started > self.start_timeout_s:
                     self._stop_later(agent, f"did not register within {self.start_timeout_s:.0f}s", failed=True)
             elif record is None or working:
-                # Registered once, silent now: hung or cut off from NATS. Replace it.
+                # Registered once, silent now: hung or cut off from NATS. Replace it, unless NATS
+                # did not answer this manager either a moment ago (a node lost, a partition):
+                # the agent's heartbeats failed as ours did, and it gets the time to write one
+                # again. Replaced, it would lose the subtask it was finishing (issue 18).
+                if self._blind_at is not None and time.monotonic() - self._blind_at < AGENT_TTL_S:
+                    continue
                 self._stop_later(agent, "stopped sending heartbeats", failed=True)
 
     async def _reap(self) -> None:

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from nats import errors as nats_errors
+from nats.js import errors as js_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aether_contracts import subjects
@@ -51,6 +53,19 @@ POLLED_READS = (
 )
 """Reads that clients poll (the CLI's status, the board's lists and files): each would be a trace
 of one span (server span names, as the FastAPI instrumentation makes them)."""
+
+NATS_UNAVAILABLE = (
+    TimeoutError,  # nats.errors.TimeoutError is one
+    nats_errors.NoRespondersError,
+    nats_errors.NoServersError,
+    nats_errors.ConnectionClosedError,
+    nats_errors.ConnectionReconnectingError,
+    nats_errors.StaleConnectionError,
+    js_errors.ServiceUnavailableError,
+    js_errors.NoStreamResponseError,
+)
+"""NATS not answering for now: a node cut off, a stream leader being elected (issue 18)."""
+NATS_RETRY_AFTER_S = 2
 
 SECURITY_HEADERS = {
     # The board and the docs load only their own files; nothing may frame them.
@@ -183,6 +198,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             # Starlette's answer to an undecodable body; everything else about a bad body is 422.
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def nats_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: NATS unavailable: %r", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"the task store (NATS JetStream) is not answering ({type(exc).__name__}): retry shortly"},
+            status_code=503,
+            headers={"Retry-After": str(NATS_RETRY_AFTER_S)},
+        )
+
+    for unavailable in NATS_UNAVAILABLE:
+        app.add_exception_handler(unavailable, nats_unavailable)
 
     for module in (tasks, steps, stream, files, agent_routes, health, probes, observability, a2a_agent):
         app.include_router(module.router)

@@ -25,6 +25,7 @@ import time
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from aether_core.kv import create_key
 from aether_core.store import TaskStore
 
 from .index import TaskIndex
@@ -68,7 +69,7 @@ class ActiveTasks:
             value = json.dumps(admitted, separators=(",", ":")).encode()
             try:
                 if revision is None:
-                    await self._kv.create(key, value)
+                    await create_key(self._kv, key, value)
                 else:
                     await self._kv.update(key, value, last=revision)
                 return None
