@@ -24,6 +24,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .reaper import dying_with_parent
+
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 LOCAL_BASE = "aether-base:bookworm"
@@ -74,7 +76,8 @@ def _tool(name: str) -> str:
 
 
 def _run(argv: list[str], **kw) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, **kw)
+    # A build outlives nothing that started it: `make up` ends this process on a Ctrl-C.
+    result = subprocess.run(argv, capture_output=True, text=True, preexec_fn=dying_with_parent(), **kw)
     if result.returncode != 0:
         raise ImageError(
             f"`{' '.join(argv[:4])} …` failed ({result.returncode}):\n"
