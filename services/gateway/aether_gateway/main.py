@@ -24,6 +24,7 @@ from aether_core.templates import Registry, load_registry
 from aether_core.workspace_store import WorkspaceStore
 
 from .auth import KeyRing, LinkSigner, redact_tokens_in_logs
+from .bodies import BodyLimit, BodyTooLarge, too_large
 from .deps import Gateway, authenticate
 from .docs import mount_docs
 from .index import TaskIndex
@@ -60,7 +61,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     broker = make_broker(settings, SERVICE)
     runtime = Runtime(settings, broker, SERVICE, buckets=(TASKS_BUCKET, SERVICES_BUCKET, AGENTS_BUCKET, QUOTAS_BUCKET))
     index = TaskIndex()
-    streams = StreamHub()
+    streams = StreamHub(per_client=settings.streams_per_client, total=settings.streams_total)
     index.listeners.append(streams.on_change)
     services = KVMirror("services")
     agent_pool = KVMirror("agents")
@@ -115,7 +116,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         services,
         agent_pool,
         keys,
-        GatewayMetrics(runtime, index, agent_pool, registry),
+        GatewayMetrics(runtime, index, agent_pool, registry, streams),
         streams,
         WorkspaceStore(lambda: runtime.js),
         LinkSigner(keys.secret("download-links"), settings.download_link_ttl_s),
@@ -130,15 +131,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body larger than {settings.max_body_bytes} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
+    # Counted as it arrives, whatever its encoding: a chunked body was read whole however large.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     # Added last, so it wraps every answer, a 413 included.
     @app.middleware("http")
@@ -164,6 +158,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             # Starlette's answer to an undecodable body; everything else about a bad body is 422.
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
+        if isinstance(exc, BodyTooLarge):
+            return too_large(settings.max_body_bytes)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     for module in (tasks, steps, stream, files, agent_routes, health, probes, observability):
