@@ -1,9 +1,11 @@
 """Request bodies are counted as they arrive, whatever their encoding (issue 18).
 
-A `Content-Length` over the limit is refused before a byte of the body is read. A chunked body
-has no length to check beforehand: the count of what arrived stops it the moment it passes the
-limit, so no more than the limit is ever held. Either way the answer is a 413 that closes the
-connection: kept open, the server would go on reading (and dropping) what the client sends.
+A `Content-Length` over the limit is refused before a byte of the body is read; the server drops
+the declared bytes as they come (they are finite), so a client that sends its whole body before
+reading still gets the 413. A chunked body has no length to check beforehand: the count of what
+arrived stops it the moment it passes the limit, so no more than the limit is ever held, and
+that 413 closes the connection, which would otherwise go on taking (and dropping) bytes for as
+long as the client sends them.
 
 Pure ASGI rather than FastAPI's `max_body_size`, which answers a too-long `Content-Length` in
 plain text, past every handler (no JSON detail, no security headers, the connection kept).
@@ -25,9 +27,11 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {max_bytes} bytes")
 
 
-def too_large(max_bytes: int) -> JSONResponse:
+def too_large(max_bytes: int, *, close: bool) -> JSONResponse:
     return JSONResponse(
-        {"detail": f"request body larger than {max_bytes} bytes"}, status_code=413, headers={"Connection": "close"}
+        {"detail": f"request body larger than {max_bytes} bytes"},
+        status_code=413,
+        headers={"Connection": "close"} if close else None,
     )
 
 
@@ -41,7 +45,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await too_large(self.max_bytes)(scope, receive, send)
+            return await too_large(self.max_bytes, close=False)(scope, receive, send)
 
         received = 0
         started = False
@@ -66,4 +70,4 @@ class BodyLimit:
             # Read outside a route (the app's handlers answer it there): answer it here.
             if started:
                 raise
-            await too_large(self.max_bytes)(scope, receive, send)
+            await too_large(self.max_bytes, close=True)(scope, receive, send)

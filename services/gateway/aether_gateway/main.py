@@ -158,8 +158,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             # Starlette's answer to an undecodable body; everything else about a bad body is 422.
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
-        if isinstance(exc, BodyTooLarge):
-            return too_large(settings.max_body_bytes)
+        if isinstance(exc, BodyTooLarge):  # counted past the limit: the rest is not taken
+            return too_large(settings.max_body_bytes, close=True)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     for module in (tasks, steps, stream, files, agent_routes, health, probes, observability):
