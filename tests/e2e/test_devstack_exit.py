@@ -9,7 +9,9 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,12 +86,33 @@ def kill_left(recorded: dict[int, tuple[int, str]]) -> None:
             os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
-def start_in_the_same_place(stack: Stack, **drop: str) -> None:
+def start_in_the_same_place(stack: Stack, without: tuple[str, ...] = ()) -> None:
     second = stack.again()
-    for name in drop:
+    for name in without:
         second.env.pop(name, None)
     second.start(timeout=240)
     second.stop()
+
+
+def run_until_it_gives_up(stack: Stack, timeout: float) -> tuple[subprocess.Popen, dict[int, tuple[int, str]]]:
+    """Start the devstack and record every process it starts until it exits by itself."""
+    process = stack.launch()
+    recorded: dict[int, tuple[int, str]] = {}
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        recorded |= family(process.pid)
+        time.sleep(0.05)
+    return process, recorded
+
+
+@contextlib.contextmanager
+def cleaned_up(stack: Stack, process: subprocess.Popen, recorded: dict[int, tuple[int, str]]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if process.poll() is None:
+            stack.stop()
+        kill_left(recorded)
 
 
 def test_a_start_that_fails_stops_what_it_started_and_says_why(tmp_path):
@@ -97,13 +120,8 @@ def test_a_start_that_fails_stops_what_it_started_and_says_why(tmp_path):
     # when it fails, and it fails at every restart.
     missing = tmp_path / "no-such-keys-file"
     stack = Stack(env={"AETHER_API_KEYS_FILE": str(missing)})
-    process = stack.launch()
-    recorded: dict[int, tuple[int, str]] = {}
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline:
-        recorded |= family(process.pid)
-        time.sleep(0.1)
-    try:
+    process, recorded = run_until_it_gives_up(stack, 240)
+    with cleaned_up(stack, process, recorded):
         assert process.poll() == 1, f"the devstack did not give up:\n{stack.log_tail()}"
         log = stack.log_tail(20000)
         assert "gateway exited 3 times while the stack started" in log, log
@@ -113,23 +131,14 @@ def test_a_start_that_fails_stops_what_it_started_and_says_why(tmp_path):
             assert started in everything, f"{started} was not running when the start failed:\n{everything}"
         assert not survivors(recorded), survivors(recorded)
         assert not ports_taken(stack)
-    finally:
-        if process.poll() is None:
-            stack.stop()
-        kill_left(recorded)
-    start_in_the_same_place(stack, AETHER_API_KEYS_FILE="")
+    start_in_the_same_place(stack, without=("AETHER_API_KEYS_FILE",))
 
 
 def test_an_agent_image_that_cannot_be_built_ends_the_start_with_the_reason():
     # No Docker engine at that address: the image can be neither found nor built.
     stack = Stack(env={"AETHER_AGENT_BACKEND": "docker", "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
-    process = stack.launch()
-    recorded: dict[int, tuple[int, str]] = {}
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        recorded |= family(process.pid)
-        time.sleep(0.05)
-    try:
+    process, recorded = run_until_it_gives_up(stack, 120)
+    with cleaned_up(stack, process, recorded):
         assert process.poll() == 1, stack.log_tail()
         log = stack.log_tail()
         assert "the agent image aether-executor:latest could not be built" in log, log
@@ -139,10 +148,6 @@ def test_an_agent_image_that_cannot_be_built_ends_the_start_with_the_reason():
         assert "nats-server" not in commands(recorded)
         assert not survivors(recorded), survivors(recorded)
         assert not ports_taken(stack)
-    finally:
-        if process.poll() is None:
-            stack.stop()
-        kill_left(recorded)
 
 
 def test_a_port_in_use_is_named_before_anything_starts():
