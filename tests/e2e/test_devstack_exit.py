@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from aether_devstack.images import BUILD_DIR as IMAGES_BUILD
 from aether_devstack.reaper import start_time
 from tests.support.stack import Stack
 
@@ -148,6 +149,49 @@ def test_an_agent_image_that_cannot_be_built_ends_the_start_with_the_reason():
         assert "nats-server" not in commands(recorded)
         assert not survivors(recorded), survivors(recorded)
         assert not ports_taken(stack)
+
+
+@pytest.mark.docker
+def test_a_ctrl_c_during_the_agent_image_build_ends_the_build_too():
+    from tests.conftest import _docker
+    from tests.support.containers import require_docker
+
+    if not _docker():
+        if require_docker():
+            pytest.fail("AETHER_REQUIRE_DOCKER=1 but no Docker engine answers")
+        pytest.skip("no Docker engine")
+    # A package index that accepts connections and never answers: the build waits in
+    # `pip download` (a child of the image step's child) until it is stopped.
+    index = socket.socket()
+    index.bind(("127.0.0.1", 0))
+    index.listen(64)
+    stack = Stack(env={
+        "AETHER_AGENT_BACKEND": "docker",
+        "AETHER_AGENT_IMAGE": "aether-test-never-built:none",
+        "PIP_INDEX_URL": f"http://127.0.0.1:{index.getsockname()[1]}/simple",
+        "PIP_EXTRA_INDEX_URL": "",
+        "PIP_TRUSTED_HOST": "127.0.0.1",
+    })
+    staging_before = set(IMAGES_BUILD.parent.glob("deps-*")) if IMAGES_BUILD.parent.exists() else set()
+    process = stack.launch(own_group=True)
+    recorded: dict[int, tuple[int, str]] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while "pip download" not in commands(recorded) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            recorded |= family(process.pid)
+        assert "pip download" in commands(recorded), stack.log_tail()
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(60) == 0, stack.log_tail()
+        assert not survivors(recorded), survivors(recorded)
+        assert "nats-server" not in commands(recorded)  # nothing else was started meanwhile
+        assert set(IMAGES_BUILD.parent.glob("deps-*")) <= staging_before, "the build left its staging directory"
+    finally:
+        index.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_left(recorded)
 
 
 def test_a_port_in_use_is_named_before_anything_starts():

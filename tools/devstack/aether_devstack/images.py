@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"Python base image (default {DEFAULT_BASE}); {LOCAL_BASE} is created here when missing",
     )
     args = parser.parse_args(argv)
+    # Stopped (`make up` on a Ctrl-C), a build still removes its half-gathered wheels.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         built = build_images(args.services, base=args.base)
     except ImageError as exc:
