@@ -230,6 +230,31 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(hos
     assert "connection" not in headers  # the declared bytes are finite: dropped as they come
 
 
+def test_a_header_that_never_ends_is_refused_and_not_held(hostile_stack):
+    stack = hostile_stack
+    status, _, _ = exchange(stack.http_port, head("GET", "/api/health", None, f"X-Fine: {'f' * 30_000}\r\n"))
+    assert status == 200  # a large head is fine: the limit is 64 KiB
+    sock = socket.create_connection(("127.0.0.1", stack.http_port))
+    sock.settimeout(0.2)
+    sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: ")
+    sent, raw = 0, b""
+    with PeakRSS(stack.pid("gateway")) as rss:
+        try:
+            while sent < 30_000_000 and not raw:
+                sock.sendall(b"e" * 16384)
+                sent += 16384
+                with contextlib.suppress(TimeoutError):
+                    raw = sock.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            sock.close()
+    print(f"\nendless header: answered after {sent / 1e6:.2f} MB sent: {raw[:48]!r}; gateway RSS peak +{rss.growth:.1f} MB")
+    assert sent < 5_000_000, sent  # before: read for as long as it came (30 MB, +29 MB of memory)
+    assert not raw or raw.startswith(b"HTTP/1.1 431 "), raw[:200]
+    assert rss.growth < 10, rss.samples
+
+
 async def test_websocket_messages_are_bounded_however_they_are_fragmented(hostile_stack):
     stack = hostile_stack
     url = stack.url.replace("http://", "ws://") + "/api/orchestrate/tasks/stream"
