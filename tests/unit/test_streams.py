@@ -6,7 +6,14 @@ from datetime import timedelta
 import pytest
 
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
-from aether_gateway.streams import BoardFeed, BoardItem, StreamHub, TaskFeed, resume_position
+from aether_gateway.streams import (
+    BoardFeed,
+    BoardItem,
+    StreamHub,
+    TaskFeed,
+    TooManyStreams,
+    resume_position,
+)
 
 
 def new_task(task_id: str = "t1", *, minutes_ago: int = 0) -> TaskState:
@@ -236,3 +243,29 @@ def test_a_tenants_board_carries_only_its_own_tasks_deletions_included():
         assert [(m.type, m.id) for m in bob.drain()] == [("board.task", "3"), ("board.ready", "3")]
     with hub.board_feed(after=0) as everyone:  # authentication off: one anonymous tenant sees all
         assert [m.id for m in everyone.drain()] == ["3", "4", "4"]
+
+
+def test_streams_are_admitted_up_to_the_clients_limit_and_the_total_and_released_on_exit():
+    hub = StreamHub(per_client=2, total=3)
+    with hub.admit("tenant 'a'"), hub.admit("tenant 'a'"):
+        with pytest.raises(TooManyStreams, match=r"tenant 'a' has 2 live streams open.*AETHER_STREAMS_PER_CLIENT") as refused:
+            with hub.admit("tenant 'a'"):
+                pass
+        assert refused.value.limit == "per_client"
+        with hub.admit("tenant 'b'"):  # another client is not held back by the first one
+            assert hub.open_streams == 3
+            with pytest.raises(TooManyStreams, match=r"3 live streams open.*AETHER_STREAMS_TOTAL") as refused:
+                with hub.admit("tenant 'c'"):
+                    pass
+            assert refused.value.limit == "total"
+    assert hub.open_streams == 0
+    with hub.admit("tenant 'a'"), hub.admit("tenant 'a'"):  # the slots came back
+        pass
+
+
+def test_a_stream_that_fails_gives_its_slot_back():
+    hub = StreamHub(per_client=1)
+    with pytest.raises(RuntimeError), hub.admit("address 127.0.0.1"):
+        raise RuntimeError("the client left")
+    with hub.admit("address 127.0.0.1"):
+        assert hub.open_streams == 1

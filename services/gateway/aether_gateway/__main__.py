@@ -12,6 +12,7 @@ from aether_core.config import ServiceSettings
 from aether_core.service import configure_logging, declare_topology
 from aether_core.telemetry import FreshContext
 
+from .connections import protocols
 from .main import create_app
 from .routes.stream import WS_MAX_MESSAGE_BYTES
 from .settings import GatewaySettings
@@ -40,6 +41,9 @@ if __name__ == "__main__":
             # Live streams never end by themselves: without a limit a stop would wait for every
             # browser tab to close. Clients resume where they were from another replica or restart.
             timeout_graceful_shutdown=3,
-            # Stream clients send nothing: a larger frame is not read (closed with 1009).
+            # Stream clients send nothing: a larger message (in one frame or many) is not read
+            # (closed with 1009).
             ws_max_size=WS_MAX_MESSAGE_BYTES,
+            # A client that stops reading holds little and is closed after a while.
+            **protocols(settings.slow_client_timeout_s),
         )

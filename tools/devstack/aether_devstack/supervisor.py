@@ -3,6 +3,10 @@
 The supervisor writes `<data dir>/devstack.json` (name, pid, restarts of each child) whenever a
 child starts, so tests can find a service's process and kill it.
 
+Each child leads a process group of its own and is signalled as a group, so what it started goes
+with it; each dies with the supervisor's process too, and a reaper ends what is left when the
+supervisor could not (`reaper.py`).
+
 Children do not inherit the supervisor's environment: each starts from `child_environment` (what
 any process needs, and the non-secret settings) plus what its `ChildSpec` adds, so an API key, the
 LLM key or a NATS password reaches only the child it is meant for (issue 19).
@@ -20,6 +24,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .reaper import Lifeline, dying_with_parent
 
 COLORS = [36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96]
 
@@ -69,11 +75,21 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, state_file: Path, *, quiet: bool = False, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        state_file: Path,
+        *,
+        quiet: bool = False,
+        environ: dict[str, str] | None = None,
+        lifeline: Lifeline | None = None,
+    ) -> None:
         self.children: dict[str, Child] = {}
+        self.once: list[Child] = []
+        """Children run to their end (`run_once`), stopped first if they still run."""
         self.state_file = state_file
         self.quiet = quiet
         self.base_env = child_environment(dict(os.environ) if environ is None else environ)
+        self.lifeline = lifeline or Lifeline(None)
         self.shutting_down = asyncio.Event()
         self._width = 12
 
@@ -104,28 +120,30 @@ class Supervisor:
     async def run_once(self, spec: ChildSpec) -> int:
         """Run a child to its end in the foreground (its output prefixed); its exit code."""
         self._width = max(self._width, len(spec.name))
+        child = Child(spec, 37)
+        self.once.append(child)
+        process = await self._exec(spec)
+        child.process = process
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            self.log(spec.name, raw.decode(errors="replace").rstrip())
+        return await process.wait()
+
+    async def _exec(self, spec: ChildSpec) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
             *spec.argv,
             env=self.environment(spec),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+            preexec_fn=dying_with_parent(),
         )
-        assert process.stdout is not None
-        async for raw in process.stdout:
-            self.log(spec.name, raw.decode(errors="replace").rstrip())
-        return await process.wait()
+        self.lifeline.child(spec.name, process.pid, spec.stop_timeout)
+        return process
 
     async def _spawn(self, child: Child) -> None:
-        child.process = await asyncio.create_subprocess_exec(
-            *child.spec.argv,
-            env=self.environment(child.spec),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
-        )
+        child.process = await self._exec(child.spec)
         child.started_at = time.monotonic()
         self._write_state()
 
@@ -155,6 +173,10 @@ class Supervisor:
                 return
             await self._spawn(child)
 
+    def crashing(self, times: int) -> list[str]:
+        """Children that exited `times` times in a row, each soon after its start."""
+        return [c.spec.name for c in self.children.values() if c.restarts >= times]
+
     def _write_state(self) -> None:
         state = {
             "supervisor_pid": os.getpid(),
@@ -176,25 +198,40 @@ class Supervisor:
     async def stop_all(self, order: Sequence[str]) -> None:
         """Stop children in `order` (the rest after), each with SIGTERM, then SIGKILL."""
         self.shutting_down.set()
+        for child in self.once:
+            await self._stop(child, child.spec.stop_timeout)
         names = [n for n in order if n in self.children] + [n for n in self.children if n not in order]
         for name in names:
             child = self.children[name]
             await self._stop(child, child.spec.stop_timeout)
+
+    def kill_all(self) -> None:
+        """SIGKILL to every child still running (a second Ctrl-C: do not wait)."""
+        for child in [*self.once, *self.children.values()]:
+            if child.process is not None and child.process.returncode is None:
+                _signal_group(child.process, signal.SIGKILL)
 
     async def _stop(self, child: Child, timeout: float) -> None:
         child.stopping = True
         process = child.process
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+        _signal_group(process, signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), timeout)
         except TimeoutError:
             self.log(child.spec.name, f"did not stop in {timeout:.0f}s; killing", 91)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            _signal_group(process, signal.SIGKILL)
             await process.wait()
         if child.task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(child.task, 2)
+
+
+def _signal_group(process: asyncio.subprocess.Process, sig: int) -> None:
+    """The child and what it started in its group (it leads one: `start_new_session`)."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)

@@ -1977,6 +1977,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many live streams open: the client's (AETHER_STREAMS_PER_CLIENT) or the gateway's (AETHER_STREAMS_TOTAL) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     list_steps_api_orchestrate_task__task_id__subtasks__subtask_id__steps_get: {
@@ -2087,6 +2096,15 @@ export interface operations {
             };
             /** @description Malformed resume position */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many live streams open: the client's (AETHER_STREAMS_PER_CLIENT) or the gateway's (AETHER_STREAMS_TOTAL) */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -6,18 +6,29 @@ the fan-out and the resume rules live in `streams.py`.
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.requests import HTTPConnection
 
 from ..auth import Principal, visible
 from ..deps import Gateway, GatewayDep, PrincipalDep, websocket_principal
+from ..metrics import STREAMS_REFUSED
 from ..schemas import STREAM_MESSAGES, ErrorBody, StreamError, StreamErrorMessage
-from ..streams import BoardFeed, TaskFeed, resume_position
+from ..streams import BoardFeed, TaskFeed, TooManyStreams, resume_position
 from .tasks import plausible_task_id
 
 router = APIRouter(prefix="/api/orchestrate", tags=["streams"])
@@ -54,7 +65,13 @@ BAD_REQUEST = {
     401: {"description": "No valid API key (`?access_token=` works where headers cannot be set)", "content": _ERROR_JSON},
     404: {"description": "No task with this id", "content": _ERROR_JSON},
     422: {"description": "Malformed resume position", "content": _ERROR_JSON},
+    429: {
+        "description": "Too many live streams open: the client's (AETHER_STREAMS_PER_CLIENT) or the gateway's "
+        "(AETHER_STREAMS_TOTAL)",
+        "content": _ERROR_JSON,
+    },
 }
+RETRY_AFTER_S = 5
 # A position is the decimal `id` of a message. The schema says so (for client generators and
 # schemathesis); the check itself is resume_position, whose message says what is expected.
 POSITION_PATTERN = r"^[0-9]{0,18}$"
@@ -68,6 +85,24 @@ def _position(after: str | None, last_event_id: str | None) -> int | None:
         return resume_position(after)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
+
+
+def stream_client(principal: Principal, connection: HTTPConnection) -> str:
+    """Who a stream counts against: its tenant, or its address when authentication is off."""
+    if principal.tenant is not None:
+        return f"tenant '{principal.tenant}'"
+    return f"address {connection.client.host if connection.client else 'unknown'}"
+
+
+@contextlib.contextmanager
+def admitted(gw: Gateway, principal: Principal, connection: HTTPConnection) -> Iterator[None]:
+    """One of the streams the caller may have open, for the block; HTTP 429 when none is left."""
+    try:
+        with gw.streams.admit(stream_client(principal, connection)):
+            yield
+    except TooManyStreams as refused:  # raised on entering: nothing in the block raises it
+        STREAMS_REFUSED.labels(refused.limit).inc()
+        raise HTTPException(429, refused.detail, headers={"Retry-After": str(RETRY_AFTER_S)}) from None
 
 
 @contextlib.asynccontextmanager
@@ -87,19 +122,22 @@ async def open_task_feed(
 
 async def task_feed(
     task_id: str,
+    request: Request,
     gw: GatewayDep,
     principal: PrincipalDep,
     after: Annotated[str | None, Query(description=POSITION_DOC, json_schema_extra={"pattern": POSITION_PATTERN})] = None,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[TaskFeed]:
     position = _position(after, last_event_id)
-    async with open_task_feed(gw, principal, task_id, position) as feed:
-        if feed is None:
-            raise HTTPException(404, f"no task with id '{task_id}'")
-        yield feed
+    with admitted(gw, principal, request):
+        async with open_task_feed(gw, principal, task_id, position) as feed:
+            if feed is None:
+                raise HTTPException(404, f"no task with id '{task_id}'")
+            yield feed
 
 
 async def board_feed(
+    request: Request,
     gw: GatewayDep,
     principal: PrincipalDep,
     after: Annotated[str | None, Query(description=POSITION_DOC, json_schema_extra={"pattern": POSITION_PATTERN})] = None,
@@ -107,7 +145,7 @@ async def board_feed(
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> AsyncIterator[BoardFeed]:
     position = _position(after, last_event_id)
-    with gw.streams.board_feed(position, newest=limit, tenant=principal.tenant) as feed:
+    with admitted(gw, principal, request), gw.streams.board_feed(position, newest=limit, tenant=principal.tenant) as feed:
         yield feed
 
 
@@ -133,7 +171,7 @@ async def stream_task(feed: Annotated[TaskFeed, Depends(task_feed)]) -> AsyncIte
 @router.get(
     "/tasks/stream",
     response_class=EventSourceResponse,
-    responses={401: BAD_REQUEST[401], 422: BAD_REQUEST[422]},
+    responses={401: BAD_REQUEST[401], 422: BAD_REQUEST[422], 429: BAD_REQUEST[429]},
     summary="Follow every task live (SSE or WebSocket)",
     description=BOARD_STREAM_DOC,
 )
@@ -154,10 +192,14 @@ async def stream_task_ws(websocket: WebSocket, task_id: str) -> None:
         return await _refuse(websocket, exc.status_code, str(exc.detail))
     except ValueError as exc:
         return await _refuse(websocket, 422, str(exc))
-    async with open_task_feed(gw, principal, task_id, position) as feed:
-        if feed is None:
-            return await _refuse(websocket, 404, f"no task with id '{task_id}'")
-        await _pump(websocket, feed.next)
+    try:
+        with admitted(gw, principal, websocket):
+            async with open_task_feed(gw, principal, task_id, position) as feed:
+                if feed is None:
+                    return await _refuse(websocket, 404, f"no task with id '{task_id}'")
+                await _pump(websocket, feed.next)
+    except HTTPException as refused:
+        await _refuse(websocket, refused.status_code, str(refused.detail))
 
 
 @router.websocket("/tasks/stream")
@@ -174,8 +216,13 @@ async def stream_board_ws(websocket: WebSocket) -> None:
         return await _refuse(websocket, exc.status_code, str(exc.detail))
     except ValueError as exc:
         return await _refuse(websocket, 422, str(exc))
-    with gw.streams.board_feed(position, newest=limit, tenant=principal.tenant) as feed:
-        await _pump(websocket, feed.next)
+    try:
+        with admitted(gw, principal, websocket), gw.streams.board_feed(
+            position, newest=limit, tenant=principal.tenant
+        ) as feed:
+            await _pump(websocket, feed.next)
+    except HTTPException as refused:
+        await _refuse(websocket, refused.status_code, str(refused.detail))
 
 
 async def _refuse(websocket: WebSocket, status: int, detail: str) -> None:
