@@ -1,0 +1,182 @@
+"""Issue 15, human in the loop: a plan approved (as it is or edited) or rejected before anything
+runs, and experts that ask a person instead of guessing, on one branch while the others run.
+The stack as `make up` runs it; the simulator's expert asks (`[[sim ask=…]]`) and reads the
+answer; two tenants, so that only the task's own can approve, reject or answer."""
+
+import asyncio
+import time
+
+import pytest
+
+from tests.support import sse
+from tests.support.plans import scripted, subtask
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef"
+NO_TASK = "00000000-0000-7000-8000-000000000000"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    running = Stack(
+        env={
+            "AETHER_API_KEYS": f"alice:{ALICE},bob:{BOB}",
+            "AETHER_MAX_SUBTASKS": "4",
+            "AETHER_SANDBOX_TIMEOUT_S": "20",
+            "AETHER_POOL_OVERRIDES": "fullstack:min=1;python-backend:min=1",
+        }
+    ).start()
+    yield running
+    running.stop()
+
+
+def by_id(task: dict) -> dict:
+    return {s["id"]: s for s in task["subtasks"]}
+
+
+def approval_plan() -> str:
+    return scripted("Approve me", [subtask("a", "fullstack"), subtask("b", "python-backend", ["a"])])
+
+
+async def awaiting(stack: Stack, client, description: str, **extra) -> dict:
+    created = await stack.submit(client, description, require_plan_approval=True, **extra)
+    return await stack.wait_task(client, created["id"], until={"awaiting_approval", "failed", "completed"})
+
+
+# -- plan approval -------------------------------------------------------------------------------
+
+
+async def test_a_plan_waits_for_approval_with_nothing_running_then_runs_as_approved(stack):
+    async with stack.client(key=ALICE) as alice:
+        task = await awaiting(stack, alice, approval_plan())
+        assert task["status"] == "awaiting_approval", task["logs"]
+        assert [s["id"] for s in task["subtasks"]] == ["a", "b"] and task["plan"]["subtasks"]
+        assert {s["status"] for s in task["subtasks"]} == {"pending"}
+        assert task["approval"]["requested_at"] and task["approval"]["decision"] is None
+        await asyncio.sleep(2)  # time enough for anything that would run to start
+        assert await stack.sim_requests(alice, task_id=task["id"], role="expert") == []
+        assert (await alice.get(f"/api/orchestrate/task/{task['id']}")).json()["status"] == "awaiting_approval"
+
+        approved = await alice.post(f"/api/orchestrate/task/{task['id']}/approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["status"] == "executing" and approved.json()["approval"]["decision"] == "approved"
+        again = await alice.post(f"/api/orchestrate/task/{task['id']}/approve", json={})
+        assert again.status_code == 409 and "not awaiting approval" in again.json()["detail"]
+        assert (await alice.post(f"/api/orchestrate/task/{task['id']}/reject", json={"reason": "late"})).status_code == 409
+        done = await stack.wait_task(alice, task["id"])
+        experts = await stack.sim_requests(alice, task_id=task["id"], role="expert")
+    assert done["status"] == "completed", done["logs"]
+    assert {r["subtask_id"] for r in experts} == {"a", "b"}
+    assert done["approval"]["edited"] is False and done["approval"]["decided_at"]
+    assert any("Plan approved as Jason planned it" in line for line in done["logs"])
+
+
+async def test_an_edited_plan_runs_instead_of_jasons(stack):
+    edited = {
+        "analysis": "a person's plan",
+        "subtasks": [
+            {"id": "schema", "description": "Design the schema", "agent_type": "database-expert", "depends_on": []},
+            {"id": "api", "description": "Build the API on it", "agent_type": "python-backend", "depends_on": ["schema"]},
+        ],
+    }
+    async with stack.client(key=ALICE) as alice:
+        task = await awaiting(stack, alice, approval_plan())
+        response = await alice.post(f"/api/orchestrate/task/{task['id']}/approve", json={"plan": edited})
+        assert response.status_code == 200, response.text
+        done = await stack.wait_task(alice, task["id"])
+        experts = await stack.sim_requests(alice, task_id=task["id"], role="expert")
+    assert done["status"] == "completed", done["logs"]
+    assert [s["id"] for s in done["subtasks"]] == ["schema", "api"] and by_id(done)["api"]["depends_on"] == ["schema"]
+    assert done["plan"]["analysis"] == "a person's plan" and done["approval"]["edited"] is True
+    assert {r["subtask_id"] for r in experts} == {"schema", "api"}, "Jason's subtasks never ran"
+
+
+async def test_an_invalid_edit_is_a_422_naming_every_reason_and_the_plan_still_waits(stack):
+    broken = {
+        "analysis": "broken",
+        "subtasks": [
+            {"id": "x", "description": "one", "agent_type": "cobol-expert", "depends_on": ["ghost"]},
+            {"id": "y", "description": "two", "agent_type": "fullstack", "depends_on": ["z"]},
+            {"id": "z", "description": "three", "agent_type": "fullstack", "depends_on": ["y"]},
+        ],
+    }
+    too_many = {"subtasks": [{"id": f"s{n}", "description": "d", "agent_type": "fullstack"} for n in range(5)]}
+    async with stack.client(key=ALICE) as alice:
+        task = await awaiting(stack, alice, approval_plan())
+        response = await alice.post(f"/api/orchestrate/task/{task['id']}/approve", json={"plan": broken})
+        limits = await alice.post(f"/api/orchestrate/task/{task['id']}/approve", json={"plan": too_many})
+        shape = await alice.post(f"/api/orchestrate/task/{task['id']}/approve", json={"plan": "not an object"})
+        still = (await alice.get(f"/api/orchestrate/task/{task['id']}")).json()
+        await alice.post(f"/api/orchestrate/task/{task['id']}/cancel")
+    assert response.status_code == 422, response.text
+    problems = response.json()["problems"]
+    assert any("unknown agent type 'cobol-expert'" in p for p in problems), problems
+    assert any("'ghost', which the plan does not contain" in p for p in problems), problems
+    assert any("cycle: y -> z -> y" in p or "cycle: z -> y -> z" in p for p in problems), problems
+    assert len(problems) == 3 and all(p in response.json()["detail"] for p in problems)
+    assert limits.status_code == 422 and "at most 4 are allowed" in limits.json()["detail"]
+    assert shape.status_code == 422
+    assert still["status"] == "awaiting_approval" and [s["id"] for s in still["subtasks"]] == ["a", "b"]
+
+
+async def test_a_rejected_plan_ends_the_task_cancelled_with_the_reason_and_nothing_ran(stack):
+    async with stack.client(key=ALICE) as alice:
+        task = await awaiting(stack, alice, approval_plan())
+        missing = await alice.post(f"/api/orchestrate/task/{task['id']}/reject", json={})
+        response = await alice.post(f"/api/orchestrate/task/{task['id']}/reject", json={"reason": "too expensive"})
+        assert response.status_code == 200, response.text
+        again = await alice.post(f"/api/orchestrate/task/{task['id']}/reject", json={"reason": "twice"})
+        late = await alice.post(f"/api/orchestrate/task/{task['id']}/approve")
+        retry = await alice.post(f"/api/orchestrate/task/{task['id']}/retry")
+        await asyncio.sleep(1)
+        experts = await stack.sim_requests(alice, task_id=task["id"], role="expert")
+        final = (await alice.get(f"/api/orchestrate/task/{task['id']}")).json()
+    assert missing.status_code == 422 and "reason" in missing.json()["detail"]
+    rejected = response.json()
+    assert rejected["status"] == "cancelled" and "too expensive" in rejected["error"]
+    assert {s["status"] for s in rejected["subtasks"]} == {"cancelled"}
+    assert rejected["approval"]["decision"] == "rejected" and rejected["approval"]["reason"] == "too expensive"
+    assert again.status_code == 409 and late.status_code == 409
+    assert retry.status_code == 409 and "never approved" in retry.json()["detail"]
+    assert experts == [] and final["status"] == "cancelled"
+
+
+async def test_approve_and_reject_are_409_for_a_task_that_does_not_wait_and_404_for_others(stack):
+    async with stack.client(key=ALICE) as alice, stack.client(key=BOB) as bob:
+        plain = await stack.wait_task(alice, (await stack.submit(alice, scripted("No approval", [subtask("a", "fullstack")])))["id"])
+        waiting = await awaiting(stack, alice, approval_plan())
+        answers = {
+            "approve plain": await alice.post(f"/api/orchestrate/task/{plain['id']}/approve"),
+            "reject plain": await alice.post(f"/api/orchestrate/task/{plain['id']}/reject", json={"reason": "no"}),
+            "approve unknown": await alice.post(f"/api/orchestrate/task/{NO_TASK}/approve"),
+            "bob approves": await bob.post(f"/api/orchestrate/task/{waiting['id']}/approve"),
+            "bob rejects": await bob.post(f"/api/orchestrate/task/{waiting['id']}/reject", json={"reason": "mine now"}),
+            "bob answers": await bob.post(f"/api/orchestrate/task/{waiting['id']}/subtasks/a/answer", json={"answer": "x"}),
+        }
+        still = (await alice.get(f"/api/orchestrate/task/{waiting['id']}")).json()
+        await alice.post(f"/api/orchestrate/task/{waiting['id']}/cancel")
+    assert plain["status"] == "completed" and plain["approval"] is None
+    codes = {name: r.status_code for name, r in answers.items()}
+    assert codes == {"approve plain": 409, "reject plain": 409, "approve unknown": 404,
+                     "bob approves": 404, "bob rejects": 404, "bob answers": 404}, codes
+    assert "nobody was asked to approve its plan" in answers["approve plain"].json()["detail"]
+    assert still["status"] == "awaiting_approval", "another tenant changed nothing"
+
+
+async def test_the_streams_carry_the_wait_for_approval_at_once(stack):
+    async with stack.client(key=ALICE) as alice:
+        created = await stack.submit(alice, approval_plan(), require_plan_approval=True)
+        seen: list[str] = []
+        async with alice.stream("GET", f"/api/orchestrate/task/{created['id']}/stream") as response:
+            async for message in sse.messages(response):
+                if message.event == "task.state":
+                    seen.append(message.data["status"])
+                    if message.data["status"] == "awaiting_approval":
+                        assert message.data["approval"]["requested_at"]
+                        await alice.post(f"/api/orchestrate/task/{created['id']}/approve")
+                if message.event == "task.end":
+                    break
+    assert "awaiting_approval" in seen and seen[-1] == "completed", seen
+    assert seen.index("awaiting_approval") < seen.index("executing")
