@@ -4,7 +4,10 @@ The stack as `make up` runs it; the simulator's expert asks (`[[sim ask=…]]`) 
 answer; two tenants, so that only the task's own can approve, reject or answer."""
 
 import asyncio
+import json
+import statistics
 import time
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +183,156 @@ async def test_the_streams_carry_the_wait_for_approval_at_once(stack):
                     break
     assert "awaiting_approval" in seen and seen[-1] == "completed", seen
     assert seen.index("awaiting_approval") < seen.index("executing")
+
+
+# -- experts' questions --------------------------------------------------------------------------
+
+CHECK = ["python3 -m pytest -q"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def asking(id: str, deps=(), sim: str = "ask=1") -> dict:
+    return {**subtask(id, "python-backend", deps, sim=sim), "verify": CHECK}
+
+
+def ask_calls(request: dict) -> list[dict]:
+    return [c for m in request["messages"] if m["role"] == "assistant" for c in m.get("tool_calls") or []
+            if c["function"]["name"] == "ask_user"]
+
+
+async def wait_subtasks(stack: Stack, client, task_id: str, want: dict[str, str], timeout: float = 120) -> dict:
+    """The task once each named subtask has the status wanted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = (await client.get(f"/api/orchestrate/task/{task_id}")).json()
+        found = {s["id"]: s["status"] for s in body["subtasks"]}
+        if all(found.get(i) == status for i, status in want.items()):
+            return body
+        if body["status"] in ("completed", "failed", "cancelled"):
+            break
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{want} not reached: {found}\n" + "\n".join(body["logs"][-20:]))
+
+
+async def test_a_question_waits_on_its_branch_while_another_runs_to_completion_and_the_answer_resumes_it(stack):
+    plan = [asking("ask"), subtask("after", "fullstack", ["ask"]), subtask("other", "fullstack"),
+            subtask("other-2", "testing-expert", ["other"])]
+    async with stack.client(key=ALICE) as alice, stack.client(key=BOB) as bob:
+        created = await stack.submit(alice, scripted("Ask me", plan))
+        waiting = await wait_subtasks(stack, alice, created["id"], {"ask": "awaiting_input", "other": "completed", "other-2": "completed"})
+        ask = by_id(waiting)["ask"]
+        assert waiting["status"] == "executing" and waiting["progress"]["awaiting_input"] == 1
+        assert ask["question"] == "Question 1 from ask: which database should it use, PostgreSQL or SQLite?"
+        assert ask["asked_at"] and ask["answer"] is None and ask["questions"] == 1
+        assert by_id(waiting)["after"]["status"] == "pending" and by_id(waiting)["after"]["queued_at"] is None
+        # Nothing holds it: no agent works on it, and its expert's LLM is not asked again.
+        before = await stack.sim_requests(alice, task_id=created["id"], role="expert")
+        agents = (await alice.get("/api/agents")).json()
+        assert not [a for a in agents if a.get("current_subtask") == "ask"], agents
+        await asyncio.sleep(1.5)
+        assert len(await stack.sim_requests(alice, task_id=created["id"], role="expert")) == len(before)
+
+        refusals = {
+            "bob": await bob.post(f"/api/orchestrate/task/{created['id']}/subtasks/ask/answer", json={"answer": "SQLite"}),
+            "unknown subtask": await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/nope/answer", json={"answer": "x"}),
+            "no question": await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/other/answer", json={"answer": "x"}),
+            "empty": await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/ask/answer", json={"answer": "  "}),
+        }
+        answered = await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/ask/answer", json={"answer": "PostgreSQL, please"})
+        assert answered.status_code == 200, answered.text
+        twice = await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/ask/answer", json={"answer": "SQLite"})
+        done = await stack.wait_task(alice, created["id"], timeout=180)
+        requests = [r for r in await stack.sim_requests(alice, task_id=created["id"], role="expert") if r["subtask_id"] == "ask"]
+        files = (await alice.get(f"/api/orchestrate/task/{created['id']}/files")).json()
+        answer_file = await alice.get(f"/api/orchestrate/task/{created['id']}/files/answers/ask_1.md")
+    assert {k: r.status_code for k, r in refusals.items()} == {"bob": 404, "unknown subtask": 404, "no question": 409, "empty": 422}
+    assert "has no open question" in refusals["no question"].json()["detail"]
+    assert twice.status_code == 409 and "was answered at" in twice.json()["detail"]
+    assert done["status"] == "completed", done["logs"]
+    ask = by_id(done)["ask"]
+    assert ask["status"] == "completed" and ask["answer"] == "PostgreSQL, please" and ask["verification"]["passed"]
+    # The next LLM request after the answer holds it, as the ask_user call's result.
+    resumed = next(i for i, r in enumerate(requests) if any(
+        m["role"] == "tool" and m["tool_call_id"] in {c["id"] for c in ask_calls(r)} for m in r["messages"]))
+    [call] = ask_calls(requests[resumed])
+    reply = requests[resumed]["messages"][-1]
+    assert reply["role"] == "tool" and reply["tool_call_id"] == call["id"] and "PostgreSQL, please" in reply["content"]
+    assert all("PostgreSQL, please" not in str(r["messages"]) for r in requests[:resumed])
+    # The work written before the question survived the wait; the answer is in the work.
+    paths = {f["path"] for f in files["files"]}
+    assert {"sim_ask.py", "tests/test_sim_ask.py", "answers/ask_1.md"} <= paths
+    assert answer_file.status_code == 200 and "A: PostgreSQL, please" in answer_file.text
+    assert [s for s in done["subtasks"] if s["status"] != "completed"] == []
+    assert any("asks a person (question 1)" in line for line in done["logs"])
+    assert any("resumed on" in line and "answer to question 1" in line for line in done["logs"])
+
+
+async def test_a_cancelled_task_with_an_open_question_refuses_the_answer(stack):
+    async with stack.client(key=ALICE) as alice:
+        created = await stack.submit(alice, scripted("Ask then cancel", [asking("q")]))
+        await wait_subtasks(stack, alice, created["id"], {"q": "awaiting_input"})
+        assert (await alice.post(f"/api/orchestrate/task/{created['id']}/cancel")).status_code == 200
+        late = await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/q/answer", json={"answer": "too late"})
+        final = (await alice.get(f"/api/orchestrate/task/{created['id']}")).json()
+    assert late.status_code == 409 and final["status"] == "cancelled" and by_id(final)["q"]["status"] == "cancelled"
+
+
+async def test_the_time_from_an_answer_to_the_experts_next_llm_request(stack):
+    """Measured, not asserted: written to artifacts/hitl-answer-latency.json for the report."""
+    runs = []
+    async with stack.client(key=ALICE) as alice:
+        for n in range(6):
+            created = await stack.submit(alice, scripted(f"Latency {n}", [asking("q")]))
+            await wait_subtasks(stack, alice, created["id"], {"q": "awaiting_input"})
+            sent = time.time()
+            answered = await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/q/answer", json={"answer": f"run {n}"})
+            assert answered.status_code == 200, answered.text
+            for _ in range(600):
+                requests = [r for r in await stack.sim_requests(alice, task_id=created["id"], role="expert") if f"run {n}" in str(r["messages"])]
+                if requests:
+                    break
+                await asyncio.sleep(0.02)
+            runs.append(requests[0]["at"] - sent)
+            await stack.wait_task(alice, created["id"], timeout=180)
+    ms = sorted(round(r * 1000, 1) for r in runs)
+    figures = {"runs": len(ms), "answer_to_next_llm_request_ms": ms, "median_ms": statistics.median(ms), "min_ms": ms[0], "max_ms": ms[-1]}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "hitl-answer-latency.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures))
+
+
+# -- deadlines -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hurried():
+    running = Stack(
+        env={
+            "AETHER_PLAN_APPROVAL": "always",
+            "AETHER_APPROVAL_TIMEOUT_S": "3",
+            "AETHER_QUESTION_TIMEOUT_S": "3",
+            "AETHER_SANDBOX_TIMEOUT_S": "20",
+        }
+    ).start()
+    yield running
+    running.stop()
+
+
+async def test_a_plan_nobody_approves_and_a_question_nobody_answers_fail_at_their_deadlines(hurried):
+    stack = hurried
+    async with stack.client() as client:
+        # AETHER_PLAN_APPROVAL=always: the submission need not ask for it.
+        ignored = await stack.submit(client, scripted("Nobody approves", [subtask("a", "fullstack")]))
+        unanswered = await stack.submit(client, scripted("Nobody answers", [asking("q"), subtask("needs-q", "fullstack", ["q"]), subtask("free", "fullstack")]))
+        await stack.wait_task(client, unanswered["id"], until={"awaiting_approval"})
+        assert (await client.post(f"/api/orchestrate/task/{unanswered['id']}/approve")).status_code == 200
+        expired = await stack.wait_task(client, ignored["id"], timeout=60)
+        done = await stack.wait_task(client, unanswered["id"], timeout=180)
+        late = await client.post(f"/api/orchestrate/task/{unanswered['id']}/subtasks/q/answer", json={"answer": "late"})
+    assert expired["status"] == "failed" and expired["approval"]["decision"] == "expired"
+    assert expired["error"] == "no one approved its plan within 3s (AETHER_APPROVAL_TIMEOUT_S)"
+    subtasks = by_id(done)
+    assert subtasks["q"]["status"] == "failed" and subtasks["q"]["error"].startswith("its question was not answered within 3s")
+    assert subtasks["needs-q"]["status"] == "failed" and subtasks["needs-q"]["blocked_by"] == ["q"]
+    assert subtasks["free"]["status"] == "completed" and done["status"] == "completed", done["logs"]
+    assert late.status_code == 409
