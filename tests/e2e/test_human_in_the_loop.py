@@ -7,10 +7,13 @@ import asyncio
 import json
 import statistics
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import nats
 import pytest
 
+from aether_contracts import subjects, topology
 from tests.support import sse
 from tests.support.plans import scripted, subtask
 from tests.support.stack import Stack
@@ -336,3 +339,32 @@ async def test_a_plan_nobody_approves_and_a_question_nobody_answers_fail_at_thei
     assert subtasks["needs-q"]["status"] == "failed" and subtasks["needs-q"]["blocked_by"] == ["q"]
     assert subtasks["free"]["status"] == "completed" and done["status"] == "completed", done["logs"]
     assert late.status_code == 409
+
+
+async def test_the_tasks_deadline_waits_with_a_question_instead_of_failing_the_task():
+    """AETHER_TASK_TIMEOUT_S=8 and a question open longer: the deadline fires, the task is not
+    failed, and the scheduler armed it again, later (its own right to do so, on NATS)."""
+    stack = Stack(env={"AETHER_TASK_TIMEOUT_S": "8", "AETHER_POOL_OVERRIDES": "python-backend:min=1"}).start()
+    try:
+        async with stack.client() as client:
+            for _ in range(600):  # a warm agent, so that the question comes before the deadline
+                agents = (await client.get("/api/agents")).json()
+                if any(a["agent_type"] == "python-backend" and a["alive"] and a["status"] == "idle" for a in agents):
+                    break
+                await asyncio.sleep(0.2)
+            created = await stack.submit(client, scripted("Outlives its deadline", [asking("q")]))
+            asked = await wait_subtasks(stack, client, created["id"], {"q": "awaiting_input"}, timeout=60)
+            began = datetime.fromisoformat(asked["created_at"]).timestamp()
+            await asyncio.sleep(max(0.0, began + 11 - time.time()))
+            still = (await client.get(f"/api/orchestrate/task/{created['id']}")).json()
+            nc = await nats.connect(stack.nats_url)
+            try:
+                held = await nc.jetstream().get_last_msg(topology.STREAM, subjects.deadline(created["id"]))
+            finally:
+                await nc.close()
+            await client.post(f"/api/orchestrate/task/{created['id']}/cancel")
+    finally:
+        stack.stop()
+    assert still["status"] == "executing" and by_id(still)["q"]["status"] == "awaiting_input", still["logs"]
+    at = datetime.strptime(held.headers["Nats-Schedule"], "@at %Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert at.timestamp() > began + 12, held.headers  # armed again when the first one fired (~8 s)

@@ -345,3 +345,47 @@ async def test_each_request_on_a_kept_alive_connection_starts_a_trace_of_its_own
     spans = await eventually(exported, timeout=30)
     assert all(s.parent_id is None and s.kind == "SPAN_KIND_SERVER" for s in spans), [
         (s.name, s.kind, s.parent_id) for s in spans if s.parent_id]
+
+
+async def test_the_waits_for_a_person_are_spans_of_the_tasks_trace_with_their_waiting_time(traced):
+    """Issue 15: a plan's approval and an expert's question, each a span from when the wait began
+    to when the person answered (`aether.waited_s`); what the answer resumed hangs under it."""
+    stack, sink = traced
+    plan = [{**subtask("ask", "python-backend", sim="ask=1"), "verify": ["python3 -m pytest -q"]}]
+    async with stack.client() as client:
+        created = await stack.submit(client, scripted("Traced waits", plan), require_plan_approval=True)
+        await stack.wait_task(client, created["id"], until={"awaiting_approval"})
+        await asyncio.sleep(1.2)
+        assert (await client.post(f"/api/orchestrate/task/{created['id']}/approve")).status_code == 200
+
+        async def asked():
+            body = (await client.get(f"/api/orchestrate/task/{created['id']}")).json()
+            return body["subtasks"][0]["status"] == "awaiting_input"
+
+        await eventually(asked, timeout=90)
+        await asyncio.sleep(1.2)
+        assert (await client.post(f"/api/orchestrate/task/{created['id']}/subtasks/ask/answer", json={"answer": "SQLite"})).status_code == 200
+        done = await stack.wait_task(client, created["id"], timeout=120)
+    assert done["status"] == "completed", done["logs"]
+
+    async def exported():
+        spans = [s for s in sink.snapshot() if s.trace_id == created["trace_id"]]
+        return spans if any(s.name == "synthesis" for s in spans) and any(s.name == "wait for an answer" for s in spans) else None
+
+    spans = await eventually(exported, timeout=30)
+    by_id = {s.span_id: s for s in spans}
+    [root] = [s for s in spans if s.parent_id is None]
+    [approval] = [s for s in spans if s.name == "wait for approval"]
+    [question] = [s for s in spans if s.name == "wait for an answer"]
+    for wait in (approval, question):
+        assert wait.service == "gateway" and wait.parent_id == root.span_id
+        assert wait.attributes["aether.waited_s"] >= 1.0
+        assert abs((wait.end_ns - wait.start_ns) / 1e9 - wait.attributes["aether.waited_s"]) < 0.01
+    assert question.attributes["aether.subtask.id"] == "ask" and question.attributes["aether.question.number"] == 1
+    [approve] = [s for s in spans if s.name == "approve"]
+    [answer] = [s for s in spans if s.name == "answer"]
+    assert approve.attributes["aether.waited_s"] >= 1.0 and answer.attributes["aether.waited_s"] >= 1.0
+    # The resumed run of the expert hangs under the answer that resumed it.
+    [resumed] = [s for s in spans if s.name == "subtask ask" and s.attributes.get("aether.resumed")]
+    assert answer.span_id in {a.span_id for a in ancestors(resumed, by_id)}
+    assert resumed.attributes["aether.waited_s"] >= 1.0
