@@ -23,7 +23,8 @@ Aether's real API:
   long), `shape=1` (a plan request without a forced schema gets valid JSON that is no plan, as a
   small model answers JSON mode; `always`: the repair too), `newlines=1` (the plan's strings hold
   raw newlines and tabs), `ask=<n>` (an expert with tools asks the person n questions with
-  `ask_user`, after writing its first files, and writes each answer into its work).
+  `ask_user`, after writing its first files, and writes each answer into its work; `ask=busy`:
+  one reply with a write, two questions and a listing, then an answer naming what it was told).
 
 It behaves as real servers do where Aether must cope with them: `max_tokens` cuts a reply
 (`finish_reason: length`); `--structured` makes it refuse `json_schema` (400) or every
@@ -404,7 +405,17 @@ def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
         if calls_made[-1] == "edit_file":
             return ToolCallReply([_call("run_command", command=checks[0])])
         return f"{SIMULATED_NOTICE}\n\nSimulated fix-up: {broken.group(1)} no longer assumes it is alone."
-    wanted = int(opts.get("ask", "0") or 0)
+    if opts.get("ask") == "busy":
+        # Its question amid other calls of one reply, and a second question (one at a time).
+        if not asked:
+            return ToolCallReply([
+                _call("write_file", path=f"notes/{name}.md", content="written before the question\n"),
+                _call(ASK_USER, question=_question(subtask_id, 1)),
+                _call(ASK_USER, question=_question(subtask_id, 2)),
+                _call("list_files", path="."),
+            ])
+        return f"{SIMULATED_NOTICE}\n\nSimulated: asked and was told: {_answer_text(prompt, answers.get(asked[0], ''))}."
+    wanted = int(opts["ask"]) if opts.get("ask", "").isdigit() else 0
     if calls_made and len(asked) < wanted and calls_made[-1] == "write_file" and (not asked or asked[-1] in answers):
         # After its first files (which must survive the wait), it asks; after each answer it
         # writes the answer down, so the answer shows in its work.
