@@ -224,7 +224,7 @@ async def test_a_question_waits_on_its_branch_while_another_runs_to_completion_a
         created = await stack.submit(alice, scripted("Ask me", plan))
         waiting = await wait_subtasks(stack, alice, created["id"], {"ask": "awaiting_input", "other": "completed", "other-2": "completed"})
         ask = by_id(waiting)["ask"]
-        assert waiting["status"] == "executing" and waiting["progress"]["awaiting_input"] == 1
+        assert waiting["status"] == "executing" and waiting["open_questions"] == 1
         assert ask["question"] == "Question 1 from ask: which database should it use, PostgreSQL or SQLite?"
         assert ask["asked_at"] and ask["answer"] is None and ask["questions"] == 1
         assert by_id(waiting)["after"]["status"] == "pending" and by_id(waiting)["after"]["queued_at"] is None

@@ -570,7 +570,7 @@ def api(stack, method: str, path: str, **kwargs) -> httpx.Response:
 
 def expected_waiting(stack) -> int:
     tasks = api(stack, "GET", "/api/orchestrate/tasks", params={"limit": 500}).json()
-    return sum((t["status"] == "awaiting_approval") + t["progress"]["awaiting_input"] for t in tasks)
+    return sum((t["status"] == "awaiting_approval") + t["open_questions"] for t in tasks)
 
 
 def test_a_plan_waits_on_the_board_and_is_edited_refused_fixed_and_approved_or_rejected(stack, page):

@@ -81,7 +81,6 @@ class Progress(BaseModel):
     failed: int
     running: int
     pending: int
-    awaiting_input: int = Field(0, description="Subtasks whose expert waits for a person's answer.")
 
 
 class SubtaskBody(BaseModel):
@@ -165,6 +164,7 @@ class TaskStateBody(BaseModel):
     approval: Approval | None = Field(
         None, description="Set when the plan waits (or waited) for a person's approval before it runs."
     )
+    open_questions: int = Field(0, description="Subtasks whose expert asked a question that waits for a person's answer.")
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
     last_seq: int = Field(0, description="`seq` of the task's latest event.")
 
@@ -184,6 +184,7 @@ class TaskSummary(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
+    open_questions: int = Field(0, description="Subtasks whose expert asked a question that waits for a person's answer.")
     revision: int
     last_event: TaskEventBody | None = Field(None, description="The task's latest event.")
 
@@ -255,8 +256,11 @@ def progress_of(state: TaskState) -> Progress:
         failed=counts[SubtaskStatus.FAILED] + counts[SubtaskStatus.CANCELLED],
         running=counts[SubtaskStatus.EXECUTING] + counts[SubtaskStatus.CREATING_AGENT],
         pending=counts[SubtaskStatus.PENDING],
-        awaiting_input=counts[SubtaskStatus.AWAITING_INPUT],
     )
+
+
+def open_questions(state: TaskState) -> int:
+    return sum(s.status == SubtaskStatus.AWAITING_INPUT for s in state.subtasks)
 
 
 def event_body(task_id: str, event: TaskEvent) -> TaskEventBody:
@@ -295,6 +299,7 @@ def _state_fields(state: TaskState, revision: int) -> dict[str, Any]:
         repository=state.repository,
         verification=state.verification,
         approval=state.approval,
+        open_questions=open_questions(state),
         revision=revision,
         last_seq=state.events[-1].seq if state.events else 0,
     )
@@ -318,6 +323,7 @@ def task_summary(state: TaskState, revision: int) -> TaskSummary:
         created_at=state.created_at,
         updated_at=state.updated_at,
         completed_at=state.completed_at,
+        open_questions=open_questions(state),
         revision=revision,
         last_event=event_body(state.id, state.events[-1]) if state.events else None,
     )

@@ -26,10 +26,9 @@ afterEach(() => vi.unstubAllGlobals());
 
 describe("waitingOn", () => {
   it("counts the plan waiting for approval and each open question", () => {
-    const progress = { total: 2, completed: 0, failed: 0, running: 0, pending: 2, awaiting_input: 0 };
-    expect(waitingOn({ status: "awaiting_approval", progress })).toBe(1);
-    expect(waitingOn({ status: "executing", progress: { ...progress, awaiting_input: 2 } })).toBe(2);
-    expect(waitingOn({ status: "executing", progress })).toBe(0);
+    expect(waitingOn({ status: "awaiting_approval", open_questions: 0 })).toBe(1);
+    expect(waitingOn({ status: "executing", open_questions: 2 })).toBe(2);
+    expect(waitingOn({ status: "executing", open_questions: 0 })).toBe(0);
   });
 });
 

@@ -7,8 +7,8 @@ import { Spinner } from "./States";
 type Subtask = TaskState["subtasks"][number];
 
 /** How many things of this task wait for a person: its plan, and each open question. */
-export function waitingOn(task: Pick<OrchestratorTaskSummary, "status" | "progress">): number {
-  return (task.status === "awaiting_approval" ? 1 : 0) + (task.progress.awaiting_input ?? 0);
+export function waitingOn(task: Pick<OrchestratorTaskSummary, "status" | "open_questions">): number {
+  return (task.status === "awaiting_approval" ? 1 : 0) + (task.open_questions ?? 0);
 }
 
 /** The plan as a person edits it: the fields a plan has, nothing the state adds. */

@@ -700,12 +700,6 @@ export interface components {
         };
         /** Progress */
         Progress: {
-            /**
-             * Awaiting Input
-             * @description Subtasks whose expert waits for a person's answer.
-             * @default 0
-             */
-            awaiting_input: number;
             /** Completed */
             completed: number;
             /** Failed */
@@ -1038,6 +1032,12 @@ export interface components {
             logs: string[];
             /** Master Deployment Id */
             master_deployment_id: string;
+            /**
+             * Open Questions
+             * @description Subtasks whose expert asked a question that waits for a person's answer.
+             * @default 0
+             */
+            open_questions: number;
             /** Plan */
             plan?: {
                 [key: string]: unknown;
@@ -1204,6 +1204,12 @@ export interface components {
             /** Master Deployment Id */
             master_deployment_id: string;
             /**
+             * Open Questions
+             * @description Subtasks whose expert asked a question that waits for a person's answer.
+             * @default 0
+             */
+            open_questions: number;
+            /**
              * Plan
              * @default null
              */
@@ -1323,6 +1329,12 @@ export interface components {
             last_event?: components["schemas"]["TaskEventBody"] | null;
             /** Master Deployment Id */
             master_deployment_id: string;
+            /**
+             * Open Questions
+             * @description Subtasks whose expert asked a question that waits for a person's answer.
+             * @default 0
+             */
+            open_questions: number;
             progress: components["schemas"]["Progress"];
             /** Revision */
             revision: number;

@@ -122,7 +122,7 @@ export function TaskCard({ task }: { task: OrchestratorTaskSummary }) {
         </div>
         {waitingOn(task) > 0 && (
           <p className="mt-2 text-sm font-medium text-orange-200" data-testid="task-waiting">
-            {task.status === "awaiting_approval" ? "Its plan waits for your approval" : `${task.progress.awaiting_input} question${task.progress.awaiting_input === 1 ? "" : "s"} for you`}
+            {task.status === "awaiting_approval" ? "Its plan waits for your approval" : `${task.open_questions} question${task.open_questions === 1 ? "" : "s"} for you`}
           </p>
         )}
         {task.last_event && (
