@@ -284,7 +284,7 @@ async def test_the_time_from_an_answer_to_the_experts_next_llm_request(stack):
     """Measured, not asserted: written to artifacts/hitl-answer-latency.json for the report."""
     runs = []
     async with stack.client(key=ALICE) as alice:
-        for n in range(6):
+        for n in range(10):
             created = await stack.submit(alice, scripted(f"Latency {n}", [asking("q")]))
             await wait_subtasks(stack, alice, created["id"], {"q": "awaiting_input"})
             sent = time.time()
