@@ -6,6 +6,7 @@ lost (must be 0), duplicate results (must be 0).
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -22,6 +23,7 @@ from tests.support.chaos import (
     wait_all,
     write_figures,
 )
+from tests.support.plans import scripted, subtask
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.chaos
@@ -168,3 +170,66 @@ async def test_an_llm_that_never_returns_fails_tasks_with_a_clear_reason():
     for task in tasks:
         assert task["status"] == "failed", task["status"]
         assert task["error"].startswith("planning failed: gave up after") and "HTTP 503" in task["error"]
+
+
+async def test_every_process_killed_while_a_plan_awaits_approval_and_a_question_its_answer():
+    """Issue 15: both waits survive `kill -9` of NATS, every service and every agent; after the
+    restart the same approval and the same answer work, once."""
+    stack = Stack(env={"AETHER_POOL_OVERRIDES": "python-backend:min=1", "AETHER_SANDBOX_TIMEOUT_S": "20"}).start()
+    ask = {**subtask("ask", "python-backend", sim="ask=1"), "verify": ["python3 -m pytest -q"]}
+    try:
+        async with stack.client() as client:
+            approval = await stack.submit(client, diamond(0), require_plan_approval=True)
+            question = await stack.submit(client, scripted("Chaos question", [ask, subtask("after", "fullstack", ["ask"]), subtask("free", "fullstack")]))
+            await stack.wait_task(client, approval["id"], until={"awaiting_approval"}, timeout=120)
+
+            async def asked():
+                body = (await client.get(f"/api/orchestrate/task/{question['id']}")).json()
+                return {s["id"]: s["status"] for s in body["subtasks"]}.get("ask") == "awaiting_input"
+
+            await wait_for(asked, timeout=180, what="the question asked")
+            agents = [int(a["runtime_id"]) for a in (await client.get("/api/agents")).json() if a["role"] == "expert" and a["alive"]]
+        killed = {}
+        for name in ("nats", "gateway", "planner", "executor", "synthesizer", "container-manager"):
+            killed[name] = stack.kill(name)
+        for pid in agents:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for name, pid in killed.items():
+            await stack.wait_restarted(name, pid, timeout=60)
+        await wait_for(lambda: _healthy(stack), timeout=120, what="the stack healthy again")
+        async with stack.client() as client:
+            waiting = [(await client.get(f"/api/orchestrate/task/{t['id']}")).json() for t in (approval, question)]
+            assert waiting[0]["status"] == "awaiting_approval", waiting[0]["logs"]
+            assert {s["id"]: s["status"] for s in waiting[1]["subtasks"]}["ask"] == "awaiting_input"
+            approved = await client.post(f"/api/orchestrate/task/{approval['id']}/approve")
+            answered = await client.post(f"/api/orchestrate/task/{question['id']}/subtasks/ask/answer", json={"answer": "SQLite"})
+            again = [await client.post(f"/api/orchestrate/task/{approval['id']}/approve"),
+                     await client.post(f"/api/orchestrate/task/{question['id']}/subtasks/ask/answer", json={"answer": "SQLite"})]
+        tasks = await wait_all(stack, [approval["id"], question["id"]], timeout=300)
+        async with stack.client() as client:
+            requests = await stack.sim_requests(client, task_id=question["id"], role="expert")
+    finally:
+        stack.stop()
+    resumed = [r for r in requests if r["subtask_id"] == "ask" and r["messages"][-1]["role"] == "tool" and "SQLite" in r["messages"][-1]["content"]]
+    write_figures("waits", {
+        "processes_killed": len(killed) + len(agents), "tasks_lost": sum(t["status"] != "completed" for t in tasks),
+        "duplicate_results": sum(duplicates(t) for t in tasks), "resumed_from_the_answer": len(resumed),
+    })
+    assert approved.status_code == 200 and answered.status_code == 200, (approved.text, answered.text)
+    assert [r.status_code for r in again] == [409, 409]
+    assert [t["status"] for t in tasks] == ["completed", "completed"], [t["logs"][-10:] for t in tasks]
+    assert sum(duplicates(t) for t in tasks) == 0
+    assert len(resumed) == 1, "the answer resumed the expert once"
+    assert {s["id"]: s["answer"] for s in tasks[1]["subtasks"]}["ask"] == "SQLite"
+    started = [line.split(" started on ")[1].split()[0] for line in tasks[1]["logs"] if "Subtask ask started on " in line]
+    resumed_on = [line.split(" resumed on ")[1].split()[0] for line in tasks[1]["logs"] if "Subtask ask resumed on " in line]
+    assert len(resumed_on) == 1 and resumed_on[0] not in started, "an agent that was not the one that asked went on"
+
+
+async def _healthy(stack: Stack) -> bool:
+    try:
+        async with stack.client() as client:
+            return (await client.get("/api/health")).status_code == 200
+    except httpx.HTTPError:
+        return False

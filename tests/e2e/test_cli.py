@@ -6,6 +6,7 @@ import pty
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -235,3 +236,102 @@ def test_task_steps_shows_tool_errors_and_what_the_model_was_told(stack):
     assert "  5  write_file   ok" in out and "notes.md (33 bytes)" in out
     as_json = json.loads(aether(stack, "task", task_id, "--steps", "--json").stdout)
     assert as_json["steps"]["wrong"] == rest(stack, f"/api/orchestrate/task/{task_id}/subtasks/wrong/steps")
+
+
+# -- issue 15: what waits for a person ------------------------------------------------------------
+
+APPROVAL_PLAN = scripted("CLI approval", [subtask("a", "fullstack"), subtask("b", "python-backend", ["a"])])
+
+
+def editor(tmp_path: Path, subtasks: list[dict]) -> str:
+    """An $EDITOR that replaces the plan's subtasks, as a person editing it would."""
+    script = tmp_path / "edit.py"
+    script.write_text(
+        "import json, sys\n"
+        "path = sys.argv[1]\n"
+        "plan = json.load(open(path))\n"
+        f"plan['subtasks'] = {subtasks!r}\n"
+        "json.dump(plan, open(path, 'w'))\n"
+    )
+    return f"{sys.executable} {script}"
+
+
+def waiting_task(stack, description: str = APPROVAL_PLAN, **extra) -> dict:
+    response = httpx.post(f"{stack.url}/api/orchestrate/task", json={"description": description, **extra}, headers=stack.auth_headers(), timeout=30)
+    assert response.status_code == 202, response.text
+    task_id = response.json()["id"]
+    for _ in range(600):
+        task = rest(stack, f"/api/orchestrate/task/{task_id}")
+        if task["status"] == "awaiting_approval" or any(s["status"] == "awaiting_input" for s in task["subtasks"]):
+            return task
+        time.sleep(0.1)
+    raise AssertionError(task["logs"])
+
+
+def test_submit_approve_plan_shows_the_plan_asks_and_follows_what_was_approved(stack):
+    done = aether(stack, "submit", APPROVAL_PLAN, "--approve-plan", "--follow", input="y\n")
+    assert done.returncode == 0, done.stderr + done.stdout
+    out = done.stdout
+    task_id = out.split("submitted task ", 1)[1].split()[0]
+    task = rest(stack, f"/api/orchestrate/task/{task_id}")
+    assert "waits for your approval" in out and "Approve this plan?" in out
+    table = out.split("waits for your approval", 1)[1].split("Approve this plan?", 1)[0]
+    assert "Build part a" in table and "python-backend" in table  # the plan, before anything ran
+    assert out.index("approved: the plan runs") < out.index("Executing the approved plan")
+    assert task["status"] == "completed" and task["approval"]["decision"] == "approved"
+    for line in task["logs"]:
+        assert out.count(line) == 1, line  # the events before the approval are not printed twice
+
+
+def test_submit_approve_plan_edits_the_plan_in_the_editor_or_rejects_it_with_a_reason(stack, tmp_path):
+    mine = [{"id": "mine", "description": "All of it, my way", "agent_type": "fullstack", "depends_on": [], "verify": []}]
+    edited = subprocess.run([AETHER, "submit", APPROVAL_PLAN, "--approve-plan"], env={**env(stack), "EDITOR": editor(tmp_path, mine)},
+                            input="e\n", capture_output=True, text=True, timeout=180)
+    assert edited.returncode == 0, edited.stderr + edited.stdout
+    assert "approved with your plan of 1 subtask(s)" in edited.stdout
+    task_id = edited.stdout.split("submitted task ", 1)[1].split()[0]
+    assert [s["id"] for s in rest(stack, f"/api/orchestrate/task/{task_id}")["subtasks"]] == ["mine"]
+
+    bad = [{"id": "x", "description": "d", "agent_type": "cobol-expert", "depends_on": ["ghost"]}]
+    refused = subprocess.run([AETHER, "submit", APPROVAL_PLAN, "--approve-plan"], env={**env(stack), "EDITOR": editor(tmp_path, bad)},
+                             input="e\nr\nnot like this\n", capture_output=True, text=True, timeout=180)
+    assert refused.returncode == 1, refused.stdout
+    assert "the plan cannot be used:" in refused.stdout and "unknown agent type 'cobol-expert'" in refused.stdout
+    assert "'ghost', which the plan does not contain" in refused.stdout
+    assert "rejected: task" in refused.stdout and "is cancelled" in refused.stdout
+    task_id = refused.stdout.split("submitted task ", 1)[1].split()[0]
+    rejected = rest(stack, f"/api/orchestrate/task/{task_id}")
+    assert rejected["status"] == "cancelled" and rejected["approval"]["reason"] == "not like this"
+
+    left = aether(stack, "submit", APPROVAL_PLAN, "--approve-plan", input="")  # no terminal answer: it waits
+    assert left.returncode == 0 and "the plan waits: aether approve" in left.stdout
+
+
+def test_approve_reject_and_answer_commands_with_their_refusals(stack, tmp_path):
+    task = waiting_task(stack, require_plan_approval=True)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"subtasks": [{"id": "a", "description": "d", "agent_type": "nope", "depends_on": ["a2"]},
+                                             {"id": "a2", "description": "d", "agent_type": "fullstack", "depends_on": ["a"]}]}))
+    invalid = aether(stack, "approve", task["id"], "--plan", str(plan))
+    assert invalid.returncode == 1 and "unknown agent type 'nope'" in invalid.stdout and "cycle" in invalid.stdout
+    approved = aether(stack, "approve", task["id"])
+    assert approved.returncode == 0 and f"approved: task {task['id']} is executing" in approved.stdout
+    again = aether(stack, "approve", task["id"])
+    assert again.returncode == 1 and "not awaiting approval" in again.stderr and "(HTTP 409)" in again.stderr
+    other = waiting_task(stack, require_plan_approval=True)
+    rejected = aether(stack, "reject", other["id"], "too big")
+    assert rejected.returncode == 0 and "is cancelled (plan rejected: too big)" in rejected.stdout
+
+    asking = waiting_task(stack, scripted("CLI question", [{**subtask("ask", "python-backend", sim="ask=1"), "verify": ["python3 -m pytest -q"]}]))
+    shown = aether(stack, "task", asking["id"])
+    assert "ask asks: Question 1 from ask: which database" in shown.stdout
+    assert f'answer with: aether answer {asking["id"]} ask' in shown.stdout
+    answered = aether(stack, "answer", asking["id"], "ask", "-", input="SQLite, from the CLI\n")
+    assert answered.returncode == 0 and "answered: subtask ask" in answered.stdout
+    twice = aether(stack, "answer", asking["id"], "ask", "again")
+    assert twice.returncode == 1 and "has no open question" in twice.stderr
+    unknown = aether(stack, "answer", asking["id"], "nope", "x")
+    assert unknown.returncode == 1 and "(HTTP 404)" in unknown.stderr
+    done = aether(stack, "task", asking["id"], "--follow")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rest(stack, f"/api/orchestrate/task/{asking['id']}")["subtasks"][0]["answer"] == "SQLite, from the CLI"

@@ -41,9 +41,10 @@ EXPERTS = {
 MAX_DEPTH = 4
 """POST → the task's span → a unit of work → its LLM calls, tools and publishes: for any plan."""
 NAMES = re.compile(
-    r"POST /api/orchestrate/task(/\{task_id\}/(retry|cancel))?|GET /api/orchestrate/task/\{task_id\}(/\S+)?"
+    r"POST /api/orchestrate/task(/\{task_id\}/(retry|cancel|approve|reject|subtasks/\{subtask_id\}/answer))?|GET /api/orchestrate/task/\{task_id\}(/\S+)?"
     r"|(GET|HTTP) /api/orchestrate/(task/\{task_id\}|tasks)/stream|invoke_workflow aether|task|retry|cancel|verify"
     r"|plan( Jason)?|replan|invoke_agent( [A-Z][\w &-]+)?|chat [\w.:-]+|execute_tool \w+"
+    r"|wait for approval|wait for an answer|approve|reject|answer"
     r"|(publish|process) aether\.[a-z.*-]+"
 )
 """Every span name the services may use: operations and templates, never an id (issue 16)."""
@@ -623,3 +624,47 @@ def test_no_span_name_carries_an_id(traced):
     templates (a per-task name, like the deadlines' once, would make every trace its own kind)."""
     names = {s.name for s in traced.sink.snapshot()}
     assert names and all(NAMES.fullmatch(n) for n in names), sorted(n for n in names if not NAMES.fullmatch(n))
+
+
+async def test_the_waits_for_a_person_are_spans_of_the_tasks_trace_with_their_waiting_time(traced):
+    """Issue 15: a plan's approval and an expert's question, each a span from when the wait began
+    to when the person answered (`aether.waited_s`); what the answer resumed hangs under it."""
+    stack, sink = traced.stack, traced.sink
+    plan = [{**subtask("ask", "python-backend", sim="ask=1"), "verify": ["python3 -m pytest -q"]}]
+    async with stack.client() as client:
+        created = await stack.submit(client, scripted("Traced waits", plan), require_plan_approval=True)
+        await stack.wait_task(client, created["id"], until={"awaiting_approval"})
+        await asyncio.sleep(1.2)
+        assert (await client.post(f"/api/orchestrate/task/{created['id']}/approve")).status_code == 200
+
+        async def asked():
+            body = (await client.get(f"/api/orchestrate/task/{created['id']}")).json()
+            return body["subtasks"][0]["status"] == "awaiting_input"
+
+        await eventually(asked, timeout=90)
+        await asyncio.sleep(1.2)
+        assert (await client.post(f"/api/orchestrate/task/{created['id']}/subtasks/ask/answer", json={"answer": "SQLite"})).status_code == 200
+        done = await stack.wait_task(client, created["id"], timeout=120)
+    assert done["status"] == "completed", done["logs"]
+
+    async def exported():
+        spans = [s for s in sink.snapshot() if s.trace_id == created["trace_id"]]
+        ended = any(s.name == traced.workflow for s in spans) and any(s.name == "wait for an answer" for s in spans)
+        return spans if ended else None
+
+    spans = await eventually(exported, timeout=30)
+    [workflow] = [s for s in spans if s.name == traced.workflow]
+    [approval] = [s for s in spans if s.name == "wait for approval"]
+    [question] = [s for s in spans if s.name == "wait for an answer"]
+    for wait in (approval, question):
+        # Under the task's span, as its work is (issue 16), lasting as long as the person took.
+        assert wait.service == "gateway" and wait.parent_id == workflow.span_id, render(spans)
+        assert wait.attributes["aether.waited_s"] >= 1.0
+        assert abs((wait.end_ns - wait.start_ns) / 1e9 - wait.attributes["aether.waited_s"]) < 0.01
+    assert question.attributes["aether.subtask.id"] == "ask" and question.attributes["aether.question.number"] == 1
+    [approve] = [s for s in spans if s.name == "approve"]
+    [answer] = [s for s in spans if s.name == "answer"]
+    assert approve.attributes["aether.waited_s"] >= 1.0 and answer.attributes["aether.waited_s"] >= 1.0
+    # The expert's resumed run is a unit of work of the same task, saying how long it waited.
+    [resumed] = [s for s in spans if s.name.startswith("invoke_agent") and s.attributes.get("aether.resumed")]
+    assert resumed.attributes["aether.subtask.id"] == "ask" and resumed.attributes["aether.waited_s"] >= 1.0

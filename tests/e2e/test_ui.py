@@ -556,3 +556,113 @@ def test_tool_errors_are_steps_with_what_the_model_was_told(stack, page):
     panel_shot(page, panel, DESKTOP["width"], "ui-steps-tool-errors.png")
     page.set_viewport_size(PHONE)
     page.wait_for_function("document.documentElement.scrollWidth <= 375")
+
+
+def waiting_for_a_person() -> str:
+    """How many things wait for a person on the board: what the board's count must say."""
+    return """() => { const shown = document.querySelector("[data-testid=waiting-count]");
+                      return shown ? parseInt(shown.textContent, 10) : 0; }"""
+
+
+def api(stack, method: str, path: str, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{stack.url}{path}", headers=stack.auth_headers(), timeout=30, **kwargs)
+
+
+def expected_waiting(stack) -> int:
+    tasks = api(stack, "GET", "/api/orchestrate/tasks", params={"limit": 500}).json()
+    return sum((t["status"] == "awaiting_approval") + t["open_questions"] for t in tasks)
+
+
+def test_a_plan_waits_on_the_board_and_is_edited_refused_fixed_and_approved_or_rejected(stack, page):
+    """Issue 15: submitted with "Let me approve the plan first"; the board counts what waits; the
+    plan is edited in its JSON box (an unknown agent type is refused with the gateway's reason),
+    fixed and approved, and runs the edited plan; another plan is rejected with a reason."""
+    page.goto(f"{stack.url}/")
+    page.get_by_text("Live", exact=True).wait_for()
+    page.get_by_label("New task for Jason").fill(scripted("Approve in the browser", [subtask("a", "fullstack"), subtask("b", "python-backend", ["a"])]))
+    page.get_by_label("Let me approve the plan first").check()
+    page.get_by_role("button", name="Submit task").click()
+    page.wait_for_url(re.compile(r"/tasks/[^/]+$"))
+    task_id = page.url.rsplit("/", 1)[1]
+    approval = page.get_by_test_id("approval-panel")
+    approval.get_by_role("heading", name="Jason's plan waits for your approval").wait_for(timeout=60_000)
+    page.locator("[data-testid=plan-node][data-subtask=b][data-status=pending]").wait_for()
+    assert_contrast(page, "a plan waiting for approval")
+    page.screenshot(path=str(ARTIFACTS / "ui-approval.png"), full_page=True)
+
+    page.get_by_role("link", name="Mission Board").first.click()
+    card = page.locator(f"[data-testid=task-card][data-task='{task_id}'][data-status=awaiting_approval]")
+    card.wait_for()
+    assert "Its plan waits for your approval" in card.inner_text()
+    page.wait_for_function(f"() => ({waiting_for_a_person()})() === {expected_waiting(stack)}")
+    assert_contrast(page, "the board with a plan waiting")
+    page.get_by_test_id("waiting-count").click()
+    assert page.get_by_role("button", name=re.compile("^Waiting for you")).get_attribute("aria-pressed") == "true"
+    card.click()
+
+    approval.get_by_role("button", name="Edit plan").click()
+    editor = approval.get_by_label(re.compile(r"^Plan \(JSON"))
+    plan = json.loads(editor.input_value())
+    assert [s["id"] for s in plan["subtasks"]] == ["a", "b"]
+    plan["subtasks"] = [{"id": "only", "description": "Do it all", "agent_type": "cobol-expert", "depends_on": [], "verify": []}]
+    editor.fill(json.dumps(plan))
+    approval.get_by_role("button", name="Approve edited plan").click()
+    refusal = approval.get_by_role("alert")
+    refusal.wait_for()
+    assert "unknown agent type 'cobol-expert'" in refusal.inner_text()
+    assert api(stack, "GET", f"/api/orchestrate/task/{task_id}").json()["status"] == "awaiting_approval"
+    plan["subtasks"][0]["agent_type"] = "fullstack"
+    editor.fill(json.dumps(plan))
+    approval.get_by_role("button", name="Approve edited plan").click()
+    approval.wait_for(state="detached")
+    page.locator("[data-testid=plan-node][data-subtask=only][data-status=completed]").wait_for(timeout=90_000)
+    assert page.locator("[data-testid=plan-node]").count() == 1
+
+    rejected = api(stack, "POST", "/api/orchestrate/task", json={"description": scripted("Reject in the browser", [subtask("r", "fullstack")]), "require_plan_approval": True}).json()
+    page.goto(f"{stack.url}/tasks/{rejected['id']}")
+    approval.get_by_role("button", name="Reject…").click()
+    approval.get_by_label("Why reject it?").fill("not this week")
+    approval.get_by_role("button", name="Reject plan").click()
+    cancelled = page.get_by_role("alert").filter(has_text="The task was cancelled")
+    cancelled.wait_for()
+    assert "plan rejected: not this week" in cancelled.inner_text()
+    assert page.get_by_role("heading", level=1).locator("..").get_by_text("Cancelled").count() == 1
+    assert api(stack, "GET", f"/api/orchestrate/task/{rejected['id']}").json()["status"] == "cancelled"
+
+
+def test_a_question_shows_with_an_answer_box_and_the_answer_lets_its_expert_go_on(stack, page):
+    plan = scripted("A question in the browser", [
+        {**subtask("ask", "python-backend", sim="ask=1"), "verify": ["python3 -m pytest -q"]},
+        subtask("free", "fullstack"),
+    ])
+    task = api(stack, "POST", "/api/orchestrate/task", json={"description": plan}).json()
+    page.goto(f"{stack.url}/tasks/{task['id']}")
+    question = page.get_by_test_id("question-panel")
+    question.wait_for(timeout=90_000)
+    page.get_by_role("heading", name="A question for you").wait_for()
+    assert "which database should it use, PostgreSQL or SQLite?" in question.get_by_test_id("question").inner_text()
+    page.locator("[data-testid=plan-node][data-subtask=ask][data-status=awaiting_input]").wait_for()
+    page.locator("[data-testid=plan-node][data-subtask=free][data-status=completed]").wait_for(timeout=60_000)
+    assert_contrast(page, "a question waiting for its answer")
+    page.screenshot(path=str(ARTIFACTS / "ui-question.png"), full_page=True)
+
+    page.get_by_role("link", name="Mission Board").first.click()
+    card = page.locator(f"[data-testid=task-card][data-task='{task['id']}']")
+    card.get_by_test_id("task-waiting").wait_for()
+    assert "1 question for you" in card.inner_text()
+    page.wait_for_function(f"() => ({waiting_for_a_person()})() === {expected_waiting(stack)}")
+    card.click()
+
+    question.get_by_label("Your answer").fill("PostgreSQL, from the browser")
+    question.get_by_role("button", name="Send answer").click()
+    question.wait_for(state="detached")
+    page.locator("[data-testid=plan-node][data-subtask=ask][data-status=completed]").wait_for(timeout=120_000)
+    page.locator("[data-testid=plan-node][data-subtask=ask]").click()
+    answered = page.get_by_test_id("question-answered")
+    answered.wait_for()
+    assert "Answer: PostgreSQL, from the browser" in answered.inner_text()
+    done = api(stack, "GET", f"/api/orchestrate/task/{task['id']}").json()
+    assert next(s for s in done["subtasks"] if s["id"] == "ask")["answer"] == "PostgreSQL, from the browser"
+    page.set_viewport_size(PHONE)
+    page.wait_for_function("document.documentElement.scrollWidth <= 375")
+    page.set_viewport_size(DESKTOP)

@@ -82,11 +82,37 @@ async function request<T>(path: string, init?: RequestInit & { key?: string }): 
 export function submitOrchestratorTask(
   description: string,
   masterDeploymentId?: string | null,
+  options: { requirePlanApproval?: boolean } = {},
 ): Promise<JsonOf<"/api/orchestrate/task", "post", 202>> {
   // The masters are per deployment (the OpenAPI names this one's), so any id is sent as given.
-  const body: { description: string; master_deployment_id?: string } = { description };
+  const body: { description: string; master_deployment_id?: string; require_plan_approval?: boolean } = { description };
   if (masterDeploymentId) body.master_deployment_id = masterDeploymentId;
+  if (options.requirePlanApproval) body.require_plan_approval = true;
   return request("/api/orchestrate/task", { method: "POST", body: JSON.stringify(body) });
+}
+
+const taskPath = (taskId: string) => `/api/orchestrate/task/${encodeURIComponent(taskId)}`;
+
+/** Runs the plan of a task awaiting approval: Jason's, or `plan` instead (a 422 names every problem). */
+export function approvePlan(taskId: string, plan?: Record<string, unknown>): Promise<JsonOf<"/api/orchestrate/task/{task_id}/approve", "post", 200>> {
+  const body: { plan?: Record<string, unknown> } = plan ? { plan } : {};
+  return request(`${taskPath(taskId)}/approve`, { method: "POST", body: JSON.stringify(body) });
+}
+
+/** Ends a task awaiting approval: cancelled, with the reason; nothing of it ran. */
+export function rejectPlan(taskId: string, reason: string): Promise<JsonOf<"/api/orchestrate/task/{task_id}/reject", "post", 200>> {
+  const body: { reason: string } = { reason };
+  return request(`${taskPath(taskId)}/reject`, { method: "POST", body: JSON.stringify(body) });
+}
+
+/** Answers a subtask's open question: its expert goes on with the answer. */
+export function answerQuestion(
+  taskId: string,
+  subtaskId: string,
+  answer: string,
+): Promise<JsonOf<"/api/orchestrate/task/{task_id}/subtasks/{subtask_id}/answer", "post", 200>> {
+  const body: { answer: string } = { answer };
+  return request(`${taskPath(taskId)}/subtasks/${encodeURIComponent(subtaskId)}/answer`, { method: "POST", body: JSON.stringify(body) });
 }
 
 export function fetchOrchestratorTask(taskId: string): Promise<OrchestratorTask> {

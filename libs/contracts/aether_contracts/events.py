@@ -33,6 +33,9 @@ class TaskCreated(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     round: int = 1
     """Bumped when a task that failed in planning is retried (planned again from scratch)."""
+    approval_timeout_s: float | None = None
+    """Set when a person must approve the plan (for a planner that must restore the state)."""
+    question_timeout_s: float | None = None
 
     def dedup_id(self) -> str:
         return f"created:{self.task_id}:{self.round}"
@@ -42,8 +45,12 @@ class PlanReady(BaseModel):
     task_id: str
     round: int = 1
     """Bumped by every retry or replan, which changes the plan and needs a new dispatch."""
+    answered: str | None = None
+    """`<subtask id>:<question no>` when an answer made that subtask ready to resume."""
 
     def dedup_id(self) -> str:
+        if self.answered:
+            return f"plan:{self.task_id}:{self.round}:answered:{self.answered}"
         return f"plan:{self.task_id}:{self.round}"
 
 
@@ -57,12 +64,18 @@ class ReplanRequested(BaseModel):
 
 
 class TaskExpired(BaseModel):
-    """The body of a task's deadline schedule, delivered by NATS when the deadline passes."""
+    """The body of a deadline schedule, delivered by NATS when the deadline passes: the task's
+    own, or that of a wait for a person (a plan's approval, a subtask's question)."""
 
     task_id: str
     timeout_s: float
     round: int = 1
     """A deadline armed for an earlier round (before a retry) no longer applies."""
+    waiting: Literal["task", "approval", "question"] = "task"
+    subtask_id: str | None = None
+    """For a question: whose."""
+    question_no: int = 0
+    """For a question: which (a deadline of a question answered since no longer applies)."""
 
 
 class SubtaskReady(BaseModel):
@@ -71,6 +84,8 @@ class SubtaskReady(BaseModel):
     agent_type: str
     dispatch: int = 1
     """The subtask's `dispatches` count when it was queued: a retry is a new dispatch."""
+    resume: bool = False
+    """An answered question: the agent continues the stored conversation (the state says which)."""
 
     def dedup_id(self) -> str:
         return f"ready:{self.task_id}:{self.subtask_id}:{self.dispatch}"

@@ -148,7 +148,8 @@ def grants(agent_types: Iterable[str], *, workers_in_executor: bool = False) -> 
             workspace="read",
         ),
         "planner": Grant(
-            publish=(subjects.PLAN_READY,),
+            # approval: the deadline of a plan that waits for a person (issue 15)
+            publish=(subjects.PLAN_READY, f"{subjects.APPROVAL_DEADLINE_PREFIX}.*"),
             subscribe=(subjects.TASK_CONTROL,),
             pulls=(topology.PLANNER.durable, topology.PLANNER_REPLAN.durable),
             reads=(TASKS_BUCKET, LLM_SLOTS_BUCKET),
@@ -161,6 +162,7 @@ def grants(agent_types: Iterable[str], *, workers_in_executor: bool = False) -> 
                 subjects.TASK_FINISHED,
                 subjects.REPLAN_REQUESTED,
                 subjects.TASK_CONTROL,
+                f"{subjects.DEADLINE_PREFIX}.*",  # a task deadline postponed while a person is asked
             ),
             pulls=tuple(
                 spec.durable
@@ -171,7 +173,8 @@ def grants(agent_types: Iterable[str], *, workers_in_executor: bool = False) -> 
             writes=((TASKS_BUCKET, ">"), heartbeats("executor")),
         ),
         "agent": Grant(  # executor workers
-            publish=(subjects.SUBTASK_FINISHED, f"{subjects.STEP_PREFIX}.*.*"),
+            # question deadlines: an expert asked a person (subtask ids may hold dots)
+            publish=(subjects.SUBTASK_FINISHED, f"{subjects.STEP_PREFIX}.*.*", f"{subjects.QUESTION_DEADLINE_PREFIX}.>"),
             subscribe=(subjects.TASK_CONTROL, f"{subjects.AGENT_CONTROL_PREFIX}.*"),
             answers=True,
             pulls=workers,

@@ -2,7 +2,9 @@
 
 Status names are the seed's (phase 1) plus `cancelled` for both tasks and subtasks. A subtask that
 never ran because a dependency failed is `failed` with `blocked_by` naming the dependencies, so
-clients that know only the seed's statuses still read it right.
+clients that know only the seed's statuses still read it right. Two statuses wait for a person
+(issue 15): a task `awaiting_approval` (its plan is there, nothing runs) and a subtask
+`awaiting_input` (its expert asked a question; the task stays `executing`). Neither is terminal.
 
 Every change to a task is a compare-and-set on the entry's revision (see aether_core.store); the
 methods here only mutate the model in memory and must stay deterministic, because a conflicting
@@ -40,6 +42,8 @@ def utcnow() -> datetime:
 class TaskStatus(StrEnum):
     PENDING = "pending"
     PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Planned; nothing runs until a person approves the plan (or rejects it)."""
     EXECUTING = "executing"
     SYNTHESIZING = "synthesizing"
     COMPLETED = "completed"
@@ -55,6 +59,8 @@ class SubtaskStatus(StrEnum):
     PENDING = "pending"
     CREATING_AGENT = "creating_agent"
     EXECUTING = "executing"
+    AWAITING_INPUT = "awaiting_input"
+    """Its expert asked a person a question (`Subtask.question`); no agent holds it meanwhile."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -147,6 +153,23 @@ class Subtask(BaseModel):
     subject `aether.step.<task>.<subtask>`, not in this document)."""
     tool_errors: int = 0
     verification: Verification | None = None
+    question: str | None = None
+    """The last question its expert asked a person (`ask_user`); open while `awaiting_input`."""
+    asked_at: datetime | None = None
+    answer: str | None = None
+    """The answer to `question`, once given (the expert reads it as the tool's result)."""
+    answered_at: datetime | None = None
+    questions: int = 0
+    """Questions asked in all: numbers the open one (its deadline and its resume name it)."""
+    conversation: str | None = None
+    """While a question is open or its answer waits for an agent: the Object Store entry holding
+    the expert's conversation so far (aether_contracts.waiting.PausedConversation), written once;
+    any agent of the type resumes it. Kept out of the state, which stays small."""
+
+    @property
+    def resuming(self) -> bool:
+        """Answered, and its expert's conversation waits for an agent to continue it."""
+        return self.conversation is not None and self.answer is not None
 
     @property
     def settled(self) -> bool:
@@ -197,6 +220,27 @@ class TaskEvent(BaseModel):
         return f"[{self.at:%H:%M:%S}] [{self.level.upper()}] {self.message}"
 
 
+class Approval(BaseModel):
+    """A plan that waits for a person: asked for by the submission or the server's setting."""
+
+    timeout_s: float
+    """How long the plan may wait, from `requested_at`, before the task fails."""
+    requested_at: datetime | None = None
+    """When the plan was ready and the wait began."""
+    decided_at: datetime | None = None
+    decision: Literal["approved", "rejected", "expired"] | None = None
+    edited: bool = False
+    """Approved with a plan of the person's own (it replaced Jason's)."""
+    reason: str | None = None
+    """Why it was rejected (or that it expired)."""
+
+    @property
+    def waited_s(self) -> float | None:
+        if self.requested_at is None or self.decided_at is None:
+            return None
+        return (self.decided_at - self.requested_at).total_seconds()
+
+
 class TaskState(BaseModel):
     schema_version: int = SCHEMA_VERSION
     id: str
@@ -229,6 +273,10 @@ class TaskState(BaseModel):
     """Every subtask's checks, run again on the assembled repository (by the synthesizer)."""
     fixups: int = 0
     """Fix-up subtasks added because the assembled repository failed its checks."""
+    approval: Approval | None = None
+    """Set when the plan must be approved by a person before anything runs (issue 15)."""
+    question_timeout_s: float | None = None
+    """How long a question of an expert may wait for its answer before the subtask fails."""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None

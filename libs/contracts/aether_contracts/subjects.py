@@ -29,6 +29,13 @@ REPLAN_REQUESTED = "aether.plan.replan"
 DEADLINE_PREFIX = "aether.deadline"
 """`aether.deadline.<task id>`: holds a task's deadline schedule (one per task, rolled up)."""
 
+APPROVAL_DEADLINE_PREFIX = f"{DEADLINE_PREFIX}.approval"
+"""`aether.deadline.approval.<task id>`: holds the deadline of a plan waiting for approval."""
+
+QUESTION_DEADLINE_PREFIX = f"{DEADLINE_PREFIX}.question"
+"""`aether.deadline.question.<task id>.<subtask id>`: holds the deadline of an expert's open
+question (one per subtask: a later question's replaces it). Subtask ids may hold dots."""
+
 TASK_CONTROL = "aether.control.task"
 """Core NATS (not persisted): broadcasts such as cancellation to every running worker."""
 
@@ -61,6 +68,14 @@ def agent_event(kind: str) -> str:
 
 def deadline(task_id: str) -> str:
     return f"{DEADLINE_PREFIX}.{task_id}"
+
+
+def approval_deadline(task_id: str) -> str:
+    return f"{APPROVAL_DEADLINE_PREFIX}.{task_id}"
+
+
+def question_deadline(task_id: str, subtask_id: str) -> str:
+    return f"{QUESTION_DEADLINE_PREFIX}.{task_id}.{subtask_id}"
 
 
 def agent_control(agent_id: str) -> str:

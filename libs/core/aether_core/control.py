@@ -58,6 +58,9 @@ def retryable_subtasks(state: TaskState) -> list[Subtask]:
 def select_retry(state: TaskState, subtask_ids: list[str] | None) -> list[Subtask]:
     if not state.status.terminal:
         raise ControlError(409, f"task {state.id} is still {state.status.value}; retry it once it has ended")
+    if state.approval is not None and state.approval.decision in ("rejected", "expired"):
+        # A retry would run a plan no person approved (issue 15).
+        raise ControlError(409, f"task {state.id}'s plan was {state.approval.decision}, never approved: submit the task again")
     candidates = {s.id: s for s in retryable_subtasks(state)}
     if subtask_ids is None:
         return list(candidates.values())
@@ -107,6 +110,7 @@ def prepare_retry(state: TaskState, selected: list[Subtask], *, replan: bool) ->
         subtask.agent_id = None
         subtask.retryable = False
         subtask.replan_pending = False
+        subtask.conversation = None  # a question it asked is asked again, if the new run needs it
         state.set_subtask_status(subtask, SubtaskStatus.PENDING, f"Subtask {subtask.id} will run again")
     state.final_result = None
     state.error = None

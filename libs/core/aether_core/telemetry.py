@@ -551,6 +551,29 @@ def _ns(moment: datetime) -> int:
 # -- Work spans ---------------------------------------------------------------------------------
 
 
+def waited(
+    name: str,
+    traceparent: str | None,
+    started: datetime | None,
+    ended: datetime | None,
+    attributes: Mapping[str, Any] | None = None,
+) -> None:
+    """A span, already ended, for a time the task waited for a person (issue 15), in the task's
+    trace: it begins when the wait began, whichever process that was, and carries
+    `aether.waited_s`."""
+    if _tracer is None or started is None or ended is None:
+        return
+    context = TraceContextTextMapPropagator().extract({"traceparent": traceparent}) if traceparent else None
+    waited_s = max(0.0, (ended - started).total_seconds())
+    span = _tracer.start_span(
+        name,
+        context=context,
+        attributes=_clean({**(attributes or {}), "aether.waited_s": round(waited_s, 3)}),
+        start_time=int(started.timestamp() * 1e9),
+    )
+    span.end(end_time=int(ended.timestamp() * 1e9))
+
+
 def work(
     name: str,
     *,

@@ -24,7 +24,7 @@ from aether_contracts.events import (
     TaskFinished,
 )
 from aether_contracts.state import TaskState
-from aether_core import telemetry
+from aether_core import deadlines, telemetry
 from aether_core.service import Runtime, deliveries, settle
 from aether_core.store import TaskNotFound
 
@@ -55,6 +55,7 @@ async def publish_decision(
                 subtask_id=subtask.id,
                 agent_type=subtask.agent_type,
                 dispatch=subtask.dispatches,
+                resume=subtask.resuming,
             ),
             subjects.subtask_ready(subtask.agent_type),
         )
@@ -67,6 +68,9 @@ async def publish_decision(
             TaskFinished(task_id=task_id, status=decision.finished.value, round=state.round),
             subjects.TASK_FINISHED,
         )
+    if decision.postpone is not None:
+        # The task's deadline fired while a person was asked: it waits with them.
+        await deadlines.arm_task(runtime, state, decision.postpone)
 
 
 def build_scheduler_router(
@@ -103,7 +107,7 @@ def build_scheduler_router(
     async def on_task_expired(event: TaskExpired, msg: NatsMessage) -> None:
         async with settle(msg, topology.SCHEDULER_EXPIRED, keep_alive=False):
             with processing(topology.SCHEDULER_EXPIRED, event.task_id):
-                await decide(event.task_id, lambda s: scheduling.expire(s, event.timeout_s, event.round))
+                await decide(event.task_id, lambda s: scheduling.deadline_passed(s, event, policy))
 
     return router
 

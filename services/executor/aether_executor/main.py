@@ -10,6 +10,7 @@ from faststream import FastStream
 from aether_contracts import subjects, topology
 from aether_contracts.agents import ANY_TYPE, AgentRecord
 from aether_contracts.state import utcnow
+from aether_core import deadlines
 from aether_core.llm import LLMClient
 from aether_core.llm_slots import limit_concurrency
 from aether_core.mirror import KVMirror
@@ -101,6 +102,9 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             ),
             tools=settings.expert_tools,
             publish_step=lambda step: runtime.record(step, subjects.step(step.task_id, step.subtask_id)),
+            arm_question=lambda state, subtask_id, number, timeout, at: deadlines.arm_question(
+                runtime, state, subtask_id, number, timeout, at
+            ),
             workspace=Workspace(
                 WorkspaceStore(lambda: runtime.js, cache_bytes=FILE_CACHE_BYTES),
                 settings.file_limits(),

@@ -6,9 +6,12 @@ No broker in here: the handler turns the returned `SubtaskFinished` into an even
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from aether_contracts.events import SubtaskFinished, SubtaskReady, ToolStep
@@ -21,7 +24,10 @@ from aether_contracts.state import (
     Verification,
     utcnow,
 )
+from aether_contracts.waiting import PausedConversation, conversation_object
+from aether_core import telemetry
 from aether_core.errors import HandBack
+from aether_core.files import ExtractedFile, write_inside
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, aether_headers
 from aether_core.llm_calls import BudgetSpent, TaskNotes, record_spent, reply_bound
@@ -30,7 +36,7 @@ from aether_core.sandbox import Sandbox, SandboxLimits, Unavailable
 from aether_core.store import TaskNotFound, TaskStore, Unchanged
 from aether_core.templates import AgentTemplate, Registry
 
-from .acting import ActFailed, Acting, ActLimits, Publish
+from .acting import ActFailed, Acting, ActLimits, Asked, Publish
 from .presence import Presence
 from .tools import SKIPPED_DIRS, Toolbox
 from .workspace import Desk, Workspace, files_context
@@ -38,6 +44,10 @@ from .workspace import Desk, Workspace, files_context
 log = logging.getLogger("aether.agent")
 
 HAND_BACK = "hand-back"
+DEFAULT_QUESTION_TIMEOUT_S = 86400.0
+"""For a task whose state names none (created before questions existed)."""
+ArmQuestion = Callable[[TaskState, str, int, float, datetime], Awaitable[None]]
+"""Arms a question's deadline (task state, subtask id, question number, timeout, asked at)."""
 CONTEXT_RESULT_CHARS = 12_000
 """A dependency's result is cut to this many characters in a dependent's prompt (marked)."""
 
@@ -122,7 +132,9 @@ def tools_brief(checks: list[str], sandbox_reason: str | None) -> str:
         "subtasks yours depends on. Use the tools: list_files and read_file to look, write_file and "
         "edit_file to write your files, run_command to run what you wrote (a sandbox without network). "
         "Files you write with the tools are your work; do not repeat them in your answer. When you are "
-        "done, answer with a short summary of what you did and no tool call.",
+        "done, answer with a short summary of what you did and no tool call. When the task leaves open a "
+        "decision only the person who gave it can make, ask them with ask_user (one short question) "
+        "instead of guessing; your work waits for the answer.",
     ]
     if sandbox_reason:
         lines.append(f"run_command is not available on this agent ({sandbox_reason}).")
@@ -141,22 +153,58 @@ def _claim(state: TaskState, event: SubtaskReady, agent_id: str, redelivered: bo
         raise Unchanged(None)
     if subtask.status.terminal or event.dispatch != subtask.dispatches:
         raise Unchanged(None)
+    if subtask.status == SubtaskStatus.AWAITING_INPUT:
+        raise Unchanged(None)  # its question is open: only an answer (a new dispatch) goes on
     rerun = subtask.status == SubtaskStatus.EXECUTING
     if rerun and not redelivered:
         # A duplicate event while another agent runs it; if that agent dies, its own message
         # comes back (redelivered) and the subtask is taken over then.
         raise Unchanged(None)
-    subtask.attempts += 1
+    resumed = subtask.resuming and not rerun
+    if not resumed:
+        # A resume goes on with the same run (its steps keep their numbers); a crash during it
+        # makes a new run, which resumes from the question again.
+        subtask.attempts += 1
     subtask.agent_id = agent_id
-    subtask.started_at = utcnow()
+    subtask.started_at = subtask.started_at if resumed and subtask.started_at else utcnow()
+    if resumed:
+        message = f"Subtask {subtask.id} resumed on {agent_id} with the answer to question {subtask.questions}"
+    else:
+        message = f"Subtask {subtask.id} {'restarted' if rerun else 'started'} on {agent_id} ({subtask.agent_type})"
     state.set_subtask_status(
         subtask,
         SubtaskStatus.EXECUTING,
-        f"Subtask {subtask.id} {'restarted' if rerun else 'started'} on {agent_id} ({subtask.agent_type})",
+        message,
         level="warning" if rerun else "info",
-        data={"agent_id": agent_id, "attempt": subtask.attempts},
+        data={"agent_id": agent_id, "attempt": subtask.attempts, **({"resumed": True} if subtask.resuming else {})},
     )
     return Claim(state, subtask)
+
+
+def _pause(state: TaskState, event: SubtaskReady, agent_id: str, attempt: int, paused: PausedConversation,
+           name: str, asked_at: datetime) -> bool:
+    """The expert asked: the subtask waits for a person, its conversation stored under `name`."""
+    subtask = state.find_subtask(event.subtask_id)
+    if (
+        subtask is None
+        or state.status != TaskStatus.EXECUTING
+        or subtask.status != SubtaskStatus.EXECUTING
+        or (subtask.dispatches, subtask.attempts, subtask.agent_id) != (event.dispatch, attempt, agent_id)
+    ):
+        raise Unchanged(False)  # cancelled, or taken over by another agent meanwhile: ours is stale
+    subtask.questions = paused.question_no
+    subtask.question, subtask.asked_at = paused.question, asked_at
+    subtask.answer = subtask.answered_at = None
+    subtask.conversation = name
+    subtask.steps, subtask.tool_errors = paused.steps, paused.tool_errors
+    subtask.usage.add(paused.usage)
+    state.usage.add(paused.usage)
+    shown = paused.question if len(paused.question) <= 300 else paused.question[:299] + "…"
+    state.set_subtask_status(
+        subtask, SubtaskStatus.AWAITING_INPUT, f"Subtask {subtask.id} asks a person (question {paused.question_no}): {shown}",
+        data={"question_no": paused.question_no},
+    )
+    return True
 
 
 class Worker:
@@ -178,6 +226,7 @@ class Worker:
         act_limits: ActLimits = ActLimits(),
         tools: bool = True,
         publish_step: Publish | None = None,
+        arm_question: ArmQuestion | None = None,
     ) -> None:
         self.store = store
         self.llm = llm
@@ -194,6 +243,8 @@ class Worker:
         self.tools = tools
         """Experts act with tools in their worktree (an agent without one answers in one reply)."""
         self.publish_step = publish_step
+        self.arm_question = arm_question
+        """Arms the deadline of a question an expert asked (a NATS message schedule)."""
         self.presence = presence
         self.workspace = workspace
         self.inflight = InFlight()
@@ -234,7 +285,8 @@ class Worker:
         return mutation.value if mutation.changed else None
 
     async def run(self, event: SubtaskReady, *, redelivered: bool = False) -> SubtaskFinished | None:
-        """Run the subtask unless it is settled or running elsewhere; None: nothing to report."""
+        """Run the subtask unless it is settled or running elsewhere; None: nothing to report (or
+        its expert asked a person, and the subtask waits for the answer)."""
         claim = await self.claim(event, redelivered)
         if claim is None:
             return None
@@ -243,24 +295,34 @@ class Worker:
         done = False
         try:
             finished = await self._execute(event, claim)
-            done = finished.outcome == "completed"
+            done = finished is not None and finished.outcome == "completed"
             return finished
         finally:
             if self.presence is not None:
                 self.presence.idle(event.task_id, event.subtask_id, done=done)
 
-    async def _execute(self, event: SubtaskReady, claim: Claim) -> SubtaskFinished:
+    async def _execute(self, event: SubtaskReady, claim: Claim) -> SubtaskFinished | None:
         subtask = claim.subtask
         started = subtask.started_at or utcnow()
         template = self.registry.template(subtask.agent_type)
         if template is None:
             return self._finished(event, started, error=f"no template for agent type '{subtask.agent_type}'")
+        paused = None
+        if subtask.resuming:
+            try:
+                paused = await self._paused(subtask)
+            except Exception as exc:  # gone or unreadable: the subtask fails, with the reason
+                return self._finished(event, started, error=f"its paused conversation cannot be resumed: {exc!r}")
         desk = await self.workspace.open(claim.state, subtask)
         spent = Usage()
         notes = TaskNotes(self.store, event.task_id, f"Subtask {event.subtask_id}:", event.subtask_id)
+        if paused is not None and (not self.tools or desk.checkout is None):
+            self._cleanup(desk.close())
+            return self._finished(event, started, error="its expert asked a question, and this agent cannot go on with "
+                                  "tools in a worktree (AETHER_EXPERT_TOOLS=off or no writable workspace)")
         if self.tools and desk.checkout is not None:
             try:
-                return await self._act(event, claim, template, desk, spent, notes, started)
+                return await self._act(event, claim, template, desk, spent, notes, started, paused)
             except BaseException:
                 self._cleanup(record_spent(self.store, event.task_id, spent, event.subtask_id))
                 raise
@@ -312,16 +374,25 @@ class Worker:
         )
 
     async def _act(self, event: SubtaskReady, claim: Claim, template: AgentTemplate, desk: Desk, spent: Usage,
-                   notes: TaskNotes, started) -> SubtaskFinished:
-        """The expert works with its tools in the worktree, then its checks run (`acting`)."""
+                   notes: TaskNotes, started, paused: PausedConversation | None = None) -> SubtaskFinished | None:
+        """The expert works with its tools in the worktree, then its checks run (`acting`); or,
+        `paused`, goes on from where it asked a person, with their answer."""
         subtask = claim.subtask
         sandbox = self.sandbox
-        brief = tools_brief(subtask.verify, None if sandbox.available else sandbox.reason)
-        messages, nonce = expert_prompt(claim.state, subtask, template, files=desk.contents, tools=brief)
+        if paused is None:
+            brief = tools_brief(subtask.verify, None if sandbox.available else sandbox.reason)
+            messages, nonce = expert_prompt(claim.state, subtask, template, files=desk.contents, tools=brief)
+        else:
+            messages, nonce = paused.messages, paused.nonce
 
         async def root() -> Path:
             worktree = await desk.worktree()
             assert worktree is not None
+            if paused is not None and paused.worktree:
+                # What the expert had written before it asked, on whichever agent that was.
+                contents = await self.workspace.store.read_files(paused.worktree)
+                for file in paused.worktree:
+                    await asyncio.to_thread(write_inside, str(worktree.path), file.path, contents[file.object])
             return worktree.path
 
         acting = Acting(
@@ -350,9 +421,18 @@ class Worker:
         )
         counts = {"steps": 0, "tool_errors": 0}
         try:
-            acted = await acting.run(messages)
+            if paused is None:
+                acted = await acting.run(messages)
+            else:
+                await acting.toolbox.ready()  # the worktree as the expert left it, before anything else
+                waited = (subtask.answered_at - subtask.asked_at).total_seconds() if subtask.answered_at and subtask.asked_at else None
+                telemetry.annotate({"aether.resumed": True, "aether.question.number": subtask.questions, "aether.waited_s": waited})
+                acted = await acting.resume(paused, subtask.answer or "")
             counts = {"steps": acting.steps, "tool_errors": acting.tool_errors}
             delivered = await desk.deliver(acted.text, worked_in=SKIPPED_DIRS)
+        except Asked as asked:
+            await self._ask(event, claim, desk, asked.paused)
+            return None
         except ActFailed as exc:
             log.warning("task %s: subtask %s failed: %s", event.task_id, event.subtask_id, str(exc).split("\n", 1)[0])
             return self._finished(event, started, error=str(exc), usage=spent, verification=exc.verification,
@@ -381,6 +461,38 @@ class Worker:
             verification=acted.verification,
             **counts,
         )
+
+    async def _paused(self, subtask: Subtask) -> PausedConversation:
+        assert subtask.conversation is not None
+        return PausedConversation.model_validate_json(await self.workspace.store.read(subtask.conversation))
+
+    async def _ask(self, event: SubtaskReady, claim: Claim, desk: Desk, paused: PausedConversation) -> None:
+        """Store what the expert had done and said (the worktree's files, the conversation),
+        arm the question's deadline, and let the subtask wait for a person: this agent and its
+        message are free then, and any agent of the type goes on when the answer comes."""
+        subtask = claim.subtask
+        worktree = await desk.worktree()
+        assert worktree is not None
+        left, _ = await asyncio.to_thread(worktree.changes, self.workspace.limits, SKIPPED_DIRS)
+        snapshot = await self.workspace.store.store_files(
+            event.task_id, subtask.id, [ExtractedFile(path, content) for path, content in sorted(left.items())]
+        )
+        paused = paused.model_copy(update={"question_no": subtask.questions + 1, "worktree": snapshot})
+        data = paused.to_bytes()
+        name = conversation_object(event.task_id, subtask.id, hashlib.sha256(data).hexdigest())
+        await self.workspace.store.put(name, data)  # named by its content: written once
+        asked_at = utcnow()
+        if self.arm_question is not None:
+            # Before the state says it waits: a deadline of a question never recorded fires for nothing.
+            timeout = claim.state.question_timeout_s or DEFAULT_QUESTION_TIMEOUT_S
+            await self.arm_question(claim.state, subtask.id, paused.question_no, timeout, asked_at)
+        mutation = await self.store.mutate(
+            event.task_id, lambda s: _pause(s, event, self.agent_id, subtask.attempts, paused, name, asked_at)
+        )
+        if not mutation.changed:
+            await record_spent(self.store, event.task_id, paused.usage, event.subtask_id)
+        else:
+            log.info("task %s: subtask %s asks a person (question %d)", event.task_id, subtask.id, paused.question_no)
 
     async def _publish_step(self, step: ToolStep) -> None:
         if self.publish_step is None:

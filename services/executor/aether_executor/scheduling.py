@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aether_contracts.events import SubtaskFinished
+from aether_contracts.events import SubtaskFinished, TaskExpired
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
 from aether_contracts.workspace import record_subtask_files
 from aether_core.control import stop_task
@@ -50,10 +50,12 @@ class Decision:
     replan: list[str] = field(default_factory=list)
     cancel: str | None = None
     """Broadcast a stop for work still running on this task, with this reason."""
+    postpone: float | None = None
+    """Arm the task's deadline again this many seconds from now (it fired while a person was asked)."""
 
     @property
     def empty(self) -> bool:
-        return not (self.ready or self.synthesize or self.finished or self.replan or self.cancel)
+        return not (self.ready or self.synthesize or self.finished or self.replan or self.cancel or self.postpone)
 
 
 def queue_ready(state: TaskState, has_agent: HasAgent = _any_agent) -> list[Subtask]:
@@ -175,6 +177,7 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
     subtask.usage.add(event.usage)
     state.usage.add(event.usage)
     subtask.steps, subtask.tool_errors, subtask.verification = event.steps, event.tool_errors, event.verification
+    subtask.conversation = None  # a paused conversation, if it had one, is done with
     decision = Decision()
     if event.outcome == "completed":
         subtask.result = event.result
@@ -217,12 +220,70 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
 
 
 def expire(state: TaskState, timeout_s: float, round_: int = 1) -> Decision:
-    """The task's deadline passed: fail it and stop whatever still runs."""
+    """The task's deadline passed: fail it and stop whatever still runs. While a person is asked
+    (a plan to approve, a question to answer), the wait has its own deadline: the task's is
+    postponed instead (and armed afresh when the person answers)."""
     if state.status.terminal or round_ != state.round:
         raise Unchanged(Decision())
+    if waiting_for_person(state):
+        raise Unchanged(Decision(postpone=timeout_s))
     reason = f"timed out: the task did not finish within {timeout_s:.0f}s"
     stop_task(state, TaskStatus.FAILED, reason)
     return Decision(finished=TaskStatus.FAILED, cancel=reason)
+
+
+def waiting_for_person(state: TaskState) -> bool:
+    return state.status == TaskStatus.AWAITING_APPROVAL or any(
+        s.status == SubtaskStatus.AWAITING_INPUT for s in state.subtasks
+    )
+
+
+def deadline_passed(state: TaskState, event: TaskExpired, policy: Policy = DEFAULT) -> Decision:
+    """A deadline schedule fired: the task's, a plan's approval's or a question's (issue 15). One
+    whose wait has ended since (approved, answered, a later round) changes nothing."""
+    if event.waiting == "approval":
+        return expire_approval(state, event.timeout_s, event.round)
+    if event.waiting == "question":
+        return expire_question(state, event, policy)
+    return expire(state, event.timeout_s, event.round)
+
+
+def expire_approval(state: TaskState, timeout_s: float, round_: int) -> Decision:
+    approval = state.approval
+    if state.status != TaskStatus.AWAITING_APPROVAL or approval is None or round_ != state.round:
+        raise Unchanged(Decision())
+    reason = f"no one approved its plan within {timeout_s:.0f}s (AETHER_APPROVAL_TIMEOUT_S)"
+    approval.decision = "expired"
+    approval.decided_at = utcnow()
+    approval.reason = reason
+    stop_task(state, TaskStatus.FAILED, reason)
+    return Decision(finished=TaskStatus.FAILED)
+
+
+def expire_question(state: TaskState, event: TaskExpired, policy: Policy = DEFAULT) -> Decision:
+    """No answer in time: the subtask fails with the reason (its dependents with it), the rest
+    of the task goes on."""
+    subtask = state.find_subtask(event.subtask_id or "")
+    if (
+        subtask is None
+        or state.status != TaskStatus.EXECUTING
+        or subtask.status != SubtaskStatus.AWAITING_INPUT
+        or subtask.questions != event.question_no
+    ):
+        raise Unchanged(Decision())
+    subtask.error = (
+        f"its question was not answered within {event.timeout_s:.0f}s (AETHER_QUESTION_TIMEOUT_S): {subtask.question}"
+    )
+    subtask.completed_at = utcnow()
+    subtask.conversation = None
+    state.set_subtask_status(subtask, SubtaskStatus.FAILED, f"Subtask {subtask.id} failed: {subtask.error}", level="error")
+    block_dependents(state, subtask)
+    decision = Decision()
+    if not enforce_budget(state, policy.token_budget):
+        decision.ready = queue_ready(state, policy.has_agent)
+    settled = settle_if_done(state)
+    decision.synthesize, decision.finished = settled.synthesize, settled.finished
+    return decision
 
 
 def _replay(state: TaskState) -> Decision:

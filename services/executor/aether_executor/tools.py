@@ -59,6 +59,19 @@ TOOLS: list[dict[str, Any]] = [
               ["command"]),
 ]
 TOOL_NAMES = frozenset(t["function"]["name"] for t in TOOLS)
+"""What the toolbox runs."""
+ASK_USER = "ask_user"
+"""Answered by a person, not by the toolbox: the loop pauses on it (`acting.Asked`, issue 15)."""
+ASK_USER_TOOL = _function(
+    ASK_USER,
+    "Ask the person who gave the task one short question, when it needs a decision only they can make "
+    "(a choice the task leaves open). Your work pauses until they answer; the answer is this call's result. "
+    "Do not ask what you can find out with the other tools.",
+    {"question": {"type": "string", "description": "one question, with the options if there are some"}},
+    ["question"],
+)
+OFFERED: list[dict[str, Any]] = [*TOOLS, ASK_USER_TOOL]
+"""What an expert is offered: the toolbox's tools and `ask_user`."""
 
 
 @dataclass

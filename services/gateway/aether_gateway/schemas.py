@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints
 
 from aether_contracts.agents import AgentStatus
 from aether_contracts.events import ToolStep
 from aether_contracts.state import (
+    Approval,
     SubtaskStatus,
     TaskEvent,
     TaskState,
@@ -17,6 +18,7 @@ from aether_contracts.state import (
     Usage,
     Verification,
 )
+from aether_contracts.waiting import MAX_ANSWER_CHARS, MAX_REASON_CHARS
 from aether_contracts.workspace import PathConflict, RefusedFile, RepositoryInfo, WorkspaceFile
 
 
@@ -28,6 +30,37 @@ class TaskSubmission(BaseModel):
     )
     master_deployment_id: StrictStr | None = Field(
         None, description="The master agent that plans and synthesizes; default `jason`."
+    )
+    require_plan_approval: StrictBool = Field(
+        False,
+        description="Wait after planning, `awaiting_approval`, until a person approves the plan "
+        "(`POST …/approve`, as it is or edited) or rejects it; nothing runs meanwhile.",
+    )
+
+
+class ApproveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: dict[str, Any] | None = Field(
+        None,
+        description="A plan of your own instead of Jason's (`{analysis, subtasks: [{id, description, "
+        "agent_type, depends_on, verify}]}`), validated as Jason's is: every problem is named in a 422.",
+    )
+
+
+class RejectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=MAX_REASON_CHARS)] | None = Field(
+        None, description="Why the plan is rejected (required): the task ends `cancelled` with it."
+    )
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answer: Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=MAX_ANSWER_CHARS)] | None = Field(
+        None, description="The answer to the subtask's open question (required); its expert reads it and goes on."
     )
 
 
@@ -77,6 +110,13 @@ class SubtaskBody(BaseModel):
     steps: int = Field(0, description="Tool calls its expert made (the steps: `GET …/subtasks/{id}/steps`).")
     tool_errors: int = 0
     verification: Verification | None = None
+    question: str | None = Field(
+        None, description="The last question its expert asked; open while the status is `awaiting_input`."
+    )
+    asked_at: datetime | None = None
+    answer: str | None = None
+    answered_at: datetime | None = None
+    questions: int = 0
 
 
 class TaskEventBody(BaseModel):
@@ -121,6 +161,10 @@ class TaskStateBody(BaseModel):
     verification: Verification | None = Field(
         None, description="Whether every subtask's checks pass on the task's final repository."
     )
+    approval: Approval | None = Field(
+        None, description="Set when the plan waits (or waited) for a person's approval before it runs."
+    )
+    open_questions: int = Field(0, description="Subtasks whose expert asked a question that waits for a person's answer.")
     revision: int = Field(..., description="KV revision of this state; grows with every change.")
     last_seq: int = Field(0, description="`seq` of the task's latest event.")
 
@@ -140,6 +184,7 @@ class TaskSummary(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
+    open_questions: int = Field(0, description="Subtasks whose expert asked a question that waits for a person's answer.")
     revision: int
     last_event: TaskEventBody | None = Field(None, description="The task's latest event.")
 
@@ -214,6 +259,10 @@ def progress_of(state: TaskState) -> Progress:
     )
 
 
+def open_questions(state: TaskState) -> int:
+    return sum(s.status == SubtaskStatus.AWAITING_INPUT for s in state.subtasks)
+
+
 def event_body(task_id: str, event: TaskEvent) -> TaskEventBody:
     return TaskEventBody(task_id=task_id, **event.model_dump(), log=event.log_line())
 
@@ -233,7 +282,7 @@ def _state_fields(state: TaskState, revision: int) -> dict[str, Any]:
         status=state.status,
         master_deployment_id=state.master_id,
         subtasks=[
-            SubtaskBody(**s.model_dump(exclude={"dispatches"}), duration_ms=s.duration_ms)
+            SubtaskBody(**s.model_dump(exclude={"dispatches", "conversation"}), duration_ms=s.duration_ms)
             for s in state.subtasks
         ],
         plan=state.plan,
@@ -249,6 +298,8 @@ def _state_fields(state: TaskState, revision: int) -> dict[str, Any]:
         conflicts=state.conflicts,
         repository=state.repository,
         verification=state.verification,
+        approval=state.approval,
+        open_questions=open_questions(state),
         revision=revision,
         last_seq=state.events[-1].seq if state.events else 0,
     )
@@ -272,6 +323,7 @@ def task_summary(state: TaskState, revision: int) -> TaskSummary:
         created_at=state.created_at,
         updated_at=state.updated_at,
         completed_at=state.completed_at,
+        open_questions=open_questions(state),
         revision=revision,
         last_event=event_body(state.id, state.events[-1]) if state.events else None,
     )

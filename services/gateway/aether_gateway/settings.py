@@ -1,9 +1,14 @@
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
+from aether_contracts.topology import STREAM_MAX_AGE_S
 from aether_core.config import ServiceSettings
 from aether_core.templates import DEFAULT_MASTER_ID
+
+LONGEST_WAIT_S = STREAM_MAX_AGE_S - 86400
+"""A wait's deadline is a message schedule on the work stream, which keeps messages a week."""
 
 
 class GatewaySettings(ServiceSettings):
@@ -31,6 +36,18 @@ class GatewaySettings(ServiceSettings):
     task_timeout_s: float = Field(
         3600.0, gt=0, description="A task not finished this long after its start (or retry) fails."
     )
+    plan_approval: Literal["never", "on_request", "always"] = Field(
+        "on_request",
+        description="Whether a person approves plans before they run: when a submission asks "
+        "(`require_plan_approval`), always, or never (a submission asking for it is refused).",
+    )
+    approval_timeout_s: float = Field(
+        86400.0, gt=0, le=LONGEST_WAIT_S, description="A plan not approved this long after it is ready fails its task."
+    )
+    question_timeout_s: float = Field(
+        86400.0, gt=0, le=LONGEST_WAIT_S, description="An expert's question not answered this long fails its subtask."
+    )
+    max_subtasks: int = Field(32, ge=1, le=256, description="Most subtasks an edited plan may have (as the planner's).")
     ui_dir: Path | None = Field(None, description="Built Mission Board to serve at / (ui/dist).")
     auth: bool = Field(True, description="Require an API key (Bearer) on the API; 'off' to disable.")
     api_keys: str = Field("", description="API keys: 'tenant:key[:admin]', comma-separated.")

@@ -4,7 +4,8 @@ from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, ReplanRequested, TaskControl, TaskCreated
-from aether_core import telemetry
+from aether_contracts.state import TaskStatus
+from aether_core import deadlines, telemetry
 from aether_core.service import Runtime, deliveries, settle
 
 from .planning import Planner
@@ -22,9 +23,12 @@ def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> Nat
         async with settle(msg, topology.PLANNER, give_up=give_up):
             # Published inside the span: the plan is what the first subtasks' spans link to.
             with telemetry.planning(master.name if master else None, task_id=event.task_id, agent_id=event.master_id):
-                round_ = await planner.plan(event, redelivered=deliveries(msg) > 1)
-                if round_ is not None:
-                    await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)
+                state = await planner.plan(event, redelivered=deliveries(msg) > 1)
+                if state is not None and state.status == TaskStatus.AWAITING_APPROVAL:
+                    # Nothing runs yet: the plan waits for a person, at most until its deadline.
+                    await deadlines.arm_approval(runtime, state)
+                elif state is not None:
+                    await runtime.publish(PlanReady(task_id=event.task_id, round=state.round), subjects.PLAN_READY)
 
     @router.subscriber(**runtime.subscription(topology.PLANNER_REPLAN, max_workers=concurrency, batch=1))
     async def on_replan_requested(event: ReplanRequested, msg: NatsMessage) -> None:

@@ -5,19 +5,27 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aether_contracts.events import ReplanRequested, TaskCreated
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage, utcnow
+from aether_contracts.state import (
+    Approval,
+    Subtask,
+    SubtaskStatus,
+    TaskState,
+    TaskStatus,
+    Usage,
+    utcnow,
+)
 from aether_core import telemetry
 from aether_core.errors import RetryLater
 from aether_core.inflight import Cancelled, InFlight
 from aether_core.llm import LLMCallError, LLMClient, LLMReply, aether_headers
 from aether_core.llm_calls import TaskNotes, record_spent
+from aether_core.plans import Plan, PlanError, PlannedSubtask, find_cycle, parse_plan  # noqa: F401
 from aether_core.prompting import frame, new_nonce, rules
 from aether_core.store import TaskExists, TaskStore, Unchanged
 from aether_core.templates import MasterConfig, Registry, keyword_plan
@@ -26,52 +34,10 @@ log = logging.getLogger("aether.planner")
 
 GATEWAY_GRACE_S = 5.0
 """How long a task.created may wait for the gateway's state write before the planner writes it."""
-SUBTASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MAX_DESCRIPTION_CHARS = 4000
-
-
-class PlanError(ValueError):
-    """The LLM's plan is unusable; the message says why, for a person and for the repair prompt."""
 
 
 class PlanningFailed(Exception):
     pass
-
-
-MAX_CHECKS = 5
-MAX_CHECK_CHARS = 500
-
-
-@dataclass
-class PlannedSubtask:
-    id: str
-    description: str
-    agent_type: str
-    depends_on: list[str] = field(default_factory=list)
-    verify: list[str] = field(default_factory=list)
-    """Commands that must pass for the subtask to be completed (run by Aether in the sandbox)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        planned: dict[str, Any] = {
-            "id": self.id,
-            "description": self.description,
-            "agent_type": self.agent_type,
-            "depends_on": list(self.depends_on),
-        }
-        if self.verify:
-            planned["verify"] = list(self.verify)
-        return planned
-
-
-@dataclass
-class Plan:
-    analysis: str
-    subtasks: list[PlannedSubtask]
-    notes: list[str] = field(default_factory=list)
-    """Visible repairs applied while parsing (e.g. an unknown agent type mapped to a known one)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"analysis": self.analysis, "subtasks": [s.as_dict() for s in self.subtasks]}
 
 
 @dataclass
@@ -158,200 +124,6 @@ def plan_schema(registry: Registry, max_subtasks: int) -> dict[str, Any]:
             "additionalProperties": False,
         },
     }
-
-
-_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
-
-
-def _load_json(text: str, notes: list[str]) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as strict:
-        try:
-            # Raw newlines and tabs inside strings (models write them, structured output too).
-            value = json.loads(text, strict=False)
-        except json.JSONDecodeError:
-            pass
-        else:
-            notes.append("the plan's strings held raw control characters (newlines, tabs); they were read as text")
-            return value
-        first = strict
-        fenced = _FENCE.match(text)
-        if fenced:
-            try:
-                value = json.loads(fenced.group(1), strict=False)
-            except json.JSONDecodeError:
-                pass
-            else:
-                notes.append("the plan came wrapped in a Markdown code fence; the fence was removed")
-                return value
-        start, end = text.find("{"), text.rfind("}")
-        if 0 <= start < end:
-            try:
-                value = json.loads(text[start : end + 1], strict=False)
-            except json.JSONDecodeError:
-                pass
-            else:
-                notes.append("the plan came with text around the JSON object; the text was dropped")
-                return value
-        raise PlanError(
-            f"the reply is not valid JSON ({first.msg} at line {first.lineno}, column {first.colno})"
-        ) from first
-
-
-def _as_id(value: Any, where: str, notes: list[str]) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise PlanError(f"{where}: 'id' must be a string, got {type(value).__name__}")
-    if isinstance(value, int):
-        notes.append(f"{where}: numeric id {value} was read as the string '{value}'")
-        value = str(value)
-    value = value.strip()
-    if not SUBTASK_ID_PATTERN.match(value):
-        raise PlanError(
-            f"{where}: id {value!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
-        )
-    return value
-
-
-def parse_plan(text: str, registry: Registry, max_subtasks: int) -> Plan:
-    """Validate an LLM's plan; raise `PlanError` with a readable reason, or return it."""
-    notes: list[str] = []
-    data = _load_json(text, notes)
-    if not isinstance(data, dict):
-        raise PlanError(f"the plan must be a JSON object, got {type(data).__name__}")
-    raw_subtasks = data.get("subtasks")
-    if not isinstance(raw_subtasks, list):
-        raise PlanError("the plan needs a 'subtasks' list")
-    if not raw_subtasks:
-        raise PlanError("the plan has no subtasks")
-    if len(raw_subtasks) > max_subtasks:
-        raise PlanError(
-            f"the plan has {len(raw_subtasks)} subtasks; at most {max_subtasks} are allowed"
-        )
-    analysis = data.get("analysis", "")
-    if not isinstance(analysis, str):
-        notes.append("'analysis' was not a string and was converted to one")
-        analysis = json.dumps(analysis)
-
-    subtasks: list[PlannedSubtask] = []
-    seen: set[str] = set()
-    problems: list[str] = []
-    # Every problem is collected, so one repair can fix them all.
-    for index, raw in enumerate(raw_subtasks, 1):
-        try:
-            subtasks.append(_parse_subtask(raw, index, seen, registry, notes))
-        except PlanError as problem:
-            problems.append(str(problem))
-
-    for subtask in subtasks:
-        missing = [d for d in subtask.depends_on if d not in seen]
-        if missing:
-            problems.append(
-                f"subtask '{subtask.id}' depends on {', '.join(repr(m) for m in missing)}, "
-                "which the plan does not contain"
-            )
-    if problems:
-        raise PlanError("; ".join(problems))
-    cycle = find_cycle(subtasks)
-    if cycle:
-        raise PlanError(f"the dependencies form a cycle: {' -> '.join(cycle)}")
-    return Plan(analysis=analysis.strip(), subtasks=subtasks, notes=notes)
-
-
-def _parse_subtask(raw: Any, index: int, seen: set[str], registry: Registry, notes: list[str]) -> PlannedSubtask:
-    where = f"subtask #{index}"
-    if not isinstance(raw, dict):
-        raise PlanError(f"{where} must be an object, got {type(raw).__name__}")
-    if "id" not in raw:
-        raise PlanError(f"{where} has no 'id'")
-    subtask_id = _as_id(raw["id"], where, notes)
-    where = f"subtask '{subtask_id}'"
-    if subtask_id in seen:
-        raise PlanError(f"the id '{subtask_id}' is used by more than one subtask")
-    seen.add(subtask_id)
-
-    description = raw.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise PlanError(f"{where} needs a non-empty 'description'")
-    description = description.strip()
-    if len(description) > MAX_DESCRIPTION_CHARS:
-        raise PlanError(
-            f"{where}: the description has {len(description)} characters; "
-            f"at most {MAX_DESCRIPTION_CHARS} are allowed"
-        )
-
-    agent_type = raw.get("agent_type")
-    if not isinstance(agent_type, str) or not agent_type.strip():
-        mapped = registry.match(description)
-        notes.append(f"{where} had no agent_type; keyword matching chose '{mapped}'")
-        agent_type = mapped
-    agent_type = agent_type.strip()
-    if registry.template(agent_type) is None:
-        mapped = registry.match(f"{agent_type} {agent_type} {description}")
-        notes.append(f"{where}: unknown agent type '{agent_type}' was mapped to '{mapped}'")
-        agent_type = mapped
-
-    raw_deps = raw.get("depends_on", [])
-    if raw_deps is None:
-        raw_deps = []
-    if isinstance(raw_deps, str | int) and not isinstance(raw_deps, bool):
-        notes.append(f"{where}: depends_on was a single value and was read as a list")
-        raw_deps = [raw_deps]
-    if not isinstance(raw_deps, list):
-        raise PlanError(f"{where}: 'depends_on' must be a list of subtask ids")
-    depends_on: list[str] = []
-    for dep in raw_deps:
-        dep_id = _as_id(dep, f"{where} depends_on", notes)
-        if dep_id == subtask_id:
-            raise PlanError(f"{where} depends on itself")
-        if dep_id not in depends_on:
-            depends_on.append(dep_id)
-    return PlannedSubtask(subtask_id, description, agent_type, depends_on, _checks(raw.get("verify"), where, notes))
-
-
-def _checks(raw: Any, where: str, notes: list[str]) -> list[str]:
-    """The subtask's checks: shell commands, at most `MAX_CHECKS` of `MAX_CHECK_CHARS` each."""
-    if raw is None or raw == "":
-        return []
-    if isinstance(raw, str):
-        notes.append(f"{where}: verify was a single command and was read as a list")
-        raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
-        raise PlanError(f"{where}: 'verify' must be a list of shell commands")
-    checks = [c.strip() for c in raw if c.strip()]
-    if len(checks) > MAX_CHECKS:
-        raise PlanError(f"{where}: {len(checks)} checks; at most {MAX_CHECKS} are allowed")
-    for check in checks:
-        if len(check) > MAX_CHECK_CHARS:
-            raise PlanError(f"{where}: a check of {len(check)} characters; at most {MAX_CHECK_CHARS} are allowed")
-    return checks
-
-
-def find_cycle(subtasks: list[PlannedSubtask]) -> list[str] | None:
-    deps = {s.id: s.depends_on for s in subtasks}
-    visiting: list[str] = []
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        visiting.append(node)
-        for dep in deps.get(node, ()):
-            if state.get(dep) == 1:
-                return [*visiting[visiting.index(dep) :], dep]
-            if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        visiting.pop()
-        state[node] = 2
-        return None
-
-    for subtask in subtasks:
-        if subtask.id not in state:
-            found = visit(subtask.id)
-            if found:
-                return found
-    return None
 
 
 Ask = Callable[[list[dict[str, str]]], Awaitable[LLMReply]]
@@ -467,8 +239,9 @@ class Planner:
 
         return ask
 
-    async def plan(self, event: TaskCreated, *, redelivered: bool = False) -> int | None:
-        """The round for which `plan.ready` must be (re)published, or None.
+    async def plan(self, event: TaskCreated, *, redelivered: bool = False) -> TaskState | None:
+        """The planned state, for which `plan.ready` must be (re)published (or, when the plan
+        waits for a person's approval, its deadline armed), or None.
 
         `redelivered` is whether this very message was delivered before: a task found in
         `planning` is then re-planned (the earlier attempt died); a first delivery finding it in
@@ -478,7 +251,7 @@ class Planner:
         begun = await self.store.mutate(event.task_id, lambda s: _begin_planning(s, redelivered))
         if not begun.value:  # planned already: republishing is harmless (deduplicated)
             state = begun.state
-            return state.round if state.plan is not None and not state.status.terminal else None
+            return state if state.plan is not None and not state.status.terminal else None
         master = self.registry.master(begun.state.master_id)
         if master is None:
             await self.fail(event.task_id, f"unknown master agent '{begun.state.master_id}'")
@@ -512,7 +285,7 @@ class Planner:
             return None
         outcome.usage = spent
         stored = await self.store.mutate(event.task_id, lambda s: _store_plan(s, outcome))
-        return stored.state.round if stored.value else None
+        return stored.state if stored.value else None
 
     async def replan(self, event: ReplanRequested) -> int | None:
         """Replace each failed subtask with a sub-plan; the new round for `plan.ready`, or None."""
@@ -609,6 +382,8 @@ class Planner:
             trace_id=event.trace_id,
             workflow_span=event.workflow_span,
             created_at=event.created_at,
+            approval=Approval(timeout_s=event.approval_timeout_s) if event.approval_timeout_s else None,
+            question_timeout_s=event.question_timeout_s,
         )
         state.record("task.created", "Task created (state restored by the planner)")
         with contextlib.suppress(TaskExists):
@@ -631,16 +406,7 @@ def _store_plan(state: TaskState, outcome: PlanOutcome) -> bool:
         raise Unchanged(False)  # cancelled while planning, or stored by a twin
     plan = outcome.plan
     state.plan = plan.as_dict()
-    state.subtasks = [
-        Subtask(
-            id=s.id,
-            description=s.description,
-            agent_type=s.agent_type,
-            depends_on=list(s.depends_on),
-            verify=list(s.verify),
-        )
-        for s in plan.subtasks
-    ]
+    state.subtasks = plan.subtask_states()
     state.usage.add(outcome.usage)
     if outcome.model == "keywords":
         state.record(
@@ -662,6 +428,14 @@ def _store_plan(state: TaskState, outcome: PlanOutcome) -> bool:
         f"{', '.join(sorted({s.agent_type for s in plan.subtasks}))}",
         data={"model": outcome.model, "usage": outcome.usage.model_dump()},
     )
+    if state.approval is not None and state.approval.decision is None:
+        # Issue 15: nothing runs until a person approves (or edits) the plan, or rejects it.
+        state.approval.requested_at = utcnow()
+        state.set_status(
+            TaskStatus.AWAITING_APPROVAL,
+            f"Plan ready; waiting for a person to approve it (at most {state.approval.timeout_s:.0f}s)",
+        )
+        return True
     state.set_status(TaskStatus.EXECUTING, "Executing the plan")
     return True
 

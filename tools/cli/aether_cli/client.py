@@ -12,12 +12,14 @@ import httpx
 
 
 class GatewayError(Exception):
-    """The gateway answered with an error (4xx or 5xx); `detail` is its message."""
+    """The gateway answered with an error (4xx or 5xx); `detail` is its message, `problems` every
+    reason it gave for refusing an edited plan."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, problems: list[str] | None = None) -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
+        self.problems = problems or []
 
 
 class Unreachable(Exception):
@@ -58,6 +60,14 @@ def _detail(response: httpx.Response) -> str:
     return str(detail) if detail else (response.text.strip()[:300] or response.reason_phrase)
 
 
+def _problems(response: httpx.Response) -> list[str]:
+    try:
+        problems = response.json().get("problems")
+    except (ValueError, AttributeError):
+        return []
+    return [str(p) for p in problems] if isinstance(problems, list) else []
+
+
 class Gateway:
     def __init__(self, url: str, *, key: str | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
@@ -73,14 +83,26 @@ class Gateway:
         except httpx.TransportError as exc:
             raise Unreachable(self.url, exc) from exc
         if response.status_code >= 400:
-            raise GatewayError(response.status_code, _detail(response))
+            raise GatewayError(response.status_code, _detail(response), _problems(response))
         return response
 
-    def submit(self, description: str, master: str | None = None) -> dict:
+    def submit(self, description: str, master: str | None = None, *, require_plan_approval: bool = False) -> dict:
         body: dict[str, Any] = {"description": description}
         if master:
             body["master_deployment_id"] = master
+        if require_plan_approval:
+            body["require_plan_approval"] = True
         return self._call("POST", "/api/orchestrate/task", json=body).json()
+
+    def approve(self, task_id: str, plan: dict[str, Any] | None = None) -> dict:
+        """Run the plan of a task awaiting approval (Jason's, or `plan` instead)."""
+        return self._call("POST", f"/api/orchestrate/task/{task_id}/approve", json={"plan": plan} if plan is not None else {}).json()
+
+    def reject(self, task_id: str, reason: str) -> dict:
+        return self._call("POST", f"/api/orchestrate/task/{task_id}/reject", json={"reason": reason}).json()
+
+    def answer(self, task_id: str, subtask_id: str, answer: str) -> dict:
+        return self._call("POST", f"/api/orchestrate/task/{task_id}/subtasks/{subtask_id}/answer", json={"answer": answer}).json()
 
     def task(self, task_id: str) -> dict:
         return self._call("GET", f"/api/orchestrate/task/{task_id}").json()

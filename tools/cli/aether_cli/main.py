@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from . import waiting
 from .client import Gateway, GatewayError, Unreachable
 from .render import RUNNING, TASK_STYLE, LiveView, PlainView, print_task, result_text, summary_line
 from .settings import CLISettings
 
-TASK_STATUSES = ("pending", "planning", "executing", "synthesizing", "completed", "failed", "cancelled")
+TASK_STATUSES = ("pending", "planning", "awaiting_approval", "executing", "synthesizing", "completed", "failed", "cancelled")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,6 +33,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("description", help="the task in plain language; '-' reads it from standard input")
     submit.add_argument("--master", help="the master agent that plans and synthesizes (default: jason)")
     submit.add_argument("-f", "--follow", action="store_true", help="show live progress and print the final result")
+    submit.add_argument("--approve-plan", action="store_true",
+                        help="hold the plan for your approval: it is shown, and you approve, edit ($EDITOR) or reject it here")
     submit.add_argument("--json", action="store_true", help="print the task as JSON")
 
     tasks = commands.add_parser("tasks", help="list tasks, newest first")
@@ -49,6 +52,19 @@ def parser() -> argparse.ArgumentParser:
 
     agents = commands.add_parser("agents", help="list the agent templates and the live agent pool")
     agents.add_argument("--json", action="store_true")
+
+    approve = commands.add_parser("approve", help="approve the plan of a task awaiting approval: it runs")
+    approve.add_argument("id")
+    approve.add_argument("--plan", metavar="FILE", help="a plan of your own instead (JSON; '-' reads standard input)")
+
+    reject = commands.add_parser("reject", help="reject the plan of a task awaiting approval: the task ends cancelled")
+    reject.add_argument("id")
+    reject.add_argument("reason", help="why ('-' reads it from standard input)")
+
+    answer = commands.add_parser("answer", help="answer the open question of a task's subtask: its expert goes on")
+    answer.add_argument("id")
+    answer.add_argument("subtask")
+    answer.add_argument("answer", help="the answer ('-' reads it from standard input)")
     return root
 
 
@@ -77,15 +93,24 @@ def main(argv: list[str] | None = None) -> None:
 
 def submit(gateway: Gateway, args: argparse.Namespace, console: Console) -> int:
     description = sys.stdin.read() if args.description == "-" else args.description
-    task = gateway.submit(description, args.master)
-    if args.json and not args.follow:
+    task = gateway.submit(description, args.master, require_plan_approval=args.approve_plan)
+    if args.json and not args.follow and not args.approve_plan:
         console.print_json(data=task)
         return 0
     console.print(Text.assemble("submitted task ", (task["id"], "bold")))
+    after = 0
+    if args.approve_plan:
+        planned, after = waiting.wait_for_plan(gateway, task["id"], console)
+        if planned["status"] != "awaiting_approval":
+            console.print(Text(summary_line(planned), style=TASK_STYLE.get(planned["status"], "")))
+            return 0 if planned["status"] == "completed" else 1
+        decided = waiting.decide(gateway, planned, console)
+        if decided != "approved":
+            return 0 if decided == "left" else 1
     if not args.follow:
         console.print(f"follow it with: aether task {task['id']} --follow", markup=False)
         return 0
-    return follow(gateway, task["id"], console, as_json=args.json)
+    return follow(gateway, task["id"], console, as_json=args.json, after=after)
 
 
 def show_task(gateway: Gateway, args: argparse.Namespace, console: Console) -> int:
@@ -97,13 +122,16 @@ def show_task(gateway: Gateway, args: argparse.Namespace, console: Console) -> i
         console.print_json(data=task if steps is None else {"task": task, "steps": steps})
     else:
         print_task(console, task, logs=args.logs, steps=steps, verbose=args.verbose)
+        for line in waiting.hints(task):
+            console.print(Text(line, style="bold yellow"), soft_wrap=True)
     return 1 if task["status"] == "failed" else 0
 
 
-def follow(gateway: Gateway, task_id: str, console: Console, *, as_json: bool = False) -> int:
+def follow(gateway: Gateway, task_id: str, console: Console, *, as_json: bool = False, after: int = 0) -> int:
     view = LiveView(console, task_id) if console.is_terminal and not as_json else PlainView(console, task_id)
     task: dict[str, Any] | None = None
     dropped = False
+    hinted: set[str] = set()
 
     def retry(attempt: int, reason: str) -> None:
         nonlocal dropped
@@ -111,7 +139,7 @@ def follow(gateway: Gateway, task_id: str, console: Console, *, as_json: bool = 
         view.retry(attempt, reason)
 
     with view:
-        for message in gateway.follow(task_id, on_retry=retry):
+        for message in gateway.follow(task_id, after=after, on_retry=retry):
             if message.type == "task.event" and not as_json:
                 view.event(message.data)
             elif message.type == "task.step" and not as_json:
@@ -122,6 +150,11 @@ def follow(gateway: Gateway, task_id: str, console: Console, *, as_json: bool = 
                     dropped = False
                     missed_steps(gateway, task, view)
                 view.state(task)
+                if not as_json:
+                    for line in waiting.hints(task):
+                        if line not in hinted:  # once per plan waiting and per question asked
+                            hinted.add(line)
+                            view.note(line)
             elif message.type == "error":
                 raise GatewayError(message.data["status"], message.data["detail"])
     assert task is not None
@@ -219,7 +252,10 @@ def _age(value: float) -> str:
     return f"{int(value)}s ago"
 
 
-COMMANDS = {"submit": submit, "task": show_task, "tasks": list_tasks, "agents": list_agents}
+COMMANDS = {
+    "submit": submit, "task": show_task, "tasks": list_tasks, "agents": list_agents,
+    "approve": waiting.approve, "reject": waiting.reject, "answer": waiting.answer,
+}
 
 if __name__ == "__main__":
     main()

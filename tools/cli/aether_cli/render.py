@@ -21,6 +21,7 @@ MARKS = {
     "failed": ("✗", "red"),
     "cancelled": ("⊘", "yellow"),
     "pending": ("○", "bright_black"),
+    "awaiting_input": ("?", "bold yellow"),
 }
 TASK_STYLE = {
     "completed": "bold green",
@@ -28,6 +29,7 @@ TASK_STYLE = {
     "cancelled": "bold yellow",
     "pending": "bright_black",
     "planning": "cyan",
+    "awaiting_approval": "bold yellow",
     "executing": "bold cyan",
     "synthesizing": "magenta",
 }
@@ -248,6 +250,9 @@ class LiveView:
     def retry(self, attempt: int, reason: str) -> None:
         self.live.console.print(Text(f"connection lost ({reason}); reconnecting (attempt {attempt})…", style="yellow"))
 
+    def note(self, line: str) -> None:
+        self.live.console.print(Text(line, style="bold yellow"), soft_wrap=True)
+
 
 class PlainView:
     """One line per event, for pipes, files and CI logs."""
@@ -282,6 +287,9 @@ class PlainView:
 
     def retry(self, attempt: int, reason: str) -> None:
         self.console.print(f"connection lost ({reason}); reconnecting (attempt {attempt})…", markup=False)
+
+    def note(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def result_text(console: Console, title: str, text: str) -> None:

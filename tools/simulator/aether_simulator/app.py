@@ -22,7 +22,9 @@ Aether's real API:
   and an unterminated block, for the parser), `long=<n>` (an expert's reply at least n tokens
   long), `shape=1` (a plan request without a forced schema gets valid JSON that is no plan, as a
   small model answers JSON mode; `always`: the repair too), `newlines=1` (the plan's strings hold
-  raw newlines and tabs).
+  raw newlines and tabs), `ask=<n>` (an expert with tools asks the person n questions with
+  `ask_user`, after writing its first files, and writes each answer into its work; `ask=busy`:
+  one reply with a write, two questions and a listing, then an answer naming what it was told).
 
 It behaves as real servers do where Aether must cope with them: `max_tokens` cuts a reply
 (`finish_reason: length`); `--structured` makes it refuse `json_schema` (400) or every
@@ -326,6 +328,7 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
 
 
 CHECK_LINE = re.compile(r"^- `(.+)`$", re.MULTILINE)
+ASK_USER = "ask_user"
 ALONE_LINE = 'assert len(glob.glob("tests/test_*.py")) == 1  # simulated: passes alone only'
 
 
@@ -354,7 +357,11 @@ def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
     prompt = Prompt.of(messages)
     checks = CHECK_LINE.findall(prompt.skeleton) or ["python3 -m pytest -q"]
     tool_results = [m for m in messages if m.get("role") == "tool"]
-    calls_made = [c["function"]["name"] for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []]
+    calls = [c for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or []]
+    # A question to a person is no step of the work: the run goes on as if it had not been asked.
+    calls_made = [c["function"]["name"] for c in calls if c["function"]["name"] != ASK_USER]
+    asked = [c["id"] for c in calls if c["function"]["name"] == ASK_USER]
+    answers = {m.get("tool_call_id"): m.get("content") or "" for m in tool_results if m.get("tool_call_id") in asked}
     last = (tool_results[-1].get("content") or "") if tool_results else ""
     fixing = messages[-1].get("role") == "user" and "checks" in (messages[-1].get("content") or "") and len(messages) > 2
     mode = opts.get("tools", "run")
@@ -398,6 +405,26 @@ def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
         if calls_made[-1] == "edit_file":
             return ToolCallReply([_call("run_command", command=checks[0])])
         return f"{SIMULATED_NOTICE}\n\nSimulated fix-up: {broken.group(1)} no longer assumes it is alone."
+    if opts.get("ask") == "busy":
+        # Its question amid other calls of one reply, and a second question (one at a time).
+        if not asked:
+            return ToolCallReply([
+                _call("write_file", path=f"notes/{name}.md", content="written before the question\n"),
+                _call(ASK_USER, question=_question(subtask_id, 1)),
+                _call(ASK_USER, question=_question(subtask_id, 2)),
+                _call("list_files", path="."),
+            ])
+        return f"{SIMULATED_NOTICE}\n\nSimulated: asked and was told: {_answer_text(prompt, answers.get(asked[0], ''))}."
+    wanted = int(opts["ask"]) if opts.get("ask", "").isdigit() else 0
+    if calls_made and len(asked) < wanted and calls_made[-1] == "write_file" and (not asked or asked[-1] in answers):
+        # After its first files (which must survive the wait), it asks; after each answer it
+        # writes the answer down, so the answer shows in its work.
+        if not asked or calls[-1]["function"]["name"] != ASK_USER:
+            return ToolCallReply([_call(ASK_USER, question=_question(subtask_id, len(asked) + 1))])
+    if asked and calls and calls[-1]["function"]["name"] == ASK_USER:
+        answer = _answer_text(prompt, answers.get(asked[-1], ""))
+        return ToolCallReply([_call("write_file", path=f"answers/{name}_{len(asked)}.md",
+                                    content=f"Q: {_question(subtask_id, len(asked))}\nA: {answer}\n")])
     if not calls_made:
         buggy = f"# written by {subtask_id} (simulated)\n\n\ndef total(values):\n    return sum(values) - 1  # a simulated bug\n"
         tested = (f"from sim_{name} import total\n\n\ndef test_total():\n    assert total([1, 2, 3]) == 6\n")
@@ -418,11 +445,22 @@ def acting_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
             if "edit_file" not in calls_made:
                 return ToolCallReply([_call("read_file", path=module)])
             return f"{SIMULATED_NOTICE}\n\nSimulated work on {subtask_id}: the checks still fail."
+        told = "".join(f" Asked a person and was told: {_answer_text(prompt, answers.get(a, ''))}." for a in asked)
         return (f"{SIMULATED_NOTICE}\n\n## {agent_type}: {subtask_id}\n\nSimulated tool run: wrote {path}, {module} and "
-                f"{test}; the first run of `{checks[0]}` failed, the bug is fixed, and it passes now.")
+                f"{test}; the first run of `{checks[0]}` failed, the bug is fixed, and it passes now.{told}")
     if calls_made[-1] == "read_file":
         return ToolCallReply([_call("edit_file", path=module, old="sum(values) - 1  # a simulated bug", new="sum(values)")])
     return ToolCallReply([_call("run_command", command=checks[0])])
+
+
+def _question(subtask_id: str | None, number: int) -> str:
+    return f"Question {number} from {subtask_id or 'a subtask'}: which database should it use, PostgreSQL or SQLite?"
+
+
+def _answer_text(prompt: Prompt, content: str) -> str:
+    """The person's answer as the expert read it (framed as data), on one line."""
+    framed = prompting.frames(content, prompt.nonce, "answer") if prompt.nonce else []
+    return " ".join((framed[0].text if framed else content).split())
 
 
 def _named_block(form: str, lang: str, path: str, body: str) -> list[str]:
@@ -620,7 +658,7 @@ class Simulator:
             elif role == "synthesizer":
                 text = synthesis_reply(messages)
             elif request.get("tools") and opts.get("tools") != "off" and (
-                CHECK_LINE.search(read.skeleton) or "tools" in opts or "cmd64" in opts
+                CHECK_LINE.search(read.skeleton) or "tools" in opts or "cmd64" in opts or "ask" in opts
             ):
                 acted = acting_reply(messages, record.agent_type, record.subtask_id, opts)
                 if isinstance(acted, ToolCallReply):

@@ -7,7 +7,7 @@ function subtask(id: string, status: OrchestratorSubtask["status"], depends_on: 
   return {
     id, description: `Build ${id}`, agent_type: "python-backend", status, depends_on, blocked_by: [], attempts: 0,
     replaced_by: [], replan_pending: false, replans: 0, retryable: false, files: [], refused_files: [],
-    verify: [], steps: 0, tool_errors: 0,
+    verify: [], steps: 0, tool_errors: 0, questions: 0,
     usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, calls: 0, estimated_tokens: 0 }, ...extra,
   };
 }

@@ -18,6 +18,8 @@ const LOOKS: Record<string, Look> = {
   planning: { label: "Planning", badge: "bg-violet-500/20 text-violet-200", stroke: "#a78bfa", text: "#c4b5fd", dot: "bg-violet-400", active: true },
   creating_agent: { label: "Starting agent", badge: "bg-sky-500/20 text-sky-200", stroke: "#38bdf8", text: "#7dd3fc", dot: "bg-sky-400", active: true },
   executing: { label: "Running", badge: "bg-cyan-500/20 text-cyan-200", stroke: "#22d3ee", text: "#67e8f9", dot: "bg-cyan-400", active: true },
+  awaiting_approval: { label: "Awaiting approval", badge: "bg-orange-500/20 text-orange-200", stroke: "#fb923c", text: "#fdba74", dot: "bg-orange-400", active: true },
+  awaiting_input: { label: "Awaiting answer", badge: "bg-orange-500/20 text-orange-200", stroke: "#fb923c", text: "#fdba74", dot: "bg-orange-400", active: true },
   synthesizing: { label: "Synthesizing", badge: "bg-fuchsia-500/20 text-fuchsia-200", stroke: "#e879f9", text: "#f0abfc", dot: "bg-fuchsia-400", active: true },
   completed: { label: "Completed", badge: "bg-emerald-500/20 text-emerald-200", stroke: "#34d399", text: "#6ee7b7", dot: "bg-emerald-400", active: false },
   failed: { label: "Failed", badge: "bg-rose-500/20 text-rose-200", stroke: "#fb7185", text: "#fda4af", dot: "bg-rose-400", active: false },

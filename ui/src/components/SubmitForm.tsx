@@ -9,6 +9,7 @@ const EXAMPLES = [
 
 export function SubmitForm({ onSubmitted }: { onSubmitted: (task: OrchestratorTask) => void }) {
   const [description, setDescription] = useState("");
+  const [approveFirst, setApproveFirst] = useState(false);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const fieldId = useId();
@@ -25,7 +26,7 @@ export function SubmitForm({ onSubmitted }: { onSubmitted: (task: OrchestratorTa
     setBusy(true);
     setError(null);
     try {
-      const task = await submitOrchestratorTask(description.trim());
+      const task = await submitOrchestratorTask(description.trim(), null, { requirePlanApproval: approveFirst });
       setDescription("");
       onSubmitted(task);
     } catch (caught) {
@@ -77,7 +78,11 @@ export function SubmitForm({ onSubmitted }: { onSubmitted: (task: OrchestratorTa
             </button>
           ))}
         </div>
-        <div className="flex items-center gap-3">
+        <div className="flex flex-wrap items-center gap-3">
+          <label className="flex items-center gap-2 text-sm text-slate-300">
+            <input type="checkbox" checked={approveFirst} onChange={(event) => setApproveFirst(event.target.checked)} className="accent-cyan-400" />
+            Let me approve the plan first
+          </label>
           <span className="hidden text-xs text-slate-400 sm:inline">Ctrl + Enter</span>
           <button type="submit" disabled={busy} className="btn-primary">
             {busy && <Spinner className="size-4" />}

@@ -123,6 +123,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/orchestrate/task/{task_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Approve the plan of a task awaiting approval, as it is or edited: it runs */
+        post: operations["approve_task_api_orchestrate_task__task_id__approve_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/orchestrate/task/{task_id}/cancel": {
         parameters: {
             query?: never;
@@ -171,6 +188,23 @@ export interface paths {
         get: operations["read_file_api_orchestrate_task__task_id__files__path__get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orchestrate/task/{task_id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Reject the plan of a task awaiting approval: the task ends cancelled, nothing ran */
+        post: operations["reject_task_api_orchestrate_task__task_id__reject_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -250,6 +284,23 @@ export interface paths {
         get: operations["stream_task_api_orchestrate_task__task_id__stream_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orchestrate/task/{task_id}/subtasks/{subtask_id}/answer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Answer a subtask's open question: its expert goes on with the answer */
+        post: operations["answer_question_api_orchestrate_task__task_id__subtasks__subtask_id__answer_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -455,6 +506,45 @@ export interface components {
             /** Type */
             type: string;
         };
+        /** AnswerRequest */
+        AnswerRequest: {
+            /**
+             * Answer
+             * @description The answer to the subtask's open question (required); its expert reads it and goes on.
+             */
+            answer?: string | null;
+        };
+        /**
+         * Approval
+         * @description A plan that waits for a person: asked for by the submission or the server's setting.
+         */
+        Approval: {
+            /** Decided At */
+            decided_at?: string | null;
+            /** Decision */
+            decision?: ("approved" | "rejected" | "expired") | null;
+            /**
+             * Edited
+             * @default false
+             */
+            edited: boolean;
+            /** Reason */
+            reason?: string | null;
+            /** Requested At */
+            requested_at?: string | null;
+            /** Timeout S */
+            timeout_s: number;
+        };
+        /** ApproveRequest */
+        ApproveRequest: {
+            /**
+             * Plan
+             * @description A plan of your own instead of Jason's (`{analysis, subtasks: [{id, description, agent_type, depends_on, verify}]}`), validated as Jason's is: every problem is named in a 422.
+             */
+            plan?: {
+                [key: string]: unknown;
+            } | null;
+        };
         /** BoardReady */
         BoardReady: {
             /**
@@ -583,6 +673,13 @@ export interface components {
             /** Status */
             status: string;
         };
+        /** InvalidPlanBody */
+        InvalidPlanBody: {
+            /** Detail */
+            detail: unknown;
+            /** Problems */
+            problems: string[];
+        };
         /**
          * PathConflict
          * @description Subtasks that ran in parallel (neither depends on the other) wrote the same path
@@ -625,6 +722,14 @@ export interface components {
              * @default
              */
             written_by: string;
+        };
+        /** RejectRequest */
+        RejectRequest: {
+            /**
+             * Reason
+             * @description Why the plan is rejected (required): the task ends `cancelled` with it.
+             */
+            reason?: string | null;
         };
         /** RepositoryBody */
         RepositoryBody: {
@@ -791,6 +896,12 @@ export interface components {
             agent_id?: string | null;
             /** Agent Type */
             agent_type: string;
+            /** Answer */
+            answer?: string | null;
+            /** Answered At */
+            answered_at?: string | null;
+            /** Asked At */
+            asked_at?: string | null;
             /**
              * Attempts
              * @default 0
@@ -820,6 +931,16 @@ export interface components {
             id: string;
             /** Model */
             model?: string | null;
+            /**
+             * Question
+             * @description The last question its expert asked; open while the status is `awaiting_input`.
+             */
+            question?: string | null;
+            /**
+             * Questions
+             * @default 0
+             */
+            questions: number;
             /** Queued At */
             queued_at?: string | null;
             /**
@@ -876,9 +997,11 @@ export interface components {
          * SubtaskStatus
          * @enum {string}
          */
-        SubtaskStatus: "pending" | "creating_agent" | "executing" | "completed" | "failed" | "cancelled";
+        SubtaskStatus: "pending" | "creating_agent" | "executing" | "awaiting_input" | "completed" | "failed" | "cancelled";
         /** TaskBody */
         TaskBody: {
+            /** @description Set when the plan waits (or waited) for a person's approval before it runs. */
+            approval?: components["schemas"]["Approval"] | null;
             /** Completed At */
             completed_at?: string | null;
             /**
@@ -909,6 +1032,12 @@ export interface components {
             logs: string[];
             /** Master Deployment Id */
             master_deployment_id: string;
+            /**
+             * Open Questions
+             * @description Subtasks whose expert asked a question that waits for a person's answer.
+             * @default 0
+             */
+            open_questions: number;
             /** Plan */
             plan?: {
                 [key: string]: unknown;
@@ -1033,6 +1162,11 @@ export interface components {
          */
         TaskStateBody: {
             /**
+             * @description Set when the plan waits (or waited) for a person's approval before it runs.
+             * @default null
+             */
+            approval: components["schemas"]["Approval"] | null;
+            /**
              * Completed At
              * @default null
              */
@@ -1069,6 +1203,12 @@ export interface components {
             last_seq: number;
             /** Master Deployment Id */
             master_deployment_id: string;
+            /**
+             * Open Questions
+             * @description Subtasks whose expert asked a question that waits for a person's answer.
+             * @default 0
+             */
+            open_questions: number;
             /**
              * Plan
              * @default null
@@ -1130,7 +1270,7 @@ export interface components {
          * TaskStatus
          * @enum {string}
          */
-        TaskStatus: "pending" | "planning" | "executing" | "synthesizing" | "completed" | "failed" | "cancelled";
+        TaskStatus: "pending" | "planning" | "awaiting_approval" | "executing" | "synthesizing" | "completed" | "failed" | "cancelled";
         /**
          * TaskStepMessage
          * @description An expert's tool call (or one of its checks) as it happens. Not part of the resume: after a
@@ -1163,6 +1303,12 @@ export interface components {
              * @description The master agent that plans and synthesizes; default `jason`.
              */
             master_deployment_id?: "jason" | null;
+            /**
+             * Require Plan Approval
+             * @description Wait after planning, `awaiting_approval`, until a person approves the plan (`POST …/approve`, as it is or edited) or rejects it; nothing runs meanwhile.
+             * @default false
+             */
+            require_plan_approval: boolean;
         };
         /** TaskSummary */
         TaskSummary: {
@@ -1183,6 +1329,12 @@ export interface components {
             last_event?: components["schemas"]["TaskEventBody"] | null;
             /** Master Deployment Id */
             master_deployment_id: string;
+            /**
+             * Open Questions
+             * @description Subtasks whose expert asked a question that waits for a person's answer.
+             * @default 0
+             */
+            open_questions: number;
             progress: components["schemas"]["Progress"];
             /** Revision */
             revision: number;
@@ -1591,6 +1743,59 @@ export interface operations {
             };
         };
     };
+    approve_task_api_orchestrate_task__task_id__approve_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ApproveRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskBody"];
+                };
+            };
+            /** @description No task with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task is not awaiting approval */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request, or an edited plan that cannot run: `problems` names every reason */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvalidPlanBody"];
+                };
+            };
+        };
+    };
     cancel_task_api_orchestrate_task__task_id__cancel_post: {
         parameters: {
             query?: never;
@@ -1739,6 +1944,59 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    reject_task_api_orchestrate_task__task_id__reject_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RejectRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskBody"];
+                };
+            };
+            /** @description No task with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task is not awaiting approval */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request, or an edited plan that cannot run: `problems` names every reason */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvalidPlanBody"];
                 };
             };
         };
@@ -1979,6 +2237,60 @@ export interface operations {
             };
             /** @description Too many live streams open: the client's (AETHER_STREAMS_PER_CLIENT) or the gateway's (AETHER_STREAMS_TOTAL) */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    answer_question_api_orchestrate_task__task_id__subtasks__subtask_id__answer_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                task_id: string;
+                subtask_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AnswerRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskBody"];
+                };
+            };
+            /** @description No such task or subtask */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The subtask has no open question */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

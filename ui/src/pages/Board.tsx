@@ -3,6 +3,7 @@ import type { OrchestratorTaskSummary } from "../api";
 import { ConnectionBadge, Empty, ErrorState } from "../components/States";
 import { StatusBadge, taskLook } from "../components/Status";
 import { SubmitForm } from "../components/SubmitForm";
+import { waitingOn } from "../components/Waiting";
 import { ago, firstLine, tokens } from "../format";
 import { useDocumentTitle, useNow } from "../hooks";
 import { useBoardStream } from "../live";
@@ -11,6 +12,7 @@ import { newestFirst } from "../stream";
 
 const FILTERS = {
   all: { label: "All", match: () => true },
+  waiting: { label: "Waiting for you", match: (t: OrchestratorTaskSummary) => waitingOn(t) > 0 },
   active: { label: "Active", match: (t: OrchestratorTaskSummary) => !["completed", "failed", "cancelled"].includes(t.status) },
   completed: { label: "Completed", match: (t: OrchestratorTaskSummary) => t.status === "completed" },
   failed: { label: "Failed", match: (t: OrchestratorTaskSummary) => t.status === "failed" || t.status === "cancelled" },
@@ -24,6 +26,7 @@ export function BoardPage() {
   const [filter, setFilter] = useState<Filter>("all");
   const tasks = useMemo(() => newestFirst(board), [board]);
   const shown = tasks.filter(FILTERS[filter].match);
+  const waiting = tasks.reduce((sum, task) => sum + waitingOn(task), 0);
 
   return (
     <div className="space-y-6">
@@ -35,6 +38,16 @@ export function BoardPage() {
               Tasks
             </h2>
             <ConnectionBadge state={connection} />
+            {waiting > 0 && (
+              <button
+                type="button"
+                data-testid="waiting-count"
+                onClick={() => setFilter("waiting")}
+                className="rounded-full bg-orange-500/20 px-2.5 py-0.5 text-xs font-semibold text-orange-100 hover:bg-orange-500/30"
+              >
+                {waiting} waiting for you
+              </button>
+            )}
           </div>
           <div role="group" aria-label="Show tasks" className="flex flex-wrap gap-1.5">
             {(Object.keys(FILTERS) as Filter[]).map((key) => (
@@ -107,6 +120,11 @@ export function TaskCard({ task }: { task: OrchestratorTaskSummary }) {
             style={{ width: `${percent}%` }}
           />
         </div>
+        {waitingOn(task) > 0 && (
+          <p className="mt-2 text-sm font-medium text-orange-200" data-testid="task-waiting">
+            {task.status === "awaiting_approval" ? "Its plan waits for your approval" : `${task.open_questions} question${task.open_questions === 1 ? "" : "s"} for you`}
+          </p>
+        )}
         {task.last_event && (
           <p className={`mt-2 truncate text-sm ${task.last_event.level === "info" ? "text-slate-300" : task.last_event.level === "warning" ? "text-amber-300" : "text-rose-300"}`}>
             {task.last_event.message}

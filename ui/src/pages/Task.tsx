@@ -5,6 +5,7 @@ import { PlanGraph } from "../components/PlanGraph";
 import { ConnectionBadge, Empty, ErrorState, Loading, Spinner } from "../components/States";
 import { StatusBadge, subtaskLook, taskLook } from "../components/Status";
 import { RepositoryChecks, SubtaskChecks, SubtaskSteps } from "../components/Steps";
+import { ApprovalPanel, QuestionAnswered, QuestionPanel } from "../components/Waiting";
 import { clock, duration, firstLine, seconds, tokens } from "../format";
 import { useDocumentTitle, useNow } from "../hooks";
 import { useTaskStream } from "../live";
@@ -42,10 +43,27 @@ export function TaskPage({ taskId }: { taskId: string }) {
   }
 
   const selected = task.subtasks.find((s) => s.id === picked) ?? defaultSubtask(task.subtasks);
+  const questions = task.subtasks.filter((s) => s.status === "awaiting_input");
   return (
     <div className="min-w-0 space-y-6">
       <TaskHeader task={task} now={now} connection={connection} />
-      {task.error && <ErrorState title={task.status === "failed" ? "The task failed" : "Some parts failed"} detail={task.error} />}
+      {task.error && (
+        <ErrorState
+          title={task.status === "failed" ? "The task failed" : task.status === "cancelled" ? "The task was cancelled" : "Some parts failed"}
+          detail={task.error}
+        />
+      )}
+      {task.status === "awaiting_approval" && <ApprovalPanel task={task} />}
+      {questions.length > 0 && (
+        <section aria-labelledby="questions-heading" className="space-y-3">
+          <h2 id="questions-heading" className="text-lg font-semibold">
+            {questions.length === 1 ? "A question for you" : `${questions.length} questions for you`}
+          </h2>
+          {questions.map((subtask) => (
+            <QuestionPanel key={`${subtask.id}:${subtask.questions}`} taskId={task.id} subtask={subtask} onSelect={setPicked} />
+          ))}
+        </section>
+      )}
 
       <section aria-labelledby="plan-heading" className="space-y-3">
         <div className="flex flex-wrap items-baseline justify-between gap-2">
@@ -153,7 +171,7 @@ function Downloads({ task }: { task: TaskState }) {
 }
 
 function defaultSubtask(subtasks: TaskState["subtasks"]) {
-  return subtasks.find((s) => RUNNING.has(s.status)) ?? subtasks.find((s) => s.status === "failed" && !s.blocked_by.length) ?? subtasks[0];
+  return subtasks.find((s) => s.status === "awaiting_input") ?? subtasks.find((s) => RUNNING.has(s.status)) ?? subtasks.find((s) => s.status === "failed" && !s.blocked_by.length) ?? subtasks[0];
 }
 
 function BackLink() {
@@ -292,6 +310,8 @@ function SubtaskPanel({
           <p role="alert" className="text-sm wrap-anywhere text-rose-200">
             {subtask.error}
           </p>
+        ) : subtask.status === "awaiting_input" ? (
+          <p className="text-sm text-orange-200">Its expert asked a question (above) and waits for your answer; no agent is held meanwhile.</p>
         ) : running ? (
           <p className="flex items-center gap-2 text-sm text-slate-300">
             <Spinner /> A {subtask.agent_type} agent is working on it…
@@ -304,6 +324,7 @@ function SubtaskPanel({
           </p>
         )}
       </div>
+      <QuestionAnswered subtask={subtask} />
       <SubtaskChecks subtask={subtask} />
       {subtask.files.length > 0 && <FileList taskId={taskId} subtask={subtask} />}
       <SubtaskSteps taskId={taskId} subtask={subtask} live={liveSteps} reconnects={reconnects} />

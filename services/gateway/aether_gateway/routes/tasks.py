@@ -1,7 +1,7 @@
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
 
 from aether_contracts import subjects
 from aether_contracts.events import (
@@ -9,10 +9,9 @@ from aether_contracts.events import (
     ReplanRequested,
     TaskControl,
     TaskCreated,
-    TaskExpired,
     TaskFinished,
 )
-from aether_contracts.state import InvalidTaskState, TaskState, TaskStatus, utcnow
+from aether_contracts.state import Approval, TaskState, TaskStatus
 from aether_core import telemetry
 from aether_core.control import (
     ControlError,
@@ -22,12 +21,24 @@ from aether_core.control import (
     stop_task,
 )
 from aether_core.ids import stable_task_id, uuid7
-from aether_core.store import TaskExists, TaskNotFound
+from aether_core.store import TaskExists
 
+from .. import control
 from ..auth import Principal, visible
+from ..control import arm_deadline, plausible_task_id
 from ..deps import Gateway, GatewayDep, PrincipalDep
 from ..metrics import TASKS_SUBMITTED
-from ..schemas import ErrorBody, RetryRequest, TaskBody, TaskSubmission, TaskSummary, task_body
+from ..schemas import (
+    AnswerRequest,
+    ApproveRequest,
+    ErrorBody,
+    RejectRequest,
+    RetryRequest,
+    TaskBody,
+    TaskSubmission,
+    TaskSummary,
+    task_body,
+)
 
 router = APIRouter(prefix="/api/orchestrate", tags=["tasks"])
 
@@ -57,7 +68,8 @@ async def submit_task(
     ] = None,
 ) -> TaskBody:
     state, revision, created = await create_task(
-        gw, principal, submission.description, submission.master_deployment_id, idempotency_key=idempotency_key
+        gw, principal, submission.description, submission.master_deployment_id,
+        idempotency_key=idempotency_key, require_plan_approval=submission.require_plan_approval,
     )
     if created:
         response.headers["Location"] = f"/api/orchestrate/task/{state.id}"
@@ -72,6 +84,7 @@ async def create_task(
     *,
     idempotency_key: str | None = None,
     origin: dict | None = None,
+    require_plan_approval: bool = False,
 ) -> tuple[TaskState, int, bool]:
     """Submit a task as `POST /task` does (the A2A agent too): the task, its revision, and
     whether it is new (False: the idempotency key named an existing one). `origin`: recorded
@@ -88,6 +101,11 @@ async def create_task(
     if gw.registry.master(master_id) is None:
         known = ", ".join(sorted(gw.registry.masters))
         raise HTTPException(422, f"unknown master_deployment_id '{master_id}'; known: {known}")
+    approval = gw.settings.plan_approval
+    if approval == "never" and require_plan_approval:
+        # Running a plan its submitter wanted to approve first would spend what they meant to check.
+        raise HTTPException(422, "require_plan_approval: this server does not hold plans for approval (AETHER_PLAN_APPROVAL=never)")
+    approval_timeout = gw.settings.approval_timeout_s if approval == "always" or require_plan_approval else None
 
     task_id = stable_task_id(principal.tenant, idempotency_key) if idempotency_key else uuid7()
     telemetry.annotate({telemetry.TASK_ID: task_id})
@@ -111,8 +129,14 @@ async def create_task(
         tenant=principal.tenant,
         timeout_s=gw.settings.task_timeout_s,
         trace_id=trace_id,
+        approval=Approval(timeout_s=approval_timeout) if approval_timeout else None,
+        question_timeout_s=gw.settings.question_timeout_s,
     )
-    state.record("task.created", f"Task created for master {master_id}", data=origin)
+    state.record(
+        "task.created",
+        f"Task created for master {master_id}" + ("; its plan waits for approval" if approval_timeout else ""),
+        data=origin,
+    )
     with telemetry.within(workflow):
         # Published first: if we die before writing the state, the planner writes it from the event.
         await gw.runtime.publish(
@@ -124,6 +148,8 @@ async def create_task(
                 trace_id=trace_id,
                 workflow_span=workflow,
                 created_at=state.created_at,
+                approval_timeout_s=approval_timeout,
+                question_timeout_s=state.question_timeout_s,
             ),
             subjects.TASK_CREATED,
         )
@@ -263,6 +289,8 @@ async def retry_task(
                     workflow_span=state.workflow_span,
                     created_at=state.created_at,
                     round=state.round,
+                    approval_timeout_s=state.approval.timeout_s if state.approval else None,
+                    question_timeout_s=state.question_timeout_s,
                 ),
                 subjects.TASK_CREATED,
             )
@@ -290,42 +318,70 @@ async def _admit(gw: Gateway, principal: Principal, task_id: str, round: int = 1
 
 
 async def _control(gw: Gateway, principal: Principal, task_id: str, change):
-    def guarded(state: TaskState):
-        if not visible(principal, state.tenant):
-            raise TaskNotFound(task_id)
-        return change(state)
-
-    if not plausible_task_id(task_id):
-        raise HTTPException(404, f"no task with id '{task_id}'")
     try:
-        mutation = await gw.store.mutate(task_id, guarded)
-    except TaskNotFound:
-        raise HTTPException(404, f"no task with id '{task_id}'") from None
+        return await control.change_task(gw, principal, task_id, change)
     except ControlError as refused:
         raise HTTPException(refused.status, refused.message) from None
-    except InvalidTaskState as broken:  # the store failed the task instead, and says why
-        raise HTTPException(409, f"task {task_id} cannot be changed: {broken}") from None
-    gw.index.upsert(mutation.state, mutation.revision)
-    return mutation
 
 
-async def arm_deadline(gw: Gateway, state: TaskState) -> None:
-    """NATS delivers `task.expired` at the deadline (a message schedule; one per task, replaced
-    on retry), so no sweeper has to run for a task to end when it hangs."""
-    timeout = state.timeout_s or gw.settings.task_timeout_s
-    at = utcnow() + timedelta(seconds=timeout)
-    await gw.runtime.schedule(
-        TaskExpired(task_id=state.id, timeout_s=timeout, round=state.round),
-        subjects.deadline(state.id),
-        at=at,
-        target=subjects.TASK_EXPIRED,
-    )
+class InvalidPlanBody(ErrorBody):
+    problems: list[str]
 
 
-ID_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+APPROVAL_RESPONSES = {
+    404: {"model": ErrorBody, "description": "No task with this id"},
+    409: {"model": ErrorBody, "description": "The task is not awaiting approval"},
+    422: {"model": InvalidPlanBody, "description": "Invalid request, or an edited plan that cannot run: `problems` names every reason"},
+}
 
 
-def plausible_task_id(task_id: str) -> bool:
-    # KV keys allow a limited ASCII alphabet; anything else cannot be a task and must not reach
-    # NATS (found by schemathesis: 'Æ' is alphanumeric to Python, and an invalid key to NATS).
-    return 0 < len(task_id) <= 128 and all(c in ID_ALPHABET for c in task_id)
+@router.post(
+    "/task/{task_id}/approve",
+    response_model=TaskBody,
+    responses=APPROVAL_RESPONSES,
+    summary="Approve the plan of a task awaiting approval, as it is or edited: it runs",
+)
+async def approve_task(
+    task_id: str, gw: GatewayDep, principal: PrincipalDep, request: Annotated[ApproveRequest | None, Body()] = None
+) -> TaskBody:
+    try:
+        mutation = await control.approve(gw, principal, task_id, (request or ApproveRequest()).plan)
+    except control.InvalidPlan as invalid:
+        return JSONResponse({"detail": invalid.message, "problems": invalid.problems}, status_code=422)
+    except ControlError as refused:
+        raise HTTPException(refused.status, refused.message) from None
+    return task_body(mutation.state, mutation.revision)
+
+
+@router.post(
+    "/task/{task_id}/reject",
+    response_model=TaskBody,
+    responses=APPROVAL_RESPONSES,
+    summary="Reject the plan of a task awaiting approval: the task ends cancelled, nothing ran",
+)
+async def reject_task(task_id: str, request: RejectRequest, gw: GatewayDep, principal: PrincipalDep) -> TaskBody:
+    try:
+        mutation = await control.reject(gw, principal, task_id, request.reason)
+    except ControlError as refused:
+        raise HTTPException(refused.status, refused.message) from None
+    return task_body(mutation.state, mutation.revision)
+
+
+@router.post(
+    "/task/{task_id}/subtasks/{subtask_id}/answer",
+    response_model=TaskBody,
+    responses={
+        404: {"model": ErrorBody, "description": "No such task or subtask"},
+        409: {"model": ErrorBody, "description": "The subtask has no open question"},
+        422: {"model": ErrorBody, "description": "Invalid request"},
+    },
+    summary="Answer a subtask's open question: its expert goes on with the answer",
+)
+async def answer_question(
+    task_id: str, subtask_id: str, request: AnswerRequest, gw: GatewayDep, principal: PrincipalDep
+) -> TaskBody:
+    try:
+        mutation = await control.answer(gw, principal, task_id, subtask_id, request.answer)
+    except ControlError as refused:
+        raise HTTPException(refused.status, refused.message) from None
+    return task_body(mutation.state, mutation.revision)
