@@ -32,6 +32,9 @@ TOOLS = {
     "retry_task": {"task_id", "subtask_id"},
     "get_task_files": {"task_id"},
     "read_task_file": {"task_id", "path", "written_by"},
+    "approve_plan": {"task_id", "plan"},
+    "reject_plan": {"task_id", "reason"},
+    "answer_question": {"task_id", "subtask_id", "answer"},
 }
 REVISIONS = {"2026-07-28": "auto", "handshake": "legacy"}
 """The client's `mode`: `auto` discovers the current revision (server/discover); `legacy` makes the
@@ -440,3 +443,49 @@ def test_fuzzed_messages_never_get_a_5xx_or_a_hang(stack):
     assert {t["name"] for t in jsonrpc(listed)["result"]["tools"]} == set(TOOLS)
     assert len(answered) > 2, answered  # the fuzzing reached past the first check
 
+
+
+async def wait_for(client: Client, task_id: str, done, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = structured(await client.call_tool("get_task", {"task_id": task_id}))
+        if done(task):
+            return task
+        assert task["status"] not in TERMINAL, task["logs"]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"task {task_id} is still {task['status']}")
+
+
+async def test_a_person_approves_rejects_and_answers_over_mcp(stack):
+    """Issue 15's three acts as MCP tools, over the same control functions as REST: a plan
+    approved (after an invalid edit is refused with every reason), one rejected, an expert's
+    question answered; Bob can do none of it to Alice's tasks."""
+    asking = {**subtask("ask", "python-backend", sim="ask=1"), "verify": ["python3 -m pytest -q"]}
+    async with connect(stack) as alice, connect(stack, BOB) as bob:
+        submit = {"description": scripted("Approve then answer", [asking]), "require_plan_approval": True}
+        first = structured(await alice.call_tool("submit_task", submit))
+        waiting = await wait_for(alice, first["id"], lambda t: t["status"] == "awaiting_approval")
+        assert [s["id"] for s in waiting["subtasks"]] == ["ask"]
+
+        bad = {"analysis": "mine", "subtasks": [{"id": "x", "description": "d", "agent_type": "wizard", "depends_on": ["y"]}]}
+        refused = refusal(await alice.call_tool("approve_plan", {"task_id": first["id"], "plan": bad}))
+        assert "wizard" in refused and "y" in refused, refused
+        assert "no task" in refusal(await bob.call_tool("approve_plan", {"task_id": first["id"]}))
+        approved = structured(await alice.call_tool("approve_plan", {"task_id": first["id"]}))
+        assert approved["status"] == "executing"
+        assert refusal(await alice.call_tool("approve_plan", {"task_id": first["id"]}))  # not awaiting any more
+
+        asked = await wait_for(alice, first["id"], lambda t: t["subtasks"][0]["status"] == "awaiting_input")
+        assert asked["subtasks"][0]["question"]
+        assert "no task" in refusal(await bob.call_tool("answer_question", {"task_id": first["id"], "subtask_id": "ask", "answer": "x"}))
+        assert refusal(await alice.call_tool("answer_question", {"task_id": first["id"], "subtask_id": "nope", "answer": "x"}))
+        answered = structured(await alice.call_tool("answer_question", {"task_id": first["id"], "subtask_id": "ask", "answer": "SQLite"}))
+        assert answered["status"] == "executing"
+        done = await wait(alice, first["id"], timeout=180)
+        assert done["status"] == "completed", done["logs"]
+        assert done["subtasks"][0]["answer"] == "SQLite"
+
+        second = structured(await alice.call_tool("submit_task", {**submit, "description": scripted("Reject me", [asking])}))
+        await wait_for(alice, second["id"], lambda t: t["status"] == "awaiting_approval")
+        rejected = structured(await alice.call_tool("reject_plan", {"task_id": second["id"], "reason": "too big for today"}))
+        assert rejected["status"] == "cancelled" and "too big for today" in (rejected["error"] or "")

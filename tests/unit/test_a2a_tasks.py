@@ -20,7 +20,8 @@ def test_every_aether_status_has_an_a2a_state_and_the_terminal_ones_stay_termina
         TaskStatus.PLANNING, TaskStatus.EXECUTING, TaskStatus.SYNTHESIZING
     }
     assert a2a_tasks.aether_statuses(A2AState.TASK_STATE_CANCELED) == {TaskStatus.CANCELLED}
-    assert a2a_tasks.aether_statuses(A2AState.TASK_STATE_INPUT_REQUIRED) == set()
+    # A plan waiting for its approval waits for the caller (issue 15).
+    assert a2a_tasks.aether_statuses(A2AState.TASK_STATE_INPUT_REQUIRED) == {TaskStatus.AWAITING_APPROVAL}
 
 
 def _created(message: Message | None = None) -> TaskState:

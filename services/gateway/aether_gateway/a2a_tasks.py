@@ -43,6 +43,7 @@ from .schemas import TaskEventBody
 STATES: dict[TaskStatus, int] = {
     TaskStatus.PENDING: A2AState.TASK_STATE_SUBMITTED,
     TaskStatus.PLANNING: A2AState.TASK_STATE_WORKING,
+    TaskStatus.AWAITING_APPROVAL: A2AState.TASK_STATE_INPUT_REQUIRED,  # a person approves the plan
     TaskStatus.EXECUTING: A2AState.TASK_STATE_WORKING,
     TaskStatus.SYNTHESIZING: A2AState.TASK_STATE_WORKING,
     TaskStatus.COMPLETED: A2AState.TASK_STATE_COMPLETED,

@@ -39,7 +39,16 @@ from aether_contracts.state import TaskStatus
 from .auth import KeyRing, Principal
 from .deps import Gateway
 from .routes import files, tasks
-from .schemas import Progress, RetryRequest, TaskBody, TaskSubmission, TaskSummary
+from .schemas import (
+    AnswerRequest,
+    ApproveRequest,
+    Progress,
+    RejectRequest,
+    RetryRequest,
+    TaskBody,
+    TaskSubmission,
+    TaskSummary,
+)
 from .settings import GatewaySettings
 
 MCP_PATH = "/mcp"
@@ -157,6 +166,46 @@ def create_server() -> MCPServer:
         request = RetryRequest(subtask_ids=[subtask_id] if subtask_id is not None else None)
         return TaskHandle.of(await _answer(tasks.retry_task(task_id, gw, principal, request)))
 
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False, open_world_hint=False))
+    async def approve_plan(
+        task_id: TaskId,
+        ctx: Context,
+        plan: Annotated[
+            dict[str, Any] | None,
+            Field(description="A plan of your own instead of Jason's ({analysis, subtasks: [{id, description, "
+                              "agent_type, depends_on, verify}]}); default: run Jason's as it is."),
+        ] = None,
+    ) -> TaskHandle:
+        """Approve the plan of a task that is `awaiting_approval` (submitted with
+        require_plan_approval): it runs. An edited plan is checked as Jason's is; every problem is
+        named in the error. An error if the task is not awaiting approval."""
+        gw, principal = _caller(ctx)
+        return TaskHandle.of(await _answer(tasks.approve_task(task_id, gw, principal, ApproveRequest(plan=plan))))
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=False, open_world_hint=False))
+    async def reject_plan(
+        task_id: TaskId,
+        reason: Annotated[str, Field(min_length=1, max_length=2000, description="Why: the task ends cancelled with it.")],
+        ctx: Context,
+    ) -> TaskHandle:
+        """Reject the plan of a task that is `awaiting_approval`: the task ends `cancelled` with the
+        reason, and nothing ran."""
+        gw, principal = _caller(ctx)
+        return TaskHandle.of(await _answer(tasks.reject_task(task_id, RejectRequest(reason=reason), gw, principal)))
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=False, idempotent_hint=False, open_world_hint=False))
+    async def answer_question(
+        task_id: TaskId,
+        subtask_id: Annotated[str, Field(min_length=1, max_length=64, description="The subtask whose expert asked.")],
+        answer: Annotated[str, Field(min_length=1, max_length=20_000, description="Your answer; the expert goes on with it.")],
+        ctx: Context,
+    ) -> TaskHandle:
+        """Answer the open question of a subtask that is `awaiting_input` (get_task shows it in the
+        subtask's `question`): its expert goes on with the answer as its ask_user result."""
+        gw, principal = _caller(ctx)
+        request = AnswerRequest(answer=answer)
+        return TaskHandle.of(await _answer(tasks.answer_question(task_id, subtask_id, request, gw, principal)))
+
     @server.tool(annotations=read_only)
     async def get_task_files(task_id: TaskId, ctx: Context) -> files.WorkspaceBody:
         """A task's files (as its repository's last commit has them, and every version each subtask
@@ -246,10 +295,11 @@ async def _answer(call):
         result = await call
     except HTTPException as refused:
         raise ToolError(str(refused.detail)) from None
-    if isinstance(result, JSONResponse):  # the routes answer 429 so (with Retry-After)
-        detail = json.loads(bytes(result.body)).get("detail", "refused")
+    if isinstance(result, JSONResponse):  # 429 (with Retry-After), an edited plan's 422 (its problems)
+        body = json.loads(bytes(result.body))
+        detail, problems = body.get("detail", "refused"), body.get("problems") or []
         retry = result.headers.get("retry-after")
-        raise ToolError(f"{detail}" + (f" (in {retry} s)" if retry else ""))
+        raise ToolError(f"{detail}" + (f" (in {retry} s)" if retry else "") + "".join(f"\n- {p}" for p in problems))
     return result
 
 
