@@ -51,17 +51,18 @@ class ApproveRequest(BaseModel):
 class RejectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=MAX_REASON_CHARS)] | None = Field(
-        None, description="Why the plan is rejected (required): the task ends `cancelled` with it."
-    )
+    # Required and not blank, in the schema too (a client reading it knows an empty one is refused).
+    reason: Annotated[
+        StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_REASON_CHARS, pattern=r"\S")
+    ] = Field(description="Why the plan is rejected: the task ends `cancelled` with it.")
 
 
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    answer: Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=MAX_ANSWER_CHARS)] | None = Field(
-        None, description="The answer to the subtask's open question (required); its expert reads it and goes on."
-    )
+    answer: Annotated[
+        StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ANSWER_CHARS, pattern=r"\S")
+    ] = Field(description="The answer to the subtask's open question; its expert reads it and goes on.")
 
 
 class RetryRequest(BaseModel):

@@ -510,9 +510,9 @@ export interface components {
         AnswerRequest: {
             /**
              * Answer
-             * @description The answer to the subtask's open question (required); its expert reads it and goes on.
+             * @description The answer to the subtask's open question; its expert reads it and goes on.
              */
-            answer?: string | null;
+            answer: string;
         };
         /**
          * Approval
@@ -677,7 +677,10 @@ export interface components {
         InvalidPlanBody: {
             /** Detail */
             detail: unknown;
-            /** Problems */
+            /**
+             * Problems
+             * @default []
+             */
             problems: string[];
         };
         /**
@@ -727,9 +730,9 @@ export interface components {
         RejectRequest: {
             /**
              * Reason
-             * @description Why the plan is rejected (required): the task ends `cancelled` with it.
+             * @description Why the plan is rejected: the task ends `cancelled` with it.
              */
-            reason?: string | null;
+            reason: string;
         };
         /** RepositoryBody */
         RepositoryBody: {
@@ -1990,13 +1993,13 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Invalid request, or an edited plan that cannot run: `problems` names every reason */
+            /** @description Invalid request: a reason is required */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["InvalidPlanBody"];
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

@@ -325,7 +325,8 @@ async def _control(gw: Gateway, principal: Principal, task_id: str, change):
 
 
 class InvalidPlanBody(ErrorBody):
-    problems: list[str]
+    problems: list[str] = []
+    """Every reason an edited plan cannot run (empty for a request that is invalid otherwise)."""
 
 
 APPROVAL_RESPONSES = {
@@ -356,7 +357,7 @@ async def approve_task(
 @router.post(
     "/task/{task_id}/reject",
     response_model=TaskBody,
-    responses=APPROVAL_RESPONSES,
+    responses={**APPROVAL_RESPONSES, 422: {"model": ErrorBody, "description": "Invalid request: a reason is required"}},
     summary="Reject the plan of a task awaiting approval: the task ends cancelled, nothing ran",
 )
 async def reject_task(task_id: str, request: RejectRequest, gw: GatewayDep, principal: PrincipalDep) -> TaskBody:
