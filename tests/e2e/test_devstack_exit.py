@@ -173,6 +173,11 @@ def test_a_ctrl_c_during_the_agent_image_build_ends_the_build_too():
         "PIP_TRUSTED_HOST": "127.0.0.1",
     })
     staging_before = set(IMAGES_BUILD.parent.glob("deps-*")) if IMAGES_BUILD.parent.exists() else set()
+    # The wheels an earlier image build gathered would be reused (no `pip download` to stop):
+    # set their stamp aside, so this build gathers them again; they stay, and so does the stamp.
+    stamp = IMAGES_BUILD / "deps.key"
+    kept = stamp.read_bytes() if stamp.exists() else None
+    stamp.unlink(missing_ok=True)
     process = stack.launch(own_group=True)
     recorded: dict[int, tuple[int, str]] = {}
     try:
@@ -192,6 +197,8 @@ def test_a_ctrl_c_during_the_agent_image_build_ends_the_build_too():
             process.kill()
             process.wait()
         kill_left(recorded)
+        if kept is not None:
+            stamp.write_bytes(kept)
 
 
 def test_a_port_in_use_is_named_before_anything_starts():
