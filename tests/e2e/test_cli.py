@@ -305,6 +305,9 @@ def test_submit_approve_plan_edits_the_plan_in_the_editor_or_rejects_it_with_a_r
 
     left = aether(stack, "submit", APPROVAL_PLAN, "--approve-plan", input="")  # no terminal answer: it waits
     assert left.returncode == 0 and "the plan waits: aether approve" in left.stdout
+    # The stack is shared: a task left waiting would count against the tenant's active limit.
+    waiting_id = left.stdout.split("submitted task ", 1)[1].split()[0]
+    assert aether(stack, "reject", waiting_id, "cleaning up").returncode == 0
 
 
 def test_approve_reject_and_answer_commands_with_their_refusals(stack, tmp_path):
