@@ -563,15 +563,15 @@ def waited(
     `aether.waited_s`."""
     if _tracer is None or started is None or ended is None:
         return
-    context = TraceContextTextMapPropagator().extract({"traceparent": traceparent}) if traceparent else None
+    parent = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
     waited_s = max(0.0, (ended - started).total_seconds())
-    span = _tracer.start_span(
+    made = _start(
         name,
-        context=context,
+        parent,
         attributes=_clean({**(attributes or {}), "aether.waited_s": round(waited_s, 3)}),
-        start_time=int(started.timestamp() * 1e9),
+        start_time=_ns(started),
     )
-    span.end(end_time=int(ended.timestamp() * 1e9))
+    made.end(end_time=_ns(ended))
 
 
 def work(
