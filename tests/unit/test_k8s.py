@@ -199,6 +199,22 @@ def test_manifests_provide_every_setting_a_service_reads_and_no_other(overlay, m
     assert seen == set(SERVICES)
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_service_ends_its_own_stop_before_the_kubelet_kills_it(overlay):
+    """The stop timeout (aether_core.stopping) is longer than the handlers' graceful timeout, so
+    it cuts no stop that finishes, and shorter than the pod's grace period, so the service ends a
+    stop that hangs itself and logs where it waited, instead of a SIGKILL that says nothing."""
+    from aether_core.config import ServiceSettings
+    from aether_core.service import GRACEFUL_TIMEOUT_S
+
+    assert GRACEFUL_TIMEOUT_S < ServiceSettings.model_fields["stop_timeout_s"].default
+    docs = render(overlay)
+    for name, _service, pod in aether_pods(docs):
+        env = env_of(pod["containers"][0], docs)
+        stop_timeout = float(env["AETHER_STOP_TIMEOUT_S"])
+        assert GRACEFUL_TIMEOUT_S < stop_timeout < pod["terminationGracePeriodSeconds"], name
+
+
 def test_the_unset_settings_exist():
     """An entry here for a setting no service reads any more would hide nothing: drop it."""
     every = set().union(*(env_names(s) for s in service_settings().values()))

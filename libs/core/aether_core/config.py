@@ -126,6 +126,13 @@ class ServiceSettings(TelemetrySettings):
         description="Name of this instance in heartbeats and logs; default host-pid.",
     )
     log_level: str = Field("INFO", description="Python log level.")
+    stop_timeout_s: float = Field(
+        40.0,
+        gt=0,
+        description="Time a service has from its stop signal to finish what it holds and exit; "
+        "then it exits anyway (status 70), logging where it waited. Above the 30 s graceful "
+        "timeout of its handlers, below Kubernetes' 45 s grace period.",
+    )
     probe_port: int | None = Field(
         None,
         ge=0,

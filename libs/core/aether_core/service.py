@@ -45,6 +45,9 @@ MAX_OUTSTANDING_PINGS = 2
 10 s without an answer to its pings the client moves to another node of the cluster (nats-py's
 defaults, 120 s and 2, kept it on the dead node for four minutes, and the pool replaced agents
 that were only waiting there; issue 18, tests/chaos/test_partition.py)."""
+GRACEFUL_TIMEOUT_S = 30.0
+"""How long a stopping service lets its handlers finish what they hold (FastStream's graceful
+timeout); the stop timeout (aether_core.stopping, AETHER_STOP_TIMEOUT_S) is longer."""
 HAND_BACK_DELAY_S = 1.0
 TOPOLOGY_POLL_S = 1.0
 TOPOLOGY_LOG_EVERY_S = 10.0
@@ -85,7 +88,7 @@ def make_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> NatsB
         max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         # FastStream logs every message at this level; keep it out of INFO at our rates.
         log_level=logging.DEBUG,
-        graceful_timeout=30.0,
+        graceful_timeout=GRACEFUL_TIMEOUT_S,
         **kwargs,
     )
 

@@ -4,12 +4,11 @@ import asyncio
 import contextlib
 import logging
 
-from faststream import FastStream
-
 from aether_contracts import subjects, topology
 from aether_contracts.events import AgentControl, AgentControlReply, AgentEvent
 from aether_core.mirror import KVMirror
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
+from aether_core.stopping import ServiceApp
 from aether_core.templates import load_registry
 
 from .backends import AgentBackend, DockerBackend, ProcessBackend
@@ -38,7 +37,7 @@ def make_backend(settings: ContainerManagerSettings) -> AgentBackend:
     return ProcessBackend(settings.scope, settings.agent_log_dir, settings.process_environment())
 
 
-def create_app(settings: ContainerManagerSettings | None = None) -> FastStream:
+def create_app(settings: ContainerManagerSettings | None = None) -> ServiceApp:
     settings = settings or ContainerManagerSettings()
     configure_logging(settings.log_level)
     setup_telemetry(settings, SERVICE)
@@ -107,8 +106,10 @@ def create_app(settings: ContainerManagerSettings | None = None) -> FastStream:
         await runtime.stop()
         await backend.close()
 
-    return FastStream(
+    return ServiceApp(
         broker,
+        stop_timeout_s=settings.stop_timeout_s,
+        name=SERVICE,
         on_startup=[startup],
         after_startup=[after_startup],
         on_shutdown=[shutdown],

@@ -5,8 +5,6 @@ import logging
 import sys
 from pathlib import Path
 
-from faststream import FastStream
-
 from aether_contracts import subjects, topology
 from aether_contracts.agents import ANY_TYPE, AgentRecord
 from aether_contracts.state import utcnow
@@ -16,6 +14,7 @@ from aether_core.llm_slots import limit_concurrency
 from aether_core.mirror import KVMirror
 from aether_core.sandbox import detect
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
+from aether_core.stopping import ServiceApp
 from aether_core.templates import load_registry
 from aether_core.workspace_store import WorkspaceStore
 
@@ -31,7 +30,7 @@ SERVICE = "executor"
 log = logging.getLogger("aether.agent")
 
 
-def create_app(settings: ExecutorSettings | None = None) -> FastStream:
+def create_app(settings: ExecutorSettings | None = None) -> ServiceApp:
     settings = settings or ExecutorSettings()
     configure_logging(settings.log_level)
     setup_telemetry(settings, SERVICE)
@@ -44,7 +43,7 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
     )
     runtime.detail["role"] = role
     agents = KVMirror("agents")
-    app_ref: list[FastStream] = []
+    app_ref: list[ServiceApp] = []
     starters, stoppers = [], []
 
     if role in ("all", "scheduler"):
@@ -136,6 +135,9 @@ def create_app(settings: ExecutorSettings | None = None) -> FastStream:
             await stop()
         await runtime.stop()
 
-    app = FastStream(broker, on_startup=[startup], after_shutdown=[shutdown])
+    app = ServiceApp(
+        broker, stop_timeout_s=settings.stop_timeout_s, name=SERVICE,
+        on_startup=[startup], after_shutdown=[shutdown],
+    )
     app_ref.append(app)
     return app

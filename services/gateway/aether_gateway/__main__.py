@@ -5,17 +5,31 @@ services, Kubernetes in the gateway pods' init container; see aether_core.servic
 import asyncio
 import logging
 import sys
+from types import FrameType
 
 import uvicorn
 
 from aether_core.config import ServiceSettings
 from aether_core.service import configure_logging, declare_topology
+from aether_core.stopping import StopGuard
 from aether_core.telemetry import FreshContext
 
 from .connections import protocols
 from .main import create_app
 from .routes.stream import WS_MAX_MESSAGE_BYTES
 from .settings import GatewaySettings
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server with a bounded stop (aether_core.stopping): its signal handler arms it."""
+
+    def __init__(self, config: uvicorn.Config, stop_timeout_s: float) -> None:
+        super().__init__(config)
+        self.stop_guard = StopGuard(stop_timeout_s, "gateway")
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stop_guard.arm()
+        super().handle_exit(sig, frame)
 
 
 def topology() -> None:
@@ -32,7 +46,7 @@ if __name__ == "__main__":
         topology()
     else:
         settings = GatewaySettings()
-        uvicorn.run(
+        config = uvicorn.Config(
             FreshContext(create_app(settings)),
             host=settings.http_host,
             port=settings.http_port,
@@ -47,3 +61,8 @@ if __name__ == "__main__":
             # A client that stops reading holds little and is closed after a while.
             **protocols(settings.slow_client_timeout_s),
         )
+        server = Server(config, settings.stop_timeout_s)
+        try:
+            server.run()
+        finally:
+            server.stop_guard.disarm()

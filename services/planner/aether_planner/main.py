@@ -1,11 +1,11 @@
 """The planner: Jason turns each new task into a validated plan of subtasks."""
 
-from faststream import FastStream
 
 from aether_contracts import topology
 from aether_core.llm import LLMClient
 from aether_core.llm_slots import limit_concurrency
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
+from aether_core.stopping import ServiceApp
 from aether_core.templates import load_registry
 
 from .handlers import build_router
@@ -15,7 +15,7 @@ from .settings import PlannerSettings
 SERVICE = "planner"
 
 
-def create_app(settings: PlannerSettings | None = None) -> FastStream:
+def create_app(settings: PlannerSettings | None = None) -> ServiceApp:
     settings = settings or PlannerSettings()
     configure_logging(settings.log_level)
     setup_telemetry(settings, SERVICE)
@@ -43,4 +43,7 @@ def create_app(settings: PlannerSettings | None = None) -> FastStream:
         await runtime.stop()
         await llm.close()
 
-    return FastStream(broker, on_startup=[startup], after_shutdown=[shutdown])
+    return ServiceApp(
+        broker, stop_timeout_s=settings.stop_timeout_s, name=SERVICE,
+        on_startup=[startup], after_shutdown=[shutdown],
+    )

@@ -3,13 +3,12 @@
 import sys
 from pathlib import Path
 
-from faststream import FastStream
-
 from aether_contracts import topology
 from aether_core.llm import LLMClient
 from aether_core.llm_slots import limit_concurrency
 from aether_core.sandbox import SandboxLimits, detect
 from aether_core.service import Runtime, configure_logging, make_broker, setup_telemetry
+from aether_core.stopping import ServiceApp
 from aether_core.templates import load_registry
 from aether_core.workspace_store import WorkspaceStore
 
@@ -21,7 +20,7 @@ from .synthesis import Synthesizer
 SERVICE = "synthesizer"
 
 
-def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
+def create_app(settings: SynthesizerSettings | None = None) -> ServiceApp:
     settings = settings or SynthesizerSettings()
     configure_logging(settings.log_level)
     setup_telemetry(settings, SERVICE)
@@ -55,4 +54,7 @@ def create_app(settings: SynthesizerSettings | None = None) -> FastStream:
         await runtime.stop()
         await llm.close()
 
-    return FastStream(broker, on_startup=[startup], after_shutdown=[shutdown])
+    return ServiceApp(
+        broker, stop_timeout_s=settings.stop_timeout_s, name=SERVICE,
+        on_startup=[startup], after_shutdown=[shutdown],
+    )

@@ -406,6 +406,11 @@ async def start(
             module = f"aether_{service.replace('-', '_')}"
             # The container-manager stops its agents before it exits: give it the time to.
             stop_timeout = 60.0 if service == "container-manager" else 15.0
+            # Its own guard ends a stop that hangs a little before this process would kill it,
+            # and says where it waited (aether_core.stopping); with this process gone (killed,
+            # its reaper too) the guard is all that ends it after its parent-death signal.
+            if "AETHER_STOP_TIMEOUT_S" not in os.environ:
+                extra["AETHER_STOP_TIMEOUT_S"] = str(stop_timeout - 2)
             await supervisor.start(
                 ChildSpec(
                     name,
