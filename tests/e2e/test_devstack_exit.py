@@ -1,9 +1,10 @@
 """Every way `make up` ends leaves nothing running (issue 18): a start that fails, SIGTERM, Ctrl-C
 (SIGINT to its process group, as a terminal sends it), SIGKILL (the children's parent-death
 signal and the reaper end them), and SIGKILL with the reaper killed first (the parent-death
-signal alone). Each time every process it started, an agent in a session of its own included, is
-gone, its ports are free, and a second start in the same place (same ports, same data
-directory) comes up."""
+signal alone, with the services' own stop timeout behind it). Each time every process it started,
+an agent in a session of its own included, is gone and its ports are free; after a failed start
+and after the hardest kill a second start in the same place (same ports, same data directory)
+comes up."""
 
 import contextlib
 import os
@@ -253,4 +254,7 @@ def test_every_child_ends_with_the_devstack(how):
             process.wait()
         stack.process = None
         kill_left(recorded)
-    start_in_the_same_place(stack)
+    if how == "SIGKILL after its reaper":
+        # The end that leaves the most behind, if anything does: a second start in the same place
+        # (the ports, the data directory, the agents' scope) comes up. Once: a start is ~30 s here.
+        start_in_the_same_place(stack)
