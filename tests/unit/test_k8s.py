@@ -28,7 +28,6 @@ from tests.support.settings import env_names, service_settings
 
 SERVICES = ("gateway", "planner", "executor", "synthesizer")
 AGENT_TYPES = load_registry(None).agent_types
-FASTSTREAM_GRACEFUL_TIMEOUT_S = 30
 
 UNSET_ON_PURPOSE = {
     "AETHER_AGENTS_DIR": "the built-in templates; custom ones come with a volume of your own",
@@ -336,14 +335,6 @@ def test_service_probes_ask_the_port_the_service_serves_them_on(overlay):
         annotations = of_kind(docs, "Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert int(annotations["prometheus.io/port"]) == served
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_services_outlive_faststreams_graceful_timeout_when_stopped(overlay):
-    for name, _, pod in aether_pods(render(overlay)):
-        assert pod["terminationGracePeriodSeconds"] > FASTSTREAM_GRACEFUL_TIMEOUT_S, name
-    service_py = (ROOT / "libs/core/aether_core/service.py").read_text()
-    assert f"graceful_timeout={FASTSTREAM_GRACEFUL_TIMEOUT_S:.1f}" in service_py
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
