@@ -10,7 +10,9 @@ from tests.support.containers import docker_client, require_docker
 from tests.support.plans import scripted, subtask
 from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+# The first test's setup builds the agent image (and, on a fresh machine, its debootstrap base):
+# minutes on vfs, counted by pytest-timeout against that test.
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
 
 DOCKER_ENV = {
     "AETHER_AGENT_BACKEND": "docker",

@@ -441,7 +441,7 @@ async def run(args: argparse.Namespace) -> dict:
     results["throughput"] = []
     progress(f"throughput: {args.tasks} tasks of 8 subtasks, make up defaults")
     await section("throughput", throughput(1, args.tasks, defaults=True), append=True)
-    for replicas, worktrees in ((1, True), (2, True), (4, True), (1, False)):
+    for replicas, worktrees in args.tuned_rows:
         progress(f"throughput: {args.tasks} tasks of 8 subtasks, tuned, {replicas} executor(s), worktrees {'on' if worktrees else 'off'}")
         await section("throughput", throughput(replicas, args.tasks, worktrees=worktrees), append=True)
     progress(f"memory: {args.memory_tasks} tasks, then listing them")
@@ -459,9 +459,12 @@ def main() -> None:
     if args.quick:
         args.dags, args.median_ms, args.rounds, args.chains, args.tasks, args.memory_tasks = 2, 100, 1, 2, 5, 50
         args.tool_tasks, args.sandbox_runs = 1, 5
+        # One row of each kind (several executors, agents without worktrees): two stacks, not four.
+        args.tuned_rows = ((2, True), (1, False))
     else:
         args.dags, args.median_ms, args.rounds, args.chains, args.tasks, args.memory_tasks = 12, 500, 3, 10, 100, 10_000
         args.tool_tasks, args.sandbox_runs = 10, 50
+        args.tuned_rows = ((1, True), (2, True), (4, True), (1, False))
     started = time.perf_counter()
     results = asyncio.run(run(args))
     results["bench_seconds"] = round(time.perf_counter() - started)
