@@ -1,20 +1,12 @@
 import pytest
 
 from aether_contracts.events import SubtaskFinished
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_contracts.state import SubtaskStatus, TaskStatus, Usage
 from aether_core.control import ControlError, prepare_retry, select_retry, stop_task
 from aether_core.store import Unchanged
 from aether_executor import scheduling
 from aether_planner.planning import Plan, PlannedSubtask, splice
-
-
-def task(*subtasks: tuple[str, list[str]]) -> TaskState:
-    return TaskState(
-        id="t",
-        description="d",
-        status=TaskStatus.EXECUTING,
-        subtasks=[Subtask(id=i, description=i, agent_type="fullstack", depends_on=d) for i, d in subtasks],
-    )
+from tests.support.states import task
 
 
 def finish(state, subtask_id, outcome="completed", *, retryable=False, tokens=10, policy=scheduling.DEFAULT):

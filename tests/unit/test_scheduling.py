@@ -1,18 +1,10 @@
 import pytest
 
 from aether_contracts.events import SubtaskFinished
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, Usage
+from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, Usage
 from aether_core.store import Unchanged
 from aether_executor import scheduling
-
-
-def task(*subtasks: tuple[str, list[str]]) -> TaskState:
-    return TaskState(
-        id="t",
-        description="d",
-        status=TaskStatus.EXECUTING,
-        subtasks=[Subtask(id=i, description=i, agent_type="fullstack", depends_on=d) for i, d in subtasks],
-    )
+from tests.support.states import task
 
 
 def ids(subtasks):

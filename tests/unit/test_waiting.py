@@ -12,17 +12,9 @@ from aether_core.plans import PlanError, parse_plan
 from aether_core.store import Unchanged
 from aether_core.templates import load_registry
 from aether_executor import scheduling
+from tests.support.states import task
 
 REGISTRY = load_registry(None)
-
-
-def task(*subtasks: tuple[str, list[str]], status: TaskStatus = TaskStatus.EXECUTING) -> TaskState:
-    return TaskState(
-        id="t",
-        description="d",
-        status=status,
-        subtasks=[Subtask(id=i, description=i, agent_type="fullstack", depends_on=d) for i, d in subtasks],
-    )
 
 
 def problems(plan: dict, max_subtasks: int = 32) -> list[str]:

@@ -8,16 +8,10 @@ from pathlib import Path
 
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
-from aether_contracts.workspace import (
-    RefusedFile,
-    WorkspaceFile,
-    commit_order,
-    detect_conflicts,
-    final_files,
-    visible_files,
-)
+from aether_contracts.workspace import RefusedFile, WorkspaceFile
 from aether_core.files import FileLimits
 from aether_core.gitrepo import TaskCheckouts, memory_history, subtask_commit
+from aether_core.workspace import commit_order, detect_conflicts, final_files, visible_files
 from aether_executor import scheduling
 from aether_executor.workspace import files_context
 

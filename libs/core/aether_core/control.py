@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
 
+from . import dag
+
 
 class ControlError(Exception):
     """A request that the task's state does not allow; `status` is the HTTP answer."""
@@ -35,15 +37,8 @@ def stop_task(state: TaskState, status: TaskStatus, reason: str) -> None:
 
 
 def _dependents(state: TaskState, roots: set[str]) -> list[Subtask]:
-    reached = set(roots)
-    changed = True
-    while changed:
-        changed = False
-        for subtask in state.subtasks:
-            if subtask.id not in reached and reached.intersection(subtask.depends_on):
-                reached.add(subtask.id)
-                changed = True
-    return [s for s in state.subtasks if s.id in reached and s.id not in roots]
+    reached = dag.descendants(dag.graph(state.subtasks), roots)
+    return [s for s in state.subtasks if s.id in reached]
 
 
 def retryable_subtasks(state: TaskState) -> list[Subtask]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from aether_contracts.state import Subtask
 
+from . import dag
 from .templates import Registry
 
 SUBTASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -284,27 +285,5 @@ def _checks(raw: Any, where: str, notes: list[str]) -> list[str]:
 
 
 def find_cycle(subtasks: list[PlannedSubtask]) -> list[str] | None:
-    deps = {s.id: s.depends_on for s in subtasks}
-    visiting: list[str] = []
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        visiting.append(node)
-        for dep in deps.get(node, ()):
-            if state.get(dep) == 1:
-                return [*visiting[visiting.index(dep) :], dep]
-            if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        visiting.pop()
-        state[node] = 2
-        return None
-
-    for subtask in subtasks:
-        if subtask.id not in state:
-            found = visit(subtask.id)
-            if found:
-                return found
-    return None
+    """A cycle of the plan's dependencies as the path that closes it (see `dag.find_cycle`), or None."""
+    return dag.find_cycle(dag.graph(subtasks))

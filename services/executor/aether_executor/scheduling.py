@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from aether_contracts.events import SubtaskFinished, TaskExpired
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
-from aether_contracts.workspace import record_subtask_files
+from aether_core import dag
 from aether_core.control import stop_task
 from aether_core.store import Unchanged
+from aether_core.workspace import record_subtask_files
 
 HasAgent = Callable[[str], bool]
 """Whether a live agent serves an agent type; without one a queued subtask is `creating_agent`."""
@@ -88,15 +89,8 @@ def queue_ready(state: TaskState, has_agent: HasAgent = _any_agent) -> list[Subt
 
 def dependents(state: TaskState, subtask_id: str) -> list[Subtask]:
     """Every subtask that depends on `subtask_id`, directly or through others, in plan order."""
-    blocked = {subtask_id}
-    changed = True
-    while changed:
-        changed = False
-        for subtask in state.subtasks:
-            if subtask.id not in blocked and blocked.intersection(subtask.depends_on):
-                blocked.add(subtask.id)
-                changed = True
-    return [s for s in state.subtasks if s.id in blocked and s.id != subtask_id]
+    blocked = dag.descendants(dag.graph(state.subtasks), [subtask_id])
+    return [s for s in state.subtasks if s.id in blocked]
 
 
 def block_dependents(state: TaskState, failed: Subtask) -> None:

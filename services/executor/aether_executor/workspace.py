@@ -19,13 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aether_contracts.state import Subtask, TaskState
-from aether_contracts.workspace import (
-    RefusedFile,
-    WorkspaceFile,
-    ancestors,
-    commit_order,
-    visible_files,
-)
+from aether_contracts.workspace import RefusedFile, WorkspaceFile
 from aether_core.files import ExtractedFile, FileLimits, extract_files, quote_file
 from aether_core.gitrepo import (
     TaskCheckouts,
@@ -35,6 +29,7 @@ from aether_core.gitrepo import (
     subtask_commit,
 )
 from aether_core.prompting import new_nonce
+from aether_core.workspace import ancestors, commit_order, visible_files
 from aether_core.workspace_store import WorkspaceStore
 
 log = logging.getLogger("aether.executor.workspace")

@@ -76,7 +76,7 @@ from fastapi.responses import JSONResponse, Response
 from google.protobuf.json_format import MessageToDict
 
 from aether_contracts.state import TaskState, TaskStatus
-from aether_contracts.workspace import final_files
+from aether_core.workspace import final_files
 from aether_core.workspace_store import ObjectCorrupt, ObjectMissing
 
 from . import a2a_tasks

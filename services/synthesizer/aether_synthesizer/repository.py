@@ -24,13 +24,11 @@ from aether_contracts.workspace import (
     WorkspaceFile,
     archive_object,
     bundle_object,
-    commit_order,
-    files_in_order,
-    final_files,
 )
 from aether_core.files import ExtractedFile, FileLimits, extract_files, quote_file, write_inside
 from aether_core.gitrepo import CommitSpec, History, memory_history, subtask_commit
 from aether_core.templates import MasterConfig
+from aether_core.workspace import commit_order, files_in_order, final_files
 from aether_core.workspace_store import WorkspaceStore
 
 log = logging.getLogger("aether.synthesizer.repository")

@@ -17,9 +17,9 @@ from aether_contracts.workspace import (
     RefusedFile,
     RepositoryInfo,
     WorkspaceFile,
-    final_files,
 )
 from aether_core.files import UnsafePath, check_path, shown
+from aether_core.workspace import final_files
 from aether_core.workspace_store import ObjectCorrupt, ObjectMissing, WorkspaceStore
 
 from ..auth import Principal, visible
