@@ -99,6 +99,7 @@ def test_a_stop_that_hangs_ends_after_the_stop_timeout_and_says_where_it_waited(
                 process.kill()
         nats.stop(kill=True)
     logs = {module: log.read_text(errors="replace") for module, (_, log) in started.items()}
+    print({module: (status, round(took, 2)) for module, (status, took) in ended.items()})
     assert set(ended) == set(READY), f"still running a minute after SIGTERM: {set(READY) - set(ended)}"
     for module, (status, took) in ended.items():
         assert status == EXIT_CODE, f"{module} exited {status} after {took:.1f} s:\n{logs[module][-3000:]}"
