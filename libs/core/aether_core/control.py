@@ -36,11 +36,6 @@ def stop_task(state: TaskState, status: TaskStatus, reason: str) -> None:
     state.set_status(status, f"Task {status.value}: {reason}", level="warning" if status == TaskStatus.CANCELLED else "error")
 
 
-def _dependents(state: TaskState, roots: set[str]) -> list[Subtask]:
-    reached = dag.descendants(dag.graph(state.subtasks), roots)
-    return [s for s in state.subtasks if s.id in reached]
-
-
 def retryable_subtasks(state: TaskState) -> list[Subtask]:
     """Subtasks that failed (or were cancelled) themselves, not because a dependency did."""
     return [
@@ -88,7 +83,7 @@ def prepare_retry(state: TaskState, selected: list[Subtask], *, replan: bool) ->
     if not selected:
         raise ControlError(409, f"task {state.id} has no failed or cancelled subtask to retry")
     roots = {s.id for s in selected}
-    reset = [*selected, *(d for d in _dependents(state, roots) if d.status != SubtaskStatus.COMPLETED)]
+    reset = [*selected, *(d for d in dag.dependents(state.subtasks, roots) if d.status != SubtaskStatus.COMPLETED)]
     state.round += 1
     for subtask in reset:
         if replan and subtask.id in roots:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Collection, Iterable, Mapping
 from graphlib import CycleError, TopologicalSorter
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 Graph = Mapping[str, Collection[str]]
 
@@ -23,6 +23,9 @@ class Node(Protocol):
 
     @property
     def depends_on(self) -> list[str]: ...
+
+
+N = TypeVar("N", bound=Node)
 
 
 def graph(nodes: Iterable[Node]) -> dict[str, list[str]]:
@@ -89,6 +92,13 @@ def descendants(nodes: Graph, roots: Iterable[str]) -> set[str]:
             dependents.setdefault(dep, []).append(node)
     starts = set(roots)
     return _reach(dependents, starts) - starts
+
+
+def dependents(nodes: list[N], roots: Iterable[str]) -> list[N]:
+    """The subtasks that depend on one of `roots`, directly or through others, in their order
+    (`descendants` of their graph, never a root itself)."""
+    reached = descendants(graph(nodes), roots)
+    return [node for node in nodes if node.id in reached]
 
 
 def find_cycle(nodes: Graph) -> list[str] | None:

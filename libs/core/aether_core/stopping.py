@@ -38,10 +38,6 @@ class StopGuard:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @property
-    def armed(self) -> bool:
-        return self._thread is not None
-
     def arm(self) -> None:
         """Called from the stop signal's handler (idempotent: a second signal changes nothing)."""
         if self._thread is not None:

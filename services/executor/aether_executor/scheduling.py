@@ -89,8 +89,7 @@ def queue_ready(state: TaskState, has_agent: HasAgent = _any_agent) -> list[Subt
 
 def dependents(state: TaskState, subtask_id: str) -> list[Subtask]:
     """Every subtask that depends on `subtask_id`, directly or through others, in plan order."""
-    blocked = dag.descendants(dag.graph(state.subtasks), [subtask_id])
-    return [s for s in state.subtasks if s.id in blocked]
+    return dag.dependents(state.subtasks, [subtask_id])
 
 
 def block_dependents(state: TaskState, failed: Subtask) -> None:
