@@ -43,6 +43,8 @@ install: $(VENV)/.synced ## install what running needs into .venv (uv, one lock)
 install-dev: $(VENV)/.synced-dev ## install what running needs and the test, bench and lint tools
 
 BASE_IMAGE ?= python:3.11-slim-bookworm
+# `make test` runs on this many pytest workers (a module's tests stay together: tests/conftest.py).
+TEST_WORKERS ?= 2
 
 $(UI_DEPS): ui/package.json ui/package-lock.json
 	cd ui && $(NPM) ci --no-audit --no-fund
@@ -68,7 +70,7 @@ up: install ## run the whole stack (embedded NATS; the LLM simulator unless OPEN
 .PHONY: test
 test: install-dev ui browser ## run every test (UI components, unit, integration against a real nats-server, end to end)
 	cd ui && $(NPM) run --silent typecheck && $(NPM) test --silent
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 .PHONY: images
 images: install ## build every service's image, aether-<service> (BASE_IMAGE=aether-base:bookworm: a base made here)

@@ -71,3 +71,38 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+# `make test` runs on two workers (pytest-xdist, --dist loadgroup). A module's tests stay on one
+# worker, so a module-scoped stack starts once; the tests that build, tag or set aside the
+# service images (.build/images, the aether-* tags) share one group, so no two of them run at once.
+_IMAGE_TESTS = (
+    "tests/integration/test_images.py",
+    "tests/e2e/test_agents_docker.py",
+    "tests/e2e/test_devstack_exit.py::test_a_ctrl_c_during_the_agent_image_build_ends_the_build_too",
+)
+
+
+# The longest groups first, so that neither worker is left with a long one at the end (seconds
+# on one worker, measured here: images ~1250 cold, the rest under 250 each).
+_LONGEST_FIRST = (
+    "images",
+    "tests/e2e/test_devstack_exit.py",
+    "tests/e2e/test_tracing.py",
+    "tests/e2e/test_human_in_the_loop.py",
+    "tests/e2e/test_bench.py",
+    "tests/e2e/test_agents.py",
+    "tests/e2e/test_a2a.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    groups = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        groups[item.nodeid] = "images" if item.nodeid.startswith(_IMAGE_TESTS) else module
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    if config.getoption("dist", "no") == "loadgroup":
+        rank = {group: i for i, group in enumerate(_LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))  # stable: in order within

@@ -1,5 +1,5 @@
 """Issue 3 on a real Docker engine: agents as hardened containers built from
-services/executor/Dockerfile (on a base made here: no registry is reachable)."""
+the executor stage of deploy/docker/Dockerfile (on a base made here: no registry is reachable)."""
 
 import asyncio
 

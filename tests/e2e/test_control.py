@@ -1,10 +1,11 @@
 """Issue 8, control: cancel, retry, replan (asked for and automatic), deadlines, token budgets."""
 
-import asyncio
-
+import nats
 import pytest
 
+from aether_contracts import topology
 from tests.support.plans import scripted, subtask
+from tests.support.services import drained, eventually
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -34,10 +35,7 @@ async def test_cancel_stops_running_work_and_pending_work_never_starts(control_s
     async with stack.client() as client:
         created = await stack.submit(client, plan)
         await stack.wait_task(client, created["id"], until={"executing"})
-        for _ in range(200):
-            if await stack.sim_requests(client, task_id=created["id"], role="expert"):
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: stack.sim_requests(client, task_id=created["id"], role="expert"), timeout=10)
         response = await client.post(f"/api/orchestrate/task/{created['id']}/cancel")
         assert response.status_code == 200, response.text
         task = response.json()
@@ -48,13 +46,20 @@ async def test_cancel_stops_running_work_and_pending_work_never_starts(control_s
         assert (await client.post("/api/orchestrate/task/00000000-0000-7000-8000-000000000000/cancel")).status_code == 404
 
         # the agent was told: its LLM call is aborted (the simulator records a 499)
-        for _ in range(100):
+        async def aborted() -> bool:
             experts = await stack.sim_requests(client, task_id=created["id"], role="expert")
-            if experts[0]["status"] == 499:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1)
+            return experts[0]["status"] == 499
+
+        await eventually(aborted, timeout=10)
         final = await stack.wait_task(client, created["id"])
+        # Every message the cancel caused is handled (the aborted subtask's finish included):
+        # had the scheduler dispatched "after", its message would be pending or in flight.
+        nc = await nats.connect(stack.nats_url)
+        try:
+            durables = [topology.SCHEDULER_FINISHED, topology.SCHEDULER_PLANS, *map(topology.worker_consumer, ("fullstack", "python-backend"))]
+            await drained(nc.jetstream(), *(c.durable for c in durables))
+        finally:
+            await nc.close()
         experts = await stack.sim_requests(client, task_id=created["id"], role="expert")
     assert final["status"] == "cancelled" and final["final_result"] is None
     assert [(r["headers"]["x-aether-subtask-id"], r["status"]) for r in experts] == [("long", 499)], (

@@ -96,13 +96,21 @@ def start_in_the_same_place(stack: Stack, without: tuple[str, ...] = ()) -> None
     second.stop()
 
 
+def remember(recorded: dict[int, tuple[int, str]], sample: dict[int, tuple[int, str]]) -> None:
+    """Adds a sample of the process table, keeping the first command line seen of each process:
+    one exiting (a zombie) reads as empty, and a later sample must not erase what it ran."""
+    for pid, (parent, command) in sample.items():
+        if command or pid not in recorded:
+            recorded[pid] = (parent, command or recorded.get(pid, (parent, ""))[1])
+
+
 def run_until_it_gives_up(stack: Stack, timeout: float) -> tuple[subprocess.Popen, dict[int, tuple[int, str]]]:
     """Start the devstack and record every process it starts until it exits by itself."""
     process = stack.launch()
     recorded: dict[int, tuple[int, str]] = {}
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
-        recorded |= family(process.pid)
+        remember(recorded, family(process.pid))
         time.sleep(0.05)
     return process, recorded
 
@@ -190,7 +198,7 @@ def test_a_ctrl_c_during_the_agent_image_build_ends_the_build_too():
         deadline = time.monotonic() + 120
         while "pip download" not in commands(recorded) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-            recorded |= family(process.pid)
+            remember(recorded, family(process.pid))
         assert "pip download" in commands(recorded), stack.log_tail()
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(60) == 0, stack.log_tail()

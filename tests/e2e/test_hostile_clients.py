@@ -33,6 +33,7 @@ PER_CLIENT = 20
 TOTAL = 90
 LIMIT = 1_000_000
 SLOW_TIMEOUT_S = 3
+KEEP_ALIVE_S = 8
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def hostile_stack():
             "AETHER_STREAMS_TOTAL": str(TOTAL),
             "AETHER_SLOW_CLIENT_TIMEOUT_S": str(SLOW_TIMEOUT_S),
             "AETHER_MAX_BODY_BYTES": str(LIMIT),
+            "AETHER_KEEP_ALIVE_TIMEOUT_S": str(KEEP_ALIVE_S),
         }
     ).start(timeout=240)
     yield running
@@ -228,6 +230,33 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(hos
     status, headers, body = answer
     assert status == 413 and json.loads(body)["detail"] == f"request body larger than {LIMIT} bytes"
     assert "connection" not in headers  # the declared bytes are finite: dropped as they come
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    raw = b""
+    while (answer := parse_response(raw)) is None:
+        data = sock.recv(65536)
+        assert data, f"the connection closed before a whole answer: {raw[:300]!r}"
+        raw += data
+    return answer
+
+
+def test_an_idle_keep_alive_connection_outlives_the_clients_own_idle_limit(hostile_stack):
+    """uvicorn closes an idle connection after 5 s by default, which is httpx's own keep-alive
+    expiry: a request sent at that moment got "Server disconnected without sending a response"
+    (seen in CI). The gateway keeps it for AETHER_KEEP_ALIVE_TIMEOUT_S (75 s by default), then closes it."""
+    stack = hostile_stack
+    with socket.create_connection(("127.0.0.1", stack.http_port), timeout=30) as sock:
+        sock.sendall(head("GET", "/api/health", None))
+        assert read_answer(sock)[0] == 200
+        time.sleep(6)  # longer than uvicorn's default, shorter than KEEP_ALIVE_S
+        sock.sendall(head("GET", "/api/health", None))
+        status, headers, _ = read_answer(sock)
+        assert status == 200 and headers.get("connection") != "close", headers
+        idle = time.monotonic()
+        assert sock.recv(65536) == b""  # then closed by the gateway, not by this client
+        waited = time.monotonic() - idle
+    assert KEEP_ALIVE_S - 1 < waited < KEEP_ALIVE_S + 5, waited
 
 
 def test_a_header_that_never_ends_is_refused_and_not_held(hostile_stack):

@@ -74,7 +74,9 @@ async def test_a_slow_subtask_does_not_delay_an_unrelated_chain(stack):
     plan = scripted(
         "Chain and slow sibling",
         [
-            subtask("slow", "devops-expert", sim="latency_ms=2500"),
+            # Long enough that three cold agents in a row (seconds each on a loaded machine,
+            # with a second test worker beside) still finish first.
+            subtask("slow", "devops-expert", sim="latency_ms=8000"),
             subtask("c1", "database-expert", sim="latency_ms=100"),
             subtask("c2", "python-backend", ["c1"], sim="latency_ms=100"),
             subtask("c3", "testing-expert", ["c2"], sim="latency_ms=100"),

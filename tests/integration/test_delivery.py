@@ -12,6 +12,7 @@ from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core.service import settle, subscription
 from aether_core.store import TaskStore
 from aether_executor import scheduling
+from tests.support.services import drained
 
 
 async def connect(server):
@@ -37,7 +38,7 @@ async def run_consumer(server, consumer: topology.ConsumerSpec, handler, payload
         deadline = time.monotonic() + timeout
         while not until() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # room for any unwanted extra delivery to show up
+        await drained(js, consumer.durable)  # settled: no extra delivery can follow
     info = await js.consumer_info(topology.STREAM, consumer.durable)
     await nc.close()
     return info

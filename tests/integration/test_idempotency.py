@@ -8,7 +8,7 @@ from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, SubtaskFinished, TaskCreated
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
 from aether_core.store import TaskStore
-from tests.support.services import eventually, executor_app, planner_app, wait_status
+from tests.support.services import drained, eventually, executor_app, planner_app, wait_status
 
 
 async def publish_twice(js, subject: str, event) -> None:
@@ -27,7 +27,7 @@ async def test_a_duplicate_task_created_plans_once(fresh_nats, simulator):
     async with planner_app(fresh_nats, simulator):
         await publish_twice(js, subjects.TASK_CREATED, TaskCreated(task_id=task_id, description="x"))
         state = await wait_status(store, task_id, {TaskStatus.EXECUTING})
-        await asyncio.sleep(0.8)  # time for the duplicate to be handled too
+        await drained(js, topology.PLANNER.durable)  # the duplicate is handled too
     planner_calls = simulator.requests(task_id=task_id, role="planner")
     assert len(planner_calls) == 1
     state = await store.require(task_id)
@@ -64,7 +64,7 @@ async def test_a_duplicate_subtask_finished_dispatches_dependents_once(fresh_nat
         finished = SubtaskFinished(task_id=task_id, subtask_id="a", dispatch=1, outcome="completed", result="ra")
         await publish_twice(js, subjects.SUBTASK_FINISHED, finished)
         await eventually(lambda: _equals(ready_count, 3))
-        await asyncio.sleep(0.8)
+        await drained(js, topology.SCHEDULER_PLANS.durable, topology.SCHEDULER_FINISHED.durable)
         assert await ready_count() == 3  # a once, then b and c once each
     state = await store.require(task_id)
     assert state.subtask("a").status == SubtaskStatus.COMPLETED

@@ -1,4 +1,4 @@
-"""Every service's image, built from its Dockerfile on a Python base made here (no registry), runs
+"""Every service's image, built from its stage of the one Dockerfile on a Python base made here (no registry), runs
 hardened as Kubernetes runs it (non-root, read-only root, no capabilities) against a real NATS:
 healthy by its own HEALTHCHECK, together able to complete a task, and stopped cleanly by SIGTERM.
 """
@@ -113,6 +113,20 @@ def process_uid(container) -> int:
 
 def test_every_service_has_an_image(images):
     assert {"gateway", "planner", "executor", "synthesizer"} <= images.keys()
+
+
+def test_the_images_share_every_layer_but_their_last(images):
+    """One Dockerfile (issue 17): the services' images differ only in their last stage, so a
+    node pulling all four stores their common layers once."""
+    client = docker_client()
+    inspected = {name: client.images.get(image_id).attrs for name, image_id in images.items()}
+    layers = {name: attrs["RootFS"]["Layers"] for name, attrs in inspected.items()}
+    assert layers["planner"] == layers["executor"] == layers["synthesizer"]
+    assert layers["gateway"][:-1] == layers["planner"] and len(layers["gateway"]) == len(layers["planner"]) + 1
+    for name, attrs in inspected.items():
+        assert attrs["Config"]["Entrypoint"] == ["python", "-m", f"aether_{name}"], name
+    sizes = {name: round(attrs["Size"] / 1e6) for name, attrs in inspected.items()}
+    print(f"\nimage sizes (MB, each counting the shared layers): {sizes}")
 
 
 def test_each_image_runs_hardened_and_becomes_healthy_against_nats(running):

@@ -47,6 +47,22 @@ async def eventually(check, timeout: float = 20, interval: float = 0.05):
         await asyncio.sleep(interval)
 
 
+async def drained(js, *durables: str, timeout: float = 20) -> None:
+    """Every message for these durable consumers of the work stream is delivered and settled
+    (acknowledged or terminated): none can be redelivered, so whatever they cause has happened.
+    What a test waits for before asserting that nothing else happened, instead of a sleep."""
+    from aether_contracts import topology
+
+    async def check() -> bool:
+        for durable in durables:
+            info = await js.consumer_info(topology.STREAM, durable)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    await eventually(check, timeout)
+
+
 async def wait_status(store: TaskStore, task_id: str, statuses, timeout: float = 20):
     async def check():
         found = await store.get(task_id)

@@ -26,3 +26,20 @@ def test_every_variable_devstack_and_the_simulator_read_is_documented():
 def test_the_readme_opens_with_the_two_commands():
     head = README[:2500]
     assert "make up" in head and "make test" in head
+
+
+def test_the_readmes_subject_table_is_the_one_the_grants_and_consumers_give():
+    """Issue 17: the table of subjects is rendered from `permissions.grants` and the consumers,
+    so it cannot miss a subject (it once lacked the replan, deadline and control subjects and
+    named only the planner as publishing `plan.ready`)."""
+    from aether_contracts import subjects
+    from aether_devstack.subjects_table import readme_section, render, rows, shown
+
+    assert readme_section(README) == render(), "stale: run `.venv/bin/python -m aether_devstack subjects --write`"
+    listed = {subject for subject, *_ in rows()}
+    constants = {v for k, v in vars(subjects).items() if k.isupper() and isinstance(v, str) and v.startswith("aether.")}
+    assert len(constants) > 12
+    for constant in map(shown, constants):
+        assert any(s == constant or s.startswith(constant + ".") for s in listed), f"{constant} is in no row"
+    publishers = {subject: by for subject, _, by, _ in rows()}
+    assert publishers[subjects.PLAN_READY] == "gateway, planner, synthesizer"

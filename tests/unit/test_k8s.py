@@ -183,6 +183,7 @@ def test_manifests_provide_every_setting_a_service_reads_and_no_other(overlay, m
         unset = dict(UNSET_ON_PURPOSE) | (GATEWAY_UNSET if service == "gateway" else {})
         if env.get("AETHER_EXECUTOR_ROLE") == "scheduler":
             unset["AETHER_AGENT_TYPES"] = "a scheduler runs no subtask"
+            unset |= {n: "a scheduler calls no LLM" for n in reads if n.startswith(("AETHER_LLM_", "OPENAI_"))}
         missing = reads - provided - unset.keys()
         assert not missing, f"{name} does not set {sorted(missing)}"
 
@@ -224,15 +225,16 @@ def test_the_unset_settings_exist():
 def test_llm_credentials_come_from_a_secret_that_is_not_in_the_manifests(overlay):
     docs = render(overlay)
     assert not of_kind(docs, "Secret")
-    for _name, service, pod in aether_pods(docs):
+    for name, service, pod in aether_pods(docs):
         container = pod["containers"][0]
         keys = {
             e["name"]: e["valueFrom"]["secretKeyRef"]
             for e in container.get("env", [])
             if "secretKeyRef" in e.get("valueFrom", {}) and e["name"] != "AETHER_NATS_URL"
         }
-        if service == "gateway":
-            assert not keys
+        if service == "gateway" or name == "executor-scheduler":  # neither calls an LLM
+            assert not keys, name
+            assert "aether-llm" not in str(container.get("envFrom")), name
         else:
             assert keys["OPENAI_API_KEY"]["name"] == "aether-llm"
             assert not keys["OPENAI_API_KEY"].get("optional")
@@ -396,6 +398,7 @@ def test_dev_runs_one_nats_node_that_syncs_every_write():
 
 
 def test_images_are_the_ones_this_checkout_builds():
+    from aether_devstack.images import services
     from tests.support.containers import nats_version
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -403,8 +406,9 @@ def test_images_are_the_ones_this_checkout_builds():
         images = {
             c["image"] for _, t in workloads(render(overlay)) for c in t["spec"]["containers"]
         }
+        built = {s.name for s in services()}
         for service in SERVICES:
             assert f"aether-{service}:{version}" in images
-            assert (ROOT / "services" / service / "Dockerfile").is_file()
+            assert service in built, f"deploy/docker/Dockerfile has no stage {service}"
         # The NATS the tests run is the NATS the manifests deploy.
         assert f"nats:{nats_version()}-alpine" in images

@@ -147,7 +147,7 @@ def test_dependency_results_and_files_are_framed_in_the_expert_prompt():
     }
     [quoted] = frames(prompt, nonce, "file")
     assert "DROP TABLE users" in quoted.text and quoted.attrs == {"path": "db/schema.sql", "written_by": "schema"}
-    assert only_frame(prompt, "analysis") == state.plan["analysis"]
+    assert only_frame(prompt, "analysis") == state.plan.analysis
     skeleton = outside(prompt, nonce)
     assert "### Result of schema (database-expert)" in skeleton and "### File db/schema.sql" in skeleton
     for injected in ("evil", "secrets", "leak", "DROP TABLE", "Ignore every rule", "obeys"):

@@ -1,11 +1,13 @@
 """The task state model's own invariant: one subtask per id (issue 19, finding 6)."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from aether_contracts.state import InvalidTaskState, Subtask, TaskState, TaskStatus
+from aether_contracts.state import EventKind, InvalidTaskState, Subtask, TaskState, TaskStatus
 
 
 def subtasks(*ids: str) -> list[Subtask]:
@@ -46,3 +48,22 @@ def test_stored_states_load_as_they_are():
     assert [s.id for s in broken.subtasks] == ["a", "b", "a"] and broken.status == TaskStatus.EXECUTING
     with pytest.raises(InvalidTaskState):
         broken.check()
+
+
+def test_every_history_entry_is_recorded_with_an_event_kind():
+    """Issue 17: event kinds are one enum. A literal kind in a `record(...)` call (a typo
+    nobody's filter matches) is caught here; the history keeps the plain value."""
+    root = Path(__file__).resolve().parents[2]
+    literal = re.compile(r"""(?:\.record|\._record)\(\s*["']""")
+    found = [
+        f"{path.relative_to(root)}:{source[: m.start()].count(chr(10)) + 1}"
+        for folder in ("libs", "services")
+        for path in (root / folder).rglob("*.py")
+        for source in [path.read_text()]
+        for m in literal.finditer(source)
+    ]
+    assert not found, f"record(...) with a literal kind, not an EventKind: {found}"
+    state = TaskState(id="t", description="d")
+    event = state.record(EventKind.PLAN_READY, "planned")
+    assert json.loads(state.model_dump_json())["events"][0]["kind"] == "plan.ready" == event.kind
+    assert len({k.value for k in EventKind}) == len(EventKind)

@@ -70,6 +70,40 @@ class SubtaskStatus(StrEnum):
         return self in (SubtaskStatus.COMPLETED, SubtaskStatus.FAILED, SubtaskStatus.CANCELLED)
 
 
+class EventKind(StrEnum):
+    """What a task's history entry (`TaskEvent.kind`) records; clients filter on these values."""
+
+    TASK_CREATED = "task.created"
+    TASK_STATUS = "task.status"
+    """The task's status changed (`TaskEvent.status` holds the new one)."""
+    TASK_REPLANNING = "task.replanning"
+    TASK_VERIFIED = "task.verified"
+    TASK_UNVERIFIED = "task.unverified"
+    TASK_FIXUP = "task.fixup"
+    """Jason's fix-up after a failed check of the whole repository."""
+    PLAN_READY = "plan.ready"
+    PLAN_REPAIRED = "plan.repaired"
+    PLAN_NOTE = "plan.note"
+    PLAN_FALLBACK = "plan.fallback"
+    """No usable plan from the LLM: the keyword plan was used."""
+    PLAN_APPROVED = "plan.approved"
+    SUBTASK_STATUS = "subtask.status"
+    SUBTASK_QUEUED = "subtask.queued"
+    SUBTASK_REPLAN = "subtask.replan"
+    SUBTASK_REPLANNED = "subtask.replanned"
+    SUBTASK_REPLAN_FAILED = "subtask.replan_failed"
+    WORKSPACE_FILES = "workspace.files"
+    WORKSPACE_CONFLICT = "workspace.conflict"
+    WORKSPACE_REFUSED = "workspace.refused"
+    WORKSPACE_SKIPPED = "workspace.skipped"
+    REPOSITORY_ASSEMBLED = "repository.assembled"
+    REPOSITORY_FAILED = "repository.failed"
+    SYNTHESIS_STARTED = "synthesis.started"
+    SYNTHESIS_FALLBACK = "synthesis.fallback"
+    LLM_RETRY = "llm.retry"
+    LLM_NOTE = "llm.note"
+
+
 class Usage(BaseModel):
     """Tokens and LLM requests, every attempt counted: failed, abandoned and retried ones too."""
 
@@ -210,6 +244,7 @@ class TaskEvent(BaseModel):
     seq: int
     at: datetime
     kind: str
+    """An `EventKind` value; a str, so a history written by a newer version still reads."""
     message: str
     level: EventLevel = "info"
     subtask_id: str | None = None
@@ -241,6 +276,33 @@ class Approval(BaseModel):
         return (self.decided_at - self.requested_at).total_seconds()
 
 
+class PlanItem(BaseModel):
+    """A subtask as its plan states it (what it became is its `Subtask`)."""
+
+    id: str
+    description: str
+    agent_type: str
+    depends_on: list[str] = Field(default_factory=list)
+    verify: list[str] = Field(default_factory=list)
+
+
+class PlanReplacement(BaseModel):
+    """A failed subtask's replacement sub-plan, spliced into the plan in its place."""
+
+    replaced: str
+    analysis: str = ""
+    subtasks: list[PlanItem] = Field(default_factory=list)
+
+
+class PlanRecord(BaseModel):
+    """The plan a task runs: Jason's, or a person's edited one (issue 17: a typed model, not a
+    dict read by key in two services)."""
+
+    analysis: str = ""
+    subtasks: list[PlanItem] = Field(default_factory=list)
+    replans: list[PlanReplacement] = Field(default_factory=list)
+
+
 class TaskState(BaseModel):
     schema_version: int = SCHEMA_VERSION
     id: str
@@ -251,7 +313,7 @@ class TaskState(BaseModel):
     round: int = 1
     """Bumped by every retry or replan; part of the dedup ids of the events it causes."""
     timeout_s: float | None = None
-    plan: dict[str, Any] | None = None
+    plan: PlanRecord | None = None
     subtasks: list[Subtask] = Field(default_factory=list)
     final_result: str | None = None
     synthesis_attempts: int = 0
@@ -310,7 +372,7 @@ class TaskState(BaseModel):
 
     def record(
         self,
-        kind: str,
+        kind: EventKind,
         message: str,
         *,
         level: EventLevel = "info",
@@ -335,7 +397,7 @@ class TaskState(BaseModel):
         self.status = status
         if status.terminal:
             self.completed_at = utcnow()
-        self.record("task.status", message, level=level, status=status.value)
+        self.record(EventKind.TASK_STATUS, message, level=level, status=status.value)
 
     def set_subtask_status(
         self,
@@ -348,7 +410,7 @@ class TaskState(BaseModel):
     ) -> None:
         subtask.status = status
         self.record(
-            "subtask.status",
+            EventKind.SUBTASK_STATUS,
             message,
             level=level,
             subtask_id=subtask.id,

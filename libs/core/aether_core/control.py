@@ -3,7 +3,7 @@ and the scheduler (deadlines, token budgets). No broker in here."""
 
 from __future__ import annotations
 
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_contracts.state import EventKind, Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
 
 from . import dag
 
@@ -89,7 +89,7 @@ def prepare_retry(state: TaskState, selected: list[Subtask], *, replan: bool) ->
         if replan and subtask.id in roots:
             subtask.replan_pending = True
             state.record(
-                "subtask.replan",
+                EventKind.SUBTASK_REPLAN,
                 f"Subtask {subtask.id}: Jason is asked for a replacement plan",
                 subtask_id=subtask.id,
             )

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aether_contracts.state import TaskState, Usage
+from aether_contracts.state import EventKind, TaskState, Usage
 
 from .llm import estimate_prompt_tokens
 from .store import TaskNotFound, TaskStore
@@ -36,12 +36,12 @@ class TaskNotes:
         self.subtask_id = subtask_id
 
     async def retry(self, attempt: int, wait: float, reason: str) -> None:
-        await self._record("llm.retry", f"{self.what} LLM call failed ({reason}); retry {attempt} in {wait:.1f}s")
+        await self._record(EventKind.LLM_RETRY, f"{self.what} LLM call failed ({reason}); retry {attempt} in {wait:.1f}s")
 
     async def note(self, message: str) -> None:
-        await self._record("llm.note", f"{self.what} LLM call: {message}")
+        await self._record(EventKind.LLM_NOTE, f"{self.what} LLM call: {message}")
 
-    async def _record(self, kind: str, message: str) -> None:
+    async def _record(self, kind: EventKind, message: str) -> None:
         def change(state: TaskState) -> None:
             state.record(kind, message, level="warning", subtask_id=self.subtask_id)
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from aether_contracts.state import Subtask
+from aether_contracts.state import PlanRecord, Subtask
 
 from . import dag
 from .templates import Registry
@@ -67,6 +67,10 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return {"analysis": self.analysis, "subtasks": [s.as_dict() for s in self.subtasks]}
+
+    def record(self) -> PlanRecord:
+        """The plan as the task state keeps it."""
+        return PlanRecord.model_validate(self.as_dict())
 
     def subtask_states(self) -> list[Subtask]:
         """The plan's subtasks as a task state holds them, none started."""

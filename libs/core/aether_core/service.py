@@ -21,6 +21,7 @@ from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from aether_contracts import subjects, topology
+from aether_contracts.events import MSG_ID_HEADER
 from aether_contracts.permissions import TOPOLOGY
 from aether_contracts.services import ServiceHeartbeat
 from aether_contracts.state import utcnow
@@ -325,7 +326,7 @@ class Runtime:
             event.model_dump_json().encode(),
             timeout=PUBLISH_TIMEOUT_S,
             stream=topology.STREAM,
-            headers={"Nats-Msg-Id": event.dedup_id(), "content-type": "application/json"},
+            headers={MSG_ID_HEADER: event.dedup_id(), "content-type": "application/json"},
         )
 
     async def schedule(self, event: Any, subject: str, *, at: datetime, target: str) -> None:
@@ -359,7 +360,7 @@ class Runtime:
                 await self.broker.publish(
                     event,
                     subject,
-                    headers={"Nats-Msg-Id": event.dedup_id()},
+                    headers={MSG_ID_HEADER: event.dedup_id()},
                     stream=topology.STREAM,
                     timeout=PUBLISH_TIMEOUT_S,
                 )

@@ -48,6 +48,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from aether_contracts.events import MSG_ID_HEADER
 from aether_contracts.state import TaskState, TaskStatus, TraceSpan, utcnow
 from aether_contracts.subjects import metric_label
 
@@ -286,7 +287,7 @@ class TaskTracing(BaseMiddleware):
             "messaging.operation.name": "publish",
             "messaging.operation.type": "send",
             "messaging.destination.name": destination,
-            "messaging.message.id": (cmd.headers or {}).get("Nats-Msg-Id"),
+            "messaging.message.id": (cmd.headers or {}).get(MSG_ID_HEADER),
             TASK_ID: getattr(body, "task_id", None),
             SUBTASK_ID: getattr(body, "subtask_id", None),
         }

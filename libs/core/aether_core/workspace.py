@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState
+from aether_contracts.state import EventKind, Subtask, SubtaskStatus, TaskState
 from aether_contracts.workspace import PathConflict, RefusedFile, WorkspaceFile
 
 from . import dag
@@ -93,14 +93,14 @@ def record_subtask_files(
     if files:
         size = sum(f.size for f in files)
         state.record(
-            "workspace.files",
+            EventKind.WORKSPACE_FILES,
             f"Subtask {subtask.id} wrote {len(files)} file(s), {size} bytes",
             subtask_id=subtask.id,
             data={"paths": [f.path for f in files][:50]},
         )
     for item in subtask.refused_files:
         state.record(
-            "workspace.refused",
+            EventKind.WORKSPACE_REFUSED,
             f"Subtask {subtask.id}: file {item.path!r} refused: {item.reason}",
             level="warning",
             subtask_id=subtask.id,
@@ -111,7 +111,7 @@ def record_subtask_files(
     for conflict in new:
         what = "different versions of" if conflict.kind == "content" else "a file and a directory at"
         state.record(
-            "workspace.conflict",
+            EventKind.WORKSPACE_CONFLICT,
             f"Path conflict: {', '.join(conflict.subtask_ids)} ran in parallel and wrote {what} "
             f"{conflict.path}; Jason's synthesis is asked to resolve it",
             level="warning",

@@ -87,7 +87,7 @@ def expert_prompt(
     tools: str | None = None,
 ) -> tuple[list[dict[str, str]], str]:
     """`expert_messages`, and the nonce its frames use; `tools`: how to work with the tools."""
-    analysis = (state.plan or {}).get("analysis") or ""
+    analysis = state.plan.analysis if state.plan else ""
     deps = [state.subtask(d) for d in subtask.depends_on]
     results = [truncate(dep.result or "", context_chars) for dep in deps]
     nonce = new_nonce(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aether_contracts.events import SubtaskFinished, TaskExpired
-from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_contracts.state import EventKind, Subtask, SubtaskStatus, TaskState, TaskStatus, utcnow
 from aether_core import dag
 from aether_core.control import stop_task
 from aether_core.store import Unchanged
@@ -72,7 +72,7 @@ def queue_ready(state: TaskState, has_agent: HasAgent = _any_agent) -> list[Subt
             subtask.dispatches += 1
             if has_agent(subtask.agent_type):
                 state.record(
-                    "subtask.queued",
+                    EventKind.SUBTASK_QUEUED,
                     f"Subtask {subtask.id} queued for a {subtask.agent_type} agent",
                     subtask_id=subtask.id,
                     status=subtask.status.value,
@@ -199,7 +199,7 @@ def finish_subtask(state: TaskState, event: SubtaskFinished, policy: Policy = DE
             subtask.replan_pending = True
             decision.replan.append(subtask.id)
             state.record(
-                "subtask.replan",
+                EventKind.SUBTASK_REPLAN,
                 f"Subtask {subtask.id} failed for a reason retrying cannot fix; Jason is asked for a replacement plan",
                 subtask_id=subtask.id,
             )

@@ -55,6 +55,9 @@ if __name__ == "__main__":
             # Live streams never end by themselves: without a limit a stop would wait for every
             # browser tab to close. Clients resume where they were from another replica or restart.
             timeout_graceful_shutdown=3,
+            # uvicorn's 5 s equals httpx's keep-alive expiry: a request sent on a connection at the
+            # moment the server closes it failed with "Server disconnected without sending a response".
+            timeout_keep_alive=settings.keep_alive_timeout_s,
             # Stream clients send nothing: a larger message (in one frame or many) is not read
             # (closed with 1009).
             ws_max_size=WS_MAX_MESSAGE_BYTES,

@@ -75,7 +75,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from google.protobuf.json_format import MessageToDict
 
-from aether_contracts.state import TaskState, TaskStatus
+from aether_contracts.state import EventKind, TaskState, TaskStatus
 from aether_core.workspace import final_files
 from aether_core.workspace_store import ObjectCorrupt, ObjectMissing
 
@@ -400,7 +400,7 @@ class AetherAgent(RequestHandler):
                 assert state is not None
                 if isinstance(message, TaskEventMessage):
                     event = message.data
-                    if event.kind == "task.status" and event.status in STATUSES:
+                    if event.kind == EventKind.TASK_STATUS and event.status in STATUSES:
                         if TaskStatus(event.status).terminal:
                             continue  # said by the final update, after the artifacts
                         current = TaskStatus(event.status)

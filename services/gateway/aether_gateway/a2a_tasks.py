@@ -36,7 +36,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether_contracts.events import ToolStep
-from aether_contracts.state import TaskState, TaskStatus
+from aether_contracts.state import EventKind, TaskState, TaskStatus
 
 from .schemas import TaskEventBody
 
@@ -70,7 +70,7 @@ def origin(message: Message) -> dict[str, Any]:
 
 def _origin_of(state: TaskState) -> dict[str, Any]:
     first = state.events[0] if state.events else None
-    if first is None or first.kind != "task.created" or not isinstance(first.data, dict):
+    if first is None or first.kind != EventKind.TASK_CREATED or not isinstance(first.data, dict):
         return {}
     found = first.data.get(ORIGIN_KEY)
     return found if isinstance(found, dict) else {}

@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 
 from aether_contracts import subjects
 from aether_contracts.events import PlanReady, TaskFinished
-from aether_contracts.state import InvalidTaskState, SubtaskStatus, TaskState, TaskStatus, utcnow
+from aether_contracts.state import (
+    EventKind,
+    InvalidTaskState,
+    SubtaskStatus,
+    TaskState,
+    TaskStatus,
+    utcnow,
+)
 from aether_contracts.waiting import MAX_ANSWER_CHARS
 from aether_core import deadlines, telemetry
 from aether_core.control import ControlError, stop_task
@@ -105,14 +112,14 @@ async def approve(gw: Gateway, principal: Principal, task_id: str, plan: dict[st
                 edited = parse_plan(plan, gw.registry, gw.settings.max_subtasks, strict=True)
             except PlanError as bad:
                 raise InvalidPlan(bad.problems) from None
-            state.plan = edited.as_dict()
+            state.plan = edited.record()
             state.subtasks = edited.subtask_states()
         approval.decided_at = utcnow()
         approval.decision = "approved"
         approval.edited = edited is not None
         waited = approval.waited_s or 0.0
         what = f"with a plan of {len(state.subtasks)} subtask(s) edited by a person" if edited else "as Jason planned it"
-        state.record("plan.approved", f"Plan approved {what} after {waited:.1f}s", data={"waited_s": waited, "edited": bool(edited)})
+        state.record(EventKind.PLAN_APPROVED, f"Plan approved {what} after {waited:.1f}s", data={"waited_s": waited, "edited": bool(edited)})
         state.set_status(TaskStatus.EXECUTING, "Executing the approved plan")
         return waited
 

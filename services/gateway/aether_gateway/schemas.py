@@ -11,6 +11,8 @@ from aether_contracts.agents import AgentStatus
 from aether_contracts.events import ToolStep
 from aether_contracts.state import (
     Approval,
+    EventKind,
+    PlanRecord,
     SubtaskStatus,
     TaskEvent,
     TaskState,
@@ -126,7 +128,12 @@ class TaskEventBody(BaseModel):
     task_id: str
     seq: int
     at: datetime
-    kind: str = Field(..., examples=["subtask.status"])
+    kind: str = Field(
+        ...,
+        examples=["subtask.status"],
+        description="What the entry records: " + ", ".join(f"`{k.value}`" for k in EventKind)
+        + " (a client should accept kinds it does not know).",
+    )
     message: str
     level: Literal["info", "warning", "error"]
     subtask_id: str | None = None
@@ -143,7 +150,7 @@ class TaskStateBody(BaseModel):
     status: TaskStatus
     master_deployment_id: str
     subtasks: list[SubtaskBody]
-    plan: dict[str, Any] | None = None
+    plan: PlanRecord | None = None
     final_result: str | None = None
     error: str | None = None
     usage: Usage

@@ -32,6 +32,13 @@ class GatewaySettings(ServiceSettings):
         gt=0,
         description="A connection whose client takes nothing of what it is sent for this long is closed.",
     )
+    keep_alive_timeout_s: float = Field(
+        75.0,
+        gt=0,
+        description="An idle keep-alive connection is closed after this long. Longer than clients' "
+        "own idle limits (httpx 5 s, browsers 60 s, most proxies 60 s), so a client never reuses a "
+        "connection the gateway is closing at that moment.",
+    )
     default_master: str = Field(DEFAULT_MASTER_ID, description="Master used when a task names none.")
     task_timeout_s: float = Field(
         3600.0, gt=0, description="A task not finished this long after its start (or retry) fails."

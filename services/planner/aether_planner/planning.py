@@ -13,6 +13,9 @@ from typing import Any
 from aether_contracts.events import ReplanRequested, TaskCreated
 from aether_contracts.state import (
     Approval,
+    EventKind,
+    PlanItem,
+    PlanReplacement,
     Subtask,
     SubtaskStatus,
     TaskState,
@@ -334,11 +337,11 @@ class Planner:
                 if isinstance(outcome, str):
                     failed.replan_pending = False
                     failed.replans += 1
-                    state.record("subtask.replan_failed", f"Replanning {subtask_id} failed: {outcome}", level="error", subtask_id=subtask_id)
+                    state.record(EventKind.SUBTASK_REPLAN_FAILED, f"Replanning {subtask_id} failed: {outcome}", level="error", subtask_id=subtask_id)
                     continue
                 new_ids = splice(state, failed, outcome.plan)
                 state.record(
-                    "subtask.replanned",
+                    EventKind.SUBTASK_REPLANNED,
                     f"Subtask {subtask_id} replaced by {', '.join(new_ids)}",
                     subtask_id=subtask_id,
                     data={"replaced_by": new_ids},
@@ -385,7 +388,7 @@ class Planner:
             approval=Approval(timeout_s=event.approval_timeout_s) if event.approval_timeout_s else None,
             question_timeout_s=event.question_timeout_s,
         )
-        state.record("task.created", "Task created (state restored by the planner)")
+        state.record(EventKind.TASK_CREATED, "Task created (state restored by the planner)")
         with contextlib.suppress(TaskExists):
             await self.store.create(state)
 
@@ -396,7 +399,7 @@ def _begin_planning(state: TaskState, redelivered: bool) -> bool:
         return True
     if state.status == TaskStatus.PLANNING and redelivered:
         # A redelivery: the previous attempt died before storing a plan.
-        state.record("task.replanning", "Planning restarted after an interrupted attempt", level="warning")
+        state.record(EventKind.TASK_REPLANNING, "Planning restarted after an interrupted attempt", level="warning")
         return True
     raise Unchanged(False)
 
@@ -405,25 +408,25 @@ def _store_plan(state: TaskState, outcome: PlanOutcome) -> bool:
     if state.status != TaskStatus.PLANNING:
         raise Unchanged(False)  # cancelled while planning, or stored by a twin
     plan = outcome.plan
-    state.plan = plan.as_dict()
+    state.plan = plan.record()
     state.subtasks = plan.subtask_states()
     state.usage.add(outcome.usage)
     if outcome.model == "keywords":
         state.record(
-            "plan.fallback",
+            EventKind.PLAN_FALLBACK,
             f"Jason's plans were unusable ({outcome.first_error}); planned from the agent templates' keywords instead",
             level="warning",
         )
     elif outcome.repaired:
         state.record(
-            "plan.repaired",
+            EventKind.PLAN_REPAIRED,
             f"Jason's first plan was invalid ({outcome.first_error}); the repaired plan was accepted",
             level="warning",
         )
     for note in plan.notes:
-        state.record("plan.note", f"Plan repaired: {note}", level="warning")
+        state.record(EventKind.PLAN_NOTE, f"Plan repaired: {note}", level="warning")
     state.record(
-        "plan.ready",
+        EventKind.PLAN_READY,
         f"Plan ready: {len(plan.subtasks)} subtask(s) for "
         f"{', '.join(sorted({s.agent_type for s in plan.subtasks}))}",
         data={"model": outcome.model, "usage": outcome.usage.model_dump()},
@@ -523,7 +526,11 @@ def splice(state: TaskState, failed: Subtask, plan: Plan) -> list[str]:
     failed.replans = n
     failed.replaced_by = [c.id for c in created]
     if state.plan is not None:
-        state.plan.setdefault("replans", []).append(
-            {"replaced": failed.id, "analysis": plan.analysis, "subtasks": [c.model_dump(include={"id", "description", "agent_type", "depends_on", "verify"}) for c in created]}
+        state.plan.replans.append(
+            PlanReplacement(
+                replaced=failed.id,
+                analysis=plan.analysis,
+                subtasks=[PlanItem.model_validate(c.model_dump(include=set(PlanItem.model_fields))) for c in created],
+            )
         )
     return failed.replaced_by

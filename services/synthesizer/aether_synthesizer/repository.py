@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nats.errors
 
-from aether_contracts.state import TaskState, utcnow
+from aether_contracts.state import EventKind, TaskState, utcnow
 from aether_contracts.workspace import (
     SYNTHESIS,
     RefusedFile,
@@ -119,28 +119,28 @@ class Assembly:
             conflict.resolved_by_synthesis = conflict.path in written
             if not conflict.resolved_by_synthesis:
                 state.record(
-                    "workspace.conflict",
+                    EventKind.WORKSPACE_CONFLICT,
                     f"Path conflict on {conflict.path} was not resolved by the synthesis: the "
                     f"repository keeps the version of {conflict.subtask_ids[-1]} (the later commit)",
                     level="warning",
                 )
         for item in self.refused:
             state.record(
-                "workspace.refused",
+                EventKind.WORKSPACE_REFUSED,
                 f"Synthesis: file {item.path!r} refused: {item.reason}",
                 level="warning",
             )
         for item in self.info.skipped:
             state.record(
-                "workspace.skipped",
+                EventKind.WORKSPACE_SKIPPED,
                 f"Repository: {item.path} left out of {item.written_by}'s commit: {item.reason}",
                 level="warning",
             )
         if self.info.error:
-            state.record("repository.failed", f"The repository could not be assembled: {self.info.error}", level="error")
+            state.record(EventKind.REPOSITORY_FAILED, f"The repository could not be assembled: {self.info.error}", level="error")
         else:
             state.record(
-                "repository.assembled",
+                EventKind.REPOSITORY_ASSEMBLED,
                 f"Repository assembled: {len(self.info.commits)} commit(s), {self.info.files} file(s), "
                 f"{self.info.bytes} bytes; bundle {self.info.bundle_size} bytes",
                 data={"head": self.info.head},

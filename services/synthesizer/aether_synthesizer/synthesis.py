@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aether_contracts.events import PlanReady, SynthesisRequested, TaskFinished
 from aether_contracts.state import (
+    EventKind,
     Subtask,
     SubtaskStatus,
     TaskState,
@@ -60,7 +61,7 @@ def synthesis_messages(
     """Jason's synthesis prompt, then the workspace brief (`files`: the conflicting versions,
     as `Repository.brief_files` reads them); every text from the user, the plan or an expert is
     framed as data with one nonce (aether_core.prompting)."""
-    analysis = str((state.plan or {}).get("analysis") or "")
+    analysis = state.plan.analysis if state.plan else ""
     completed = [s for s in state.subtasks if s.status == SubtaskStatus.COMPLETED]
     results = {s.id: _cut(s.result or "", result_chars) for s in completed}
     missing = missing_parts(state)
@@ -121,7 +122,7 @@ def _begin(state: TaskState, redelivered: bool) -> TaskState:
         raise Unchanged(None)  # a duplicate event while another instance synthesizes
     state.synthesis_attempts += 1
     again = " again (the previous attempt was interrupted)" if state.synthesis_attempts > 1 else ""
-    state.record("synthesis.started", f"Jason started the synthesis{again}")
+    state.record(EventKind.SYNTHESIS_STARTED, f"Jason started the synthesis{again}")
     return state
 
 
@@ -131,15 +132,15 @@ def _complete(state: TaskState, text: str, usage: Usage, note: str | None, verif
     state.final_result = text
     state.usage.add(usage)
     if note:
-        state.record("synthesis.fallback", note, level="warning")
+        state.record(EventKind.SYNTHESIS_FALLBACK, note, level="warning")
     if verification is not None:
         state.verification = verification
         failing = [c.command for c in verification.checks if not c.passed]
         if verification.passed:
-            state.record("task.verified", f"The repository passes its {len(verification.checks)} check(s)")
+            state.record(EventKind.TASK_VERIFIED, f"The repository passes its {len(verification.checks)} check(s)")
         else:
             state.record(
-                "task.unverified",
+                EventKind.TASK_UNVERIFIED,
                 f"The repository fails {len(failing)} of its {len(verification.checks)} check(s): "
                 + ", ".join(f"`{c}`" for c in failing) + (f" ({verification.note})" if verification.note else ""),
                 level="warning",
@@ -190,7 +191,7 @@ def _fix_up(state: TaskState, verification: Verification, max_fixups: int) -> in
     state.round += 1
     state.synthesis_attempts = 0  # the next round's synthesis is a first attempt, not a duplicate
     state.record(
-        "task.fixup",
+        EventKind.TASK_FIXUP,
         f"The repository fails {len(failing)} check(s): {', '.join(f'`{c.command}`' for c in failing)}; "
         f"{fixup_id} ({agent_type}) fixes it (fix-up {state.fixups} of at most {max_fixups})",
         level="warning",

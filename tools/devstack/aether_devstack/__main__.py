@@ -454,6 +454,7 @@ def main() -> None:
     sub.add_parser("images", help="build every service's container image", add_help=False)
     sub.add_parser("nats-secrets", help="Kubernetes Secrets: a NATS user per service", add_help=False)
     sub.add_parser("check-llm", help="Aether against a real local model (llama.cpp, SmolLM2)", add_help=False)
+    sub.add_parser("subjects", help="the README's table of NATS subjects, from the grants", add_help=False)
     args, rest = parser.parse_known_args()
     if args.command == "up":
         if rest:
@@ -467,6 +468,10 @@ def main() -> None:
         from .check_llm import main as check_llm
 
         raise SystemExit(check_llm(rest))
+    if args.command == "subjects":
+        from .subjects_table import main as subjects_table
+
+        raise SystemExit(subjects_table(rest))
     if args.command == "nats-secrets":
         from .nats_secrets import main as nats_secrets
 

@@ -1,10 +1,11 @@
 """Container images of the services: `python -m aether_devstack images` (what `make images` runs).
 
-Every `services/<name>/Dockerfile` is built from the repository root as `aether-<name>`. The build
-installs the versions locked in uv.lock from wheels gathered here first, under
-`.build/images/deps` (a file of hashed requirements per service and the wheels for Linux and
-CPython 3.11), so the image build needs no network and no index, and a second build reuses every
-layer whose inputs did not change.
+One Dockerfile, deploy/docker/Dockerfile, holds every service's image: the stage named after the
+service's folder is built from the repository root as `aether-<name>`, and the images
+share every layer but their last. The build installs the versions locked in uv.lock from wheels
+gathered here first, under `.build/images/deps` (one file of hashed requirements for every
+service and the wheels for Linux and CPython 3.11), so the image build needs no network and no
+index, and a second build reuses every layer whose inputs did not change.
 
 `BASE_IMAGE` is the Python base of every image: `python:3.11-slim-bookworm` by default. Where no
 registry serves it, `LOCAL_BASE` is made here from Debian packages (deploy/docker/base-image.sh),
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 LOCAL_BASE = "aether-base:bookworm"
 BUILD_DIR = ROOT / ".build" / "images"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 PYTHON_VERSION = "3.11"
 """The base images' Python: the wheels gathered are for this version."""
 
@@ -42,23 +45,29 @@ class ImageError(RuntimeError):
 @dataclass(frozen=True)
 class Service:
     name: str
-
-    @property
-    def dockerfile(self) -> Path:
-        return ROOT / "services" / self.name / "Dockerfile"
+    """Its folder under services/, its stage in the Dockerfile, its image's name."""
 
     @property
     def package(self) -> str:
         return f"aether-{self.name}"
 
     @property
+    def module(self) -> str:
+        return f"aether_{self.name.replace('-', '_')}"
+
+    @property
     def image(self) -> str:
         return f"aether-{self.name}"
 
 
+_STAGE = re.compile(r"^FROM\s+\S+\s+AS\s+([a-z][a-z0-9-]*)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
 def services() -> list[Service]:
-    """Every service with a Dockerfile, by folder name (the name used everywhere)."""
-    return [Service(p.parent.name) for p in sorted((ROOT / "services").glob("*/Dockerfile"))]
+    """Every service with an image: a stage of the Dockerfile named after its folder under
+    services/ (the name used everywhere)."""
+    stages = _STAGE.findall(DOCKERFILE.read_text())
+    return [Service(name) for name in sorted(stages) if (ROOT / "services" / name).is_dir()]
 
 
 def version() -> str:
@@ -145,17 +154,20 @@ def _pull_reason(output: str) -> str:
     return text.removeprefix("Error response from daemon: ")[:160]
 
 
-def _export(service: Service, *, workspace: bool) -> str:
-    argv = [
-        _tool("uv"), "export", "--frozen", "--no-dev", "--quiet", "--package", service.package,
-        "--no-header", "--no-annotate",
-    ]
+def _export(packages: list[str], *, workspace: bool) -> str:
+    """The locked requirements of `packages` together (one venv holds them all)."""
+    argv = [_tool("uv"), "export", "--frozen", "--no-dev", "--quiet", "--no-header", "--no-annotate"]
+    for package in packages:
+        argv += ["--package", package]
     argv += ["--only-emit-workspace", "--no-editable", "--no-hashes"] if workspace else ["--no-emit-workspace"]
     return _run(argv, cwd=ROOT).stdout
 
 
 def prepare_deps(arch: str | None = None) -> Path:
-    """Gather the locked requirements and wheels of every service into .build/images/deps.
+    """Gather the locked requirements and wheels of every service into .build/images/deps:
+    `services.txt` (hashed, the third-party packages), `services-workspace.txt` (the workspace
+    packages, built from source in the image) and `services-modules.txt` (what the build imports
+    to check itself).
 
     Keyed by uv.lock, the services and the architecture: when none changed, nothing is
     downloaded and the Docker layer that copies them stays cached.
@@ -164,7 +176,7 @@ def prepare_deps(arch: str | None = None) -> Path:
     deps = BUILD_DIR / "deps"
     names = [s.name for s in services()]
     key = hashlib.sha256(
-        (ROOT / "uv.lock").read_bytes() + f"{arch} {PYTHON_VERSION} {names}".encode()
+        (ROOT / "uv.lock").read_bytes() + f"{arch} {PYTHON_VERSION} {names} one-set".encode()
     ).hexdigest()
     stamp = BUILD_DIR / "deps.key"
     if deps.is_dir() and stamp.exists() and stamp.read_text() == key:
@@ -181,18 +193,19 @@ def prepare_deps(arch: str | None = None) -> Path:
             "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
             *(f"--platform={p}_{arch}" for p in _MANYLINUX),
         ]
-        for service in services():
-            requirements = staging / f"{service.name}.txt"
-            requirements.write_text(_export(service, workspace=False))
-            # Paths from the repository root: the Dockerfile copies the source to /src.
-            (staging / f"{service.name}-workspace.txt").write_text(
-                "".join(
-                    line.removeprefix("./") + "\n"
-                    for line in _export(service, workspace=True).splitlines()
-                    if line.startswith("./")
-                )
+        packages = [s.package for s in services()]
+        requirements = staging / "services.txt"
+        requirements.write_text(_export(packages, workspace=False))
+        # Paths from the repository root: the Dockerfile copies the source to /src.
+        (staging / "services-workspace.txt").write_text(
+            "".join(
+                line.removeprefix("./") + "\n"
+                for line in _export(packages, workspace=True).splitlines()
+                if line.startswith("./")
             )
-            _run([*pip, "--no-deps", "--require-hashes", "-r", str(requirements)])
+        )
+        (staging / "services-modules.txt").write_text("".join(f"{s.module}\n" for s in services()))
+        _run([*pip, "--no-deps", "--require-hashes", "-r", str(requirements)])
         # The workspace packages are built from source in the image: their build backend too.
         _run([*pip, "hatchling"])
         if deps.exists():
@@ -239,18 +252,15 @@ def _label(ref: str, name: str) -> str | None:
 _IGNORED = {"__pycache__", "node_modules"}
 
 
-def inputs_digest(service: Service, base: str) -> str:
-    """A digest of everything the image is made of: the Dockerfile, the sources it copies, the
-    gathered wheels, the base. Even a fully cached `docker build` costs seconds per image on a
-    copying storage driver; an image labelled with the same digest is simply reused."""
-    dockerfile = service.dockerfile.read_text()
-    digest = hashlib.sha256(dockerfile.encode())
+def inputs_digest(base: str) -> str:
+    """A digest of everything the images are made of: the Dockerfile, the sources it copies, the
+    gathered wheels, the UI, the base (one for all: the images share their layers). Even a fully
+    cached `docker build` costs seconds per image on a copying storage driver; an image labelled
+    with the same digest and built from its own stage is simply reused."""
+    digest = hashlib.sha256(DOCKERFILE.read_bytes())
     digest.update(f"{base} {_image_id(base)}".encode())
     digest.update((BUILD_DIR / "deps.key").read_bytes())
-    roots = [ROOT / "libs", service.dockerfile.parent]
-    if ".build/images/ui" in dockerfile:
-        roots.append(BUILD_DIR / "ui")
-    for root in roots:
+    for root in (ROOT / "libs", ROOT / "services", BUILD_DIR / "ui"):
         for path in sorted(root.rglob("*")):
             if path.is_file() and not _IGNORED & set(path.parts) and path.suffix != ".pyc":
                 digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
@@ -261,11 +271,13 @@ INPUTS_LABEL = "dev.aether.inputs"
 CHECKOUT_LABEL = "dev.aether.checkout"
 
 
-def build_image(service: Service, *, base: str = DEFAULT_BASE, tags: list[str] | None = None) -> str:
-    """Build one service's image unless one of the same inputs exists; returns its id (an id,
-    because a tag can be moved by a concurrent build from another checkout)."""
+def build_image(
+    service: Service, *, base: str = DEFAULT_BASE, tags: list[str] | None = None, digest: str | None = None
+) -> str:
+    """Build one service's image (its stage) unless one of the same inputs exists; returns its id
+    (an id, because a tag can be moved by a concurrent build from another checkout)."""
     tags = tags if tags is not None else [f"{service.image}:latest", f"{service.image}:{version()}"]
-    digest = inputs_digest(service, base)
+    digest = f"{digest or inputs_digest(base)}:{service.name}"
     for tag in tags:
         if _label(tag, INPUTS_LABEL) == digest:
             image_id = _image_id(tag)
@@ -275,7 +287,7 @@ def build_image(service: Service, *, base: str = DEFAULT_BASE, tags: list[str] |
             return image_id
     previous = _image_id(tags[0]) if tags else None
     argv = [
-        "docker", "build", "--quiet", "--file", str(service.dockerfile),
+        "docker", "build", "--quiet", "--file", str(DOCKERFILE), "--target", service.name,
         "--build-arg", f"BASE_IMAGE={base}",
         "--label", f"{INPUTS_LABEL}={digest}", "--label", f"{CHECKOUT_LABEL}={ROOT}",
     ]
@@ -298,13 +310,14 @@ def build_images(
     known = {s.name: s for s in services()}
     unknown = sorted(set(names or ()) - known.keys())
     if unknown:
-        raise ImageError(f"no Dockerfile for {', '.join(unknown)}; services: {', '.join(known)}")
+        raise ImageError(f"no image stage for {', '.join(unknown)} in {DOCKERFILE.relative_to(ROOT)}; services: {', '.join(known)}")
     base = resolve_base(base, say=say)
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     prepare_deps()
     prepare_ui()
+    digest = inputs_digest(base)
     return {
-        name: build_image(known[name], base=base, tags=None if tags else [])
+        name: build_image(known[name], base=base, tags=None if tags else [], digest=digest)
         for name in (names or list(known))
     }
 

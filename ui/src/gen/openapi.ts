@@ -701,6 +701,53 @@ export interface components {
             /** Subtask Ids */
             subtask_ids: string[];
         };
+        /**
+         * PlanItem
+         * @description A subtask as its plan states it (what it became is its `Subtask`).
+         */
+        PlanItem: {
+            /** Agent Type */
+            agent_type: string;
+            /** Depends On */
+            depends_on?: string[];
+            /** Description */
+            description: string;
+            /** Id */
+            id: string;
+            /** Verify */
+            verify?: string[];
+        };
+        /**
+         * PlanRecord
+         * @description The plan a task runs: Jason's, or a person's edited one (issue 17: a typed model, not a
+         *     dict read by key in two services).
+         */
+        PlanRecord: {
+            /**
+             * Analysis
+             * @default
+             */
+            analysis: string;
+            /** Replans */
+            replans?: components["schemas"]["PlanReplacement"][];
+            /** Subtasks */
+            subtasks?: components["schemas"]["PlanItem"][];
+        };
+        /**
+         * PlanReplacement
+         * @description A failed subtask's replacement sub-plan, spliced into the plan in its place.
+         */
+        PlanReplacement: {
+            /**
+             * Analysis
+             * @default
+             */
+            analysis: string;
+            /** Replaced */
+            replaced: string;
+            /** Subtasks */
+            subtasks?: components["schemas"]["PlanItem"][];
+        };
         /** Progress */
         Progress: {
             /** Completed */
@@ -1041,10 +1088,7 @@ export interface components {
              * @default 0
              */
             open_questions: number;
-            /** Plan */
-            plan?: {
-                [key: string]: unknown;
-            } | null;
+            plan?: components["schemas"]["PlanRecord"] | null;
             progress: components["schemas"]["Progress"];
             repository?: components["schemas"]["RepositoryInfo"] | null;
             /**
@@ -1117,6 +1161,7 @@ export interface components {
             } | null;
             /**
              * Kind
+             * @description What the entry records: `task.created`, `task.status`, `task.replanning`, `task.verified`, `task.unverified`, `task.fixup`, `plan.ready`, `plan.repaired`, `plan.note`, `plan.fallback`, `plan.approved`, `subtask.status`, `subtask.queued`, `subtask.replan`, `subtask.replanned`, `subtask.replan_failed`, `workspace.files`, `workspace.conflict`, `workspace.refused`, `workspace.skipped`, `repository.assembled`, `repository.failed`, `synthesis.started`, `synthesis.fallback`, `llm.retry`, `llm.note` (a client should accept kinds it does not know).
              * @example subtask.status
              */
             kind: string;
@@ -1212,13 +1257,8 @@ export interface components {
              * @default 0
              */
             open_questions: number;
-            /**
-             * Plan
-             * @default null
-             */
-            plan: {
-                [key: string]: unknown;
-            } | null;
+            /** @default null */
+            plan: components["schemas"]["PlanRecord"] | null;
             progress: components["schemas"]["Progress"];
             /** @default null */
             repository: components["schemas"]["RepositoryInfo"] | null;

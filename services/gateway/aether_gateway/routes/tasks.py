@@ -11,7 +11,7 @@ from aether_contracts.events import (
     TaskCreated,
     TaskFinished,
 )
-from aether_contracts.state import Approval, TaskState, TaskStatus
+from aether_contracts.state import Approval, EventKind, TaskState, TaskStatus
 from aether_core import telemetry
 from aether_core.control import (
     ControlError,
@@ -133,7 +133,7 @@ async def create_task(
         question_timeout_s=gw.settings.question_timeout_s,
     )
     state.record(
-        "task.created",
+        EventKind.TASK_CREATED,
         f"Task created for master {master_id}" + ("; its plan waits for approval" if approval_timeout else ""),
         data=origin,
     )
