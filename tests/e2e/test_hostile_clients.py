@@ -126,15 +126,19 @@ def chunked_json(document: dict, pieces: int = 7) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
 
 
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    raw = b""
+    while (answer := parse_response(raw)) is None:
+        data = sock.recv(65536)
+        assert data, f"the connection closed before a whole answer: {raw[:300]!r}"
+        raw += data
+    return answer
+
+
 def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(request)
-        raw = b""
-        while (answer := parse_response(raw)) is None:
-            data = sock.recv(65536)
-            assert data, f"the connection closed before a whole answer: {raw[:300]!r}"
-            raw += data
-    return answer
+        return read_answer(sock)
 
 
 class PeakRSS:
@@ -230,15 +234,6 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(hos
     status, headers, body = answer
     assert status == 413 and json.loads(body)["detail"] == f"request body larger than {LIMIT} bytes"
     assert "connection" not in headers  # the declared bytes are finite: dropped as they come
-
-
-def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    raw = b""
-    while (answer := parse_response(raw)) is None:
-        data = sock.recv(65536)
-        assert data, f"the connection closed before a whole answer: {raw[:300]!r}"
-        raw += data
-    return answer
 
 
 def test_an_idle_keep_alive_connection_outlives_the_clients_own_idle_limit(hostile_stack):

@@ -148,7 +148,9 @@ class Verification(BaseModel):
     note: str | None = None
 
 
-class Subtask(BaseModel):
+class PlanItem(BaseModel):
+    """A subtask as its plan states it (a `Subtask` adds what became of it)."""
+
     id: str
     description: str
     agent_type: str
@@ -156,6 +158,9 @@ class Subtask(BaseModel):
     verify: list[str] = Field(default_factory=list)
     """Commands (run with `sh -c` in the sandbox, in the worktree) that must pass for the subtask
     to be completed; from the plan."""
+
+
+class Subtask(PlanItem):
     status: SubtaskStatus = SubtaskStatus.PENDING
     result: str | None = None
     error: str | None = None
@@ -274,16 +279,6 @@ class Approval(BaseModel):
         if self.requested_at is None or self.decided_at is None:
             return None
         return (self.decided_at - self.requested_at).total_seconds()
-
-
-class PlanItem(BaseModel):
-    """A subtask as its plan states it (what it became is its `Subtask`)."""
-
-    id: str
-    description: str
-    agent_type: str
-    depends_on: list[str] = Field(default_factory=list)
-    verify: list[str] = Field(default_factory=list)
 
 
 class PlanReplacement(BaseModel):

@@ -703,7 +703,7 @@ export interface components {
         };
         /**
          * PlanItem
-         * @description A subtask as its plan states it (what it became is its `Subtask`).
+         * @description A subtask as its plan states it (a `Subtask` adds what became of it).
          */
         PlanItem: {
             /** Agent Type */
