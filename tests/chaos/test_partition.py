@@ -126,7 +126,9 @@ async def test_a_slow_link_then_healed(cluster: PartitionedStack):
             cluster.network.unslow(host)
 
     figures = await scenario(cluster, "slow-link", slow)
-    assert figures["round_trip_ms_during"] > figures["round_trip_ms_before"] + 50, "the link was not slowed"
+    # tbf lets an 8 kB burst through at full speed, so how much slower a monitoring request gets
+    # depends on its size (seen: 230-330 ms, and 59 ms from 9.7 ms): three times slower at least.
+    assert figures["round_trip_ms_during"] > 3 * figures["round_trip_ms_before"], f"the link was not slowed: {figures}"
     check(figures)
 
 

@@ -187,7 +187,10 @@ async def test_a_task_that_failed_in_planning_is_planned_again(control_stack):
 
 
 LIMITS_ENV = {
-    "AETHER_TASK_TIMEOUT_S": "4",
+    # Long enough for the budget test's task on a loaded machine (a cold agent took 4 s there
+    # beside a second test worker), short enough for the deadline test not to wait long.
+    "AETHER_TASK_TIMEOUT_S": "8",
+    "AETHER_POOL_OVERRIDES": "fullstack:min=1",
     # Jason's plan and the first expert's call fit (about 850 and 1,100 tokens), not the second's.
     "AETHER_TASK_TOKEN_BUDGET": "3000",
 }
@@ -206,7 +209,7 @@ async def test_a_task_that_outlives_its_deadline_fails_and_its_work_stops(limits
     async with stack.client() as client:
         task = await stack.wait_task(client, (await stack.submit(client, plan))["id"], timeout=60)
         in_flight = (await client.get(f"{stack.sim_url}/_sim/stats")).json()["in_flight"]
-    assert task["status"] == "failed" and "timed out" in task["error"] and "4s" in task["error"]
+    assert task["status"] == "failed" and "timed out" in task["error"] and "8s" in task["error"]
     assert by_id(task)["slow"]["status"] == "cancelled"
     assert in_flight == 0
 
@@ -215,6 +218,11 @@ async def test_the_token_budget_stops_a_task_politely(limits_stack):
     stack = limits_stack
     plan = scripted("Budget", [subtask(f"s{i}", "fullstack", [f"s{i - 1}"] if i else []) for i in range(6)])
     async with stack.client() as client:
+        async def warm() -> bool:  # the task's deadline must not be spent on an agent's start
+            agents = (await client.get("/api/agents")).json()
+            return any(a["agent_type"] == "fullstack" and a["alive"] and a["status"] == "idle" for a in agents)
+
+        await eventually(warm, timeout=60, interval=0.2)
         task = await stack.wait_task(client, (await stack.submit(client, plan))["id"])
     statuses = [s["status"] for s in task["subtasks"]]
     assert task["status"] == "completed", task["logs"]
