@@ -218,11 +218,7 @@ async def test_the_token_budget_stops_a_task_politely(limits_stack):
     stack = limits_stack
     plan = scripted("Budget", [subtask(f"s{i}", "fullstack", [f"s{i - 1}"] if i else []) for i in range(6)])
     async with stack.client() as client:
-        async def warm() -> bool:  # the task's deadline must not be spent on an agent's start
-            agents = (await client.get("/api/agents")).json()
-            return any(a["agent_type"] == "fullstack" and a["alive"] and a["status"] == "idle" for a in agents)
-
-        await eventually(warm, timeout=60, interval=0.2)
+        await stack.wait_idle_agent(client, "fullstack")  # the task's deadline is not for its start
         task = await stack.wait_task(client, (await stack.submit(client, plan))["id"])
     statuses = [s["status"] for s in task["subtasks"]]
     assert task["status"] == "completed", task["logs"]

@@ -97,11 +97,11 @@ def start_in_the_same_place(stack: Stack, without: tuple[str, ...] = ()) -> None
 
 
 def remember(recorded: dict[int, tuple[int, str]], sample: dict[int, tuple[int, str]]) -> None:
-    """Adds a sample of the process table, keeping the first command line seen of each process:
-    one exiting (a zombie) reads as empty, and a later sample must not erase what it ran."""
+    """Adds a sample of the process table, keeping a process's command line once seen: one
+    exiting (a zombie) reads as empty, and a later sample must not erase what it ran."""
     for pid, (parent, command) in sample.items():
         if command or pid not in recorded:
-            recorded[pid] = (parent, command or recorded.get(pid, (parent, ""))[1])
+            recorded[pid] = (parent, command)
 
 
 def run_until_it_gives_up(stack: Stack, timeout: float) -> tuple[subprocess.Popen, dict[int, tuple[int, str]]]:

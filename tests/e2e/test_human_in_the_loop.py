@@ -350,11 +350,7 @@ async def test_the_tasks_deadline_waits_with_a_question_instead_of_failing_the_t
     stack = Stack(env={"AETHER_TASK_TIMEOUT_S": "8", "AETHER_POOL_OVERRIDES": "python-backend:min=1"}).start()
     try:
         async with stack.client() as client:
-            for _ in range(600):  # a warm agent, so that the question comes before the deadline
-                agents = (await client.get("/api/agents")).json()
-                if any(a["agent_type"] == "python-backend" and a["alive"] and a["status"] == "idle" for a in agents):
-                    break
-                await asyncio.sleep(0.2)
+            await stack.wait_idle_agent(client, "python-backend")  # so the question comes before the deadline
             created = await stack.submit(client, scripted("Outlives its deadline", [asking("q")]))
             asked = await wait_subtasks(stack, client, created["id"], {"q": "awaiting_input"}, timeout=60)
             began = datetime.fromisoformat(asked["created_at"]).timestamp()

@@ -239,6 +239,17 @@ class Stack:
             + f"\n--- stack log ---\n{self.log_tail(3000)}"
         )
 
+    async def wait_idle_agent(self, client: httpx.AsyncClient, agent_type: str, timeout: float = 120) -> None:
+        """Until an agent of this type is alive and idle: a test whose deadline must not be spent
+        on an agent's start waits for one (its pool keeps one warm: `<type>:min=1`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            agents = (await client.get("/api/agents")).json()
+            if any(a["agent_type"] == agent_type and a["alive"] and a["status"] == "idle" for a in agents):
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"no idle {agent_type} agent after {timeout}s\n--- stack log ---\n{self.log_tail(3000)}")
+
     async def sim_requests(self, client: httpx.AsyncClient, **query: str) -> list[dict]:
         response = await client.get(f"{self.sim_url}/_sim/requests", params=query)
         response.raise_for_status()

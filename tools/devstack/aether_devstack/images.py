@@ -174,7 +174,8 @@ def prepare_deps(arch: str | None = None) -> Path:
     """
     arch = arch or docker_arch()
     deps = BUILD_DIR / "deps"
-    names = [s.name for s in services()]
+    found = services()
+    names = [s.name for s in found]
     key = hashlib.sha256(
         (ROOT / "uv.lock").read_bytes() + f"{arch} {PYTHON_VERSION} {names} one-set".encode()
     ).hexdigest()
@@ -193,7 +194,7 @@ def prepare_deps(arch: str | None = None) -> Path:
             "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
             *(f"--platform={p}_{arch}" for p in _MANYLINUX),
         ]
-        packages = [s.package for s in services()]
+        packages = [s.package for s in found]
         requirements = staging / "services.txt"
         requirements.write_text(_export(packages, workspace=False))
         # Paths from the repository root: the Dockerfile copies the source to /src.
@@ -204,7 +205,7 @@ def prepare_deps(arch: str | None = None) -> Path:
                 if line.startswith("./")
             )
         )
-        (staging / "services-modules.txt").write_text("".join(f"{s.module}\n" for s in services()))
+        (staging / "services-modules.txt").write_text("".join(f"{s.module}\n" for s in found))
         _run([*pip, "--no-deps", "--require-hashes", "-r", str(requirements)])
         # The workspace packages are built from source in the image: their build backend too.
         _run([*pip, "hatchling"])

@@ -58,9 +58,14 @@ def shown(pattern: str) -> str:
     return f"{base}.{PLACEHOLDERS[base]}"
 
 
-def rows(agent_types: tuple[str, ...] = ("<agent_type>",)) -> list[tuple[str, str, str, str]]:
+AGENT_TYPE = PLACEHOLDERS[subjects.SUBTASK_READY_PREFIX]
+"""The agent type the grants and the worker consumer are rendered for: its subject and durable
+then read as the table shows them (`aether.subtask.ready.<agent_type>`, `executor-<agent_type>`)."""
+
+
+def rows() -> list[tuple[str, str, str, str]]:
     """(subject, transport, published by, consumed by) for every subject a service uses."""
-    table = permissions.grants(agent_types)
+    table = permissions.grants([AGENT_TYPE])
     published: dict[str, list[str]] = {}
     consumed: dict[str, list[str]] = {}
     for user, grant in table.items():
@@ -68,13 +73,9 @@ def rows(agent_types: tuple[str, ...] = ("<agent_type>",)) -> list[tuple[str, st
             published.setdefault(shown(pattern), []).append(WHO[user])
         for pattern in grant.subscribe:
             consumed.setdefault(shown(pattern), []).append(WHO[user])
-    for spec in topology.consumers(agent_types):
-        subject = shown(
-            spec.subject.replace(agent_types[0], "*") if spec.durable.startswith("executor-") else spec.subject
-        )
+    for spec in topology.consumers([AGENT_TYPE]):
         owners = [WHO[u] for u, g in table.items() if spec.durable in g.pulls]
-        durable = spec.durable.replace(agent_types[0], "<agent_type>")
-        consumed.setdefault(subject, []).extend(f"{who} (`{durable}`)" for who in owners)
+        consumed.setdefault(shown(spec.subject), []).extend(f"{who} (`{spec.durable}`)" for who in owners)
     for subject, by in SCHEDULED.items():
         published.setdefault(subject, []).append(by)
     on_stream = re.compile("|".join(re.escape(s).replace(">", ".+") for s in topology.STREAM_SUBJECTS))
