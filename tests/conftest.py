@@ -58,6 +58,19 @@ def simulator():
 
 
 @pytest.fixture(scope="session")
+def service_images() -> dict[str, str]:
+    """Every service's image (name → id), built once per session on the base made here (no
+    registry): the agent containers' tests and the images' own tests use the same build. Cold,
+    it takes minutes on a copying storage driver; the first test that asks pays for it."""
+    from tests.support.containers import need_docker
+
+    need_docker()
+    from aether_devstack.images import LOCAL_BASE, build_images
+
+    return build_images(base=LOCAL_BASE)
+
+
+@pytest.fixture(scope="session")
 def stack():
     """One stack for the end-to-end tests that do not need their own configuration (with the UI)."""
     running = Stack(ui=True).start()

@@ -6,13 +6,13 @@ import asyncio
 import pytest
 
 from tests.support.agents import agent_events, experts, pool, wait_for
-from tests.support.containers import docker_client, require_docker
+from tests.support.containers import docker_client
 from tests.support.plans import scripted, subtask
 from tests.support.stack import Stack
 
-# The first test's setup builds the agent image (and, on a fresh machine, its debootstrap base):
-# minutes on vfs, counted by pytest-timeout against that test.
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(900)]
+# The first test's setup builds the service images once for the session (and, on a fresh machine,
+# their debootstrap base): minutes on vfs, counted by pytest-timeout against that test.
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.timeout(1800)]
 
 DOCKER_ENV = {
     "AETHER_AGENT_BACKEND": "docker",
@@ -24,17 +24,8 @@ DOCKER_ENV = {
 
 
 @pytest.fixture(scope="module")
-def agent_image():
-    from tests.conftest import _docker
-
-    if not _docker():
-        if require_docker():
-            pytest.fail("AETHER_REQUIRE_DOCKER=1 but no Docker engine answers")
-        pytest.skip("no Docker engine")
-    from aether_devstack.images import LOCAL_BASE, build_images
-
-    built = build_images(["executor"], base=LOCAL_BASE)
-    return built["executor"]
+def agent_image(service_images):
+    return service_images["executor"]
 
 
 def scope_of(stack: Stack) -> str:

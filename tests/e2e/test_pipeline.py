@@ -184,10 +184,13 @@ async def test_a_plan_that_stays_invalid_is_replaced_by_a_keyword_plan_said_plai
 
 
 async def test_keyword_planning_without_a_script(stack):
+    # Three subtasks in a chain, each a real tool run (its checks run twice in a sandbox): ~5 s
+    # each here alone, 15-29 s each in CI beside the image builds.
     async with stack.client() as client:
         task = await stack.wait_task(
             client,
             (await stack.submit(client, "Build a REST API for user management with CRUD endpoints, database models, and unit tests"))["id"],
+            timeout=240,
         )
     assert task["status"] == "completed"
     assert [s["agent_type"] for s in task["subtasks"]] == ["database-expert", "python-backend", "testing-expert"]

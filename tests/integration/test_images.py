@@ -24,11 +24,8 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def images() -> dict[str, str]:
-    need_docker()
-    from aether_devstack.images import LOCAL_BASE, build_images
-
-    return build_images(base=LOCAL_BASE)
+def images(service_images) -> dict[str, str]:
+    return service_images
 
 
 @pytest.fixture(scope="module")
