@@ -157,6 +157,56 @@ def test_each_agent_type_has_its_own_worker_deployment_scaled_to_zero_when_idle(
         assert scaled[name]["spec"]["minReplicaCount"] >= 1, f"{name} is on every task's path"
 
 
+def test_the_worker_deployments_are_rendered_from_one_template():
+    """Issue 17: the six copies of a worker Deployment are one template; workers.yaml is what it
+    renders for the built-in types, nothing edited by hand."""
+    from aether_devstack.k8s_workers import OUTPUT, PLACEHOLDER, render
+
+    assert OUTPUT.read_text() == render(AGENT_TYPES), "stale: run `.venv/bin/python -m aether_devstack k8s-workers --write`"
+    assert PLACEHOLDER not in OUTPUT.read_text()
+    import yaml
+
+    executor = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "executor.yaml").read_text()) if d]
+    assert [d["metadata"]["name"] for d in executor if d["kind"] == "Deployment"] == ["executor-scheduler"]
+
+
+def test_an_agent_type_of_ones_own_gets_valid_workers_and_a_bad_name_a_clear_error(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.support.k8s import kubectl
+
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "rust.yaml").write_text(
+        "kind: expert\ntype: rust-backend\nname: Rust Backend Expert\ndescription: Axum, Tokio\n"
+        "tags: [rust]\nsystem_prompt: You are a senior Rust engineer.\n"
+    )
+    command = [sys.executable, "-m", "aether_devstack", "k8s-workers", "--agents-dir", str(agents)]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    # The deployment of one's own: a copy of deploy/k8s with the rendered file, built as a cluster gets it.
+    copy_root = tmp_path / "k8s"
+    shutil.copytree(ROOT / "deploy" / "k8s", copy_root)
+    (copy_root / "base" / "workers.yaml").write_text(printed)
+    built = subprocess.run([kubectl(), "kustomize", str(copy_root / "overlays" / "prod")], capture_output=True, text=True, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    deployments, scaled = of_kind(docs, "Deployment"), of_kind(docs, "ScaledObject")
+    for agent_type in [*AGENT_TYPES, "rust-backend"]:
+        name = f"executor-{agent_type}"
+        assert env_of(deployments[name]["spec"]["template"]["spec"]["containers"][0], docs)["AETHER_AGENT_TYPES"] == agent_type
+        assert scaled[name]["spec"]["triggers"][0]["metadata"]["consumer"] == topology.worker_consumer(agent_type).durable
+        for doc in (deployments[name], scaled[name]):
+            assert not problems(doc, KUBERNETES_VERSIONS[0]), (name, problems(doc, KUBERNETES_VERSIONS[0]))
+
+    (agents / "bad.yaml").write_text((agents / "rust.yaml").read_text().replace("rust-backend", "Rust_Backend"))
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert "Rust_Backend" in refused.stderr, refused.stderr
+
+
 def test_the_gateway_scales_on_cpu():
     for overlay in OVERLAYS:
         hpa = of_kind(render(overlay), "HorizontalPodAutoscaler")["gateway"]["spec"]

@@ -455,6 +455,7 @@ def main() -> None:
     sub.add_parser("nats-secrets", help="Kubernetes Secrets: a NATS user per service", add_help=False)
     sub.add_parser("check-llm", help="Aether against a real local model (llama.cpp, SmolLM2)", add_help=False)
     sub.add_parser("subjects", help="the README's table of NATS subjects, from the grants", add_help=False)
+    sub.add_parser("k8s-workers", help="deploy/k8s/base/workers.yaml, from the worker template", add_help=False)
     args, rest = parser.parse_known_args()
     if args.command == "up":
         if rest:
@@ -472,6 +473,10 @@ def main() -> None:
         from .subjects_table import main as subjects_table
 
         raise SystemExit(subjects_table(rest))
+    if args.command == "k8s-workers":
+        from .k8s_workers import main as k8s_workers
+
+        raise SystemExit(k8s_workers(rest))
     if args.command == "nats-secrets":
         from .nats_secrets import main as nats_secrets
 
