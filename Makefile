@@ -103,6 +103,7 @@ bench-workspace: install-dev ## measure how large a task's workspace can get (fi
 .PHONY: lint
 lint: install-dev $(UI_DEPS) ## static checks
 	$(VENV)/bin/ruff check libs services tools tests scripts
+	$(VENV)/bin/lint-imports --no-cache  # the import rules in pyproject.toml ([tool.importlinter])
 	cd ui && $(NPM) run --silent typecheck
 
 .PHONY: api-types

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aether_contracts import topology
 from aether_contracts.agents import AGENT_TTL_S, AgentRecord, AgentStatus, agent_key
 from aether_contracts.state import utcnow
+from aether_core import declare
 from tests.support.plans import scripted, subtask
 from tests.support.services import eventually
 
@@ -111,7 +112,7 @@ async def test_the_backlog_gauge_counts_what_no_worker_has_taken(stack):
     connection = await nats.connect(stack.nats_url)
     try:
         js = connection.jetstream()
-        await topology.ensure_consumer(
+        await declare.ensure_consumer(
             js, topology.ConsumerSpec(durable, "aether.agent.metrics-test", ack_wait_s=30, max_deliver=1)
         )
         for n in range(3):

@@ -9,6 +9,7 @@ from faststream.nats import NatsBroker, NatsMessage
 from aether_contracts import topology
 from aether_contracts.events import SubtaskFinished
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
+from aether_core import declare
 from aether_core.service import settle, subscription
 from aether_core.store import TaskStore
 from aether_executor import scheduling
@@ -18,7 +19,7 @@ from tests.support.services import drained
 async def connect(server):
     nc = await nats.connect(server.url)
     js = nc.jetstream()
-    await topology.ensure_topology(js)
+    await declare.ensure_topology(js)
     return nc, js
 
 
@@ -28,7 +29,7 @@ def spec(name: str, **kw) -> topology.ConsumerSpec:
 
 async def run_consumer(server, consumer: topology.ConsumerSpec, handler, payloads: list[dict], until, timeout=20):
     nc, js = await connect(server)
-    await topology.ensure_consumer(js, consumer)
+    await declare.ensure_consumer(js, consumer)
     broker = NatsBroker(server.url)
     broker.subscriber(**subscription(consumer, max_workers=4))(handler)
     async with broker:

@@ -7,6 +7,7 @@ import nats
 from aether_contracts import subjects, topology
 from aether_contracts.events import PlanReady, SubtaskFinished, TaskCreated
 from aether_contracts.state import Subtask, SubtaskStatus, TaskState, TaskStatus
+from aether_core import declare
 from aether_core.store import TaskStore
 from tests.support.services import drained, eventually, executor_app, planner_app, wait_status
 
@@ -20,7 +21,7 @@ async def publish_twice(js, subject: str, event) -> None:
 async def test_a_duplicate_task_created_plans_once(fresh_nats, simulator):
     nc = await nats.connect(fresh_nats.url)
     js = nc.jetstream()
-    await topology.ensure_topology(js)
+    await declare.ensure_topology(js)
     store = TaskStore(await js.key_value(topology.TASKS_BUCKET))
     task_id = "dup-created"
     await store.create(TaskState(id=task_id, description="Build a FastAPI service [[sim latency_ms=300]]"))
@@ -38,7 +39,7 @@ async def test_a_duplicate_task_created_plans_once(fresh_nats, simulator):
 async def test_a_duplicate_subtask_finished_dispatches_dependents_once(fresh_nats, simulator):
     nc = await nats.connect(fresh_nats.url)
     js = nc.jetstream()
-    await topology.ensure_topology(js, ["fullstack"])
+    await declare.ensure_topology(js, ["fullstack"])
     store = TaskStore(await js.key_value(topology.TASKS_BUCKET))
     task_id = "dup-finished"
     await store.create(
@@ -83,7 +84,7 @@ async def test_the_planner_waits_for_the_gateways_state_write_then_restores_it_i
 
     nc = await nats.connect(fresh_nats.url)
     js = nc.jetstream()
-    await topology.ensure_topology(js)
+    await declare.ensure_topology(js)
     store = TaskStore(await js.key_value(topology.TASKS_BUCKET))
     async with planner_app(fresh_nats, simulator):
         # just ahead of the gateway's write: the planner waits for it

@@ -224,9 +224,9 @@ async def test_the_endpoint_limit_holds_across_clients_as_across_processes(simul
     simulator.reset()
     connection = await nats.connect(nats_server.url)
     js = connection.jetstream()
-    from aether_contracts import topology
+    from aether_core import declare
 
-    await topology.ensure_topology(js)
+    await declare.ensure_topology(js)
     clients = [client(simulator) for _ in range(3)]  # three processes' clients, one endpoint
     for llm in clients:
         await limit_concurrency(llm, js, simulator.base_url, 1)

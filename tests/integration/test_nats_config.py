@@ -19,6 +19,7 @@ import nats
 import pytest
 
 from aether_contracts import subjects, topology
+from aether_core import declare
 from aether_core.templates import load_registry
 from aether_devstack.nats_secrets import generate
 from tests.support.k8s import localised, nats_conf, render
@@ -161,7 +162,7 @@ async def test_prod_nodes_form_one_cluster_that_keeps_the_topology_with_a_node_d
     # Each as the deployment connects: the init container declares, the services use.
     declarer, planner, client = [await connect_as(nodes, user) for user in ("topology", "planner", "gateway")]
     try:
-        await _eventually(lambda: topology.ensure_topology(declarer.jetstream(), agent_types, replicas=3))
+        await _eventually(lambda: declare.ensure_topology(declarer.jetstream(), agent_types, replicas=3))
         info = await declarer.jetstream().stream_info(topology.STREAM)
         assert info.config.num_replicas == 3
         assert len(info.cluster.replicas) == 2

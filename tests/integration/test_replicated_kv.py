@@ -13,6 +13,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from aether_contracts import topology
 from aether_contracts.state import TaskState
+from aether_core import declare
 from aether_core.kv import create_key
 from aether_core.store import TaskExists, TaskStore
 from aether_gateway.index import TaskIndex
@@ -35,7 +36,7 @@ async def connections(cluster):
     opened = [await nats.connect(cluster.servers) for _ in range(5)]
     for attempt in range(60):  # the cluster elects its meta leader first
         try:
-            await topology.ensure_topology(opened[0].jetstream(timeout=10), replicas=3)
+            await declare.ensure_topology(opened[0].jetstream(timeout=10), replicas=3)
             break
         except Exception:
             if attempt == 59:

@@ -8,6 +8,7 @@ import pytest
 
 from aether_contracts import topology
 from aether_contracts.state import InvalidTaskState, Subtask, SubtaskStatus, TaskState, TaskStatus
+from aether_core import declare
 from aether_core.store import TaskStore
 
 
@@ -15,7 +16,7 @@ from aether_core.store import TaskStore
 async def store(nats_server):
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
-    await topology.ensure_topology(js)
+    await declare.ensure_topology(js)
     yield TaskStore(await js.key_value(topology.TASKS_BUCKET))
     await nc.close()
 

@@ -9,6 +9,7 @@ import pytest
 
 from aether_contracts import topology
 from aether_contracts.workspace import file_object
+from aether_core import declare
 from aether_core.files import ExtractedFile
 from aether_core.workspace_store import ObjectCorrupt, ObjectMissing, WorkspaceStore
 
@@ -17,8 +18,8 @@ async def test_files_are_stored_by_task_subtask_and_digest_and_read_back(nats_se
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     try:
-        await topology.ensure_topology(js)
-        await topology.ensure_topology(js)  # idempotent
+        await declare.ensure_topology(js)
+        await declare.ensure_topology(js)  # idempotent
         store = WorkspaceStore(lambda: js)
         big = os.urandom(300_000)  # three chunks
         files = [ExtractedFile("a.py", b"x = 1\n"), ExtractedFile("data/big.bin", big), ExtractedFile("empty", b"")]
@@ -50,7 +51,7 @@ async def test_a_corrupted_object_is_detected_not_served(nats_server):
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     try:
-        await topology.ensure_topology(js)
+        await declare.ensure_topology(js)
         store = WorkspaceStore(lambda: js)
         [stored] = await store.store_files("task-ws-2", "s", [ExtractedFile("a.txt", b"original")])
         info = await store.info(stored.object)

@@ -26,7 +26,7 @@ from aether_contracts.permissions import TOPOLOGY
 from aether_contracts.services import ServiceHeartbeat
 from aether_contracts.state import utcnow
 
-from . import metrics, telemetry
+from . import declare, metrics, telemetry
 from .config import ServiceSettings
 from .errors import HandBack, RetryLater
 from .probe import Metrics, ProbeServer
@@ -257,7 +257,7 @@ class Runtime:
         said = None
         while True:
             try:
-                absent = await topology.missing(self.js, self.buckets, self.consumers)
+                absent = await declare.missing(self.js, self.buckets, self.consumers)
             except (TimeoutError, NoRespondersError, ServiceUnavailableError) as exc:  # not up yet, or refused
                 absent = [f"an answer from JetStream ({exc!r})"]
             if not absent:
@@ -393,7 +393,7 @@ async def declare_topology(settings: ServiceSettings, *, timeout_s: float = 300.
                 connect_timeout=5,
             )
             try:
-                await topology.ensure_topology(
+                await declare.ensure_topology(
                     connection.jetstream(timeout=10), agent_types, replicas=settings.nats_replicas
                 )
             finally:
