@@ -16,6 +16,7 @@ import pytest
 from aether_contracts import subjects, topology
 from tests.support import sse
 from tests.support.plans import scripted, subtask
+from tests.support.services import eventually
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -290,11 +291,10 @@ async def test_the_time_from_an_answer_to_the_experts_next_llm_request(stack):
             sent = time.time()
             answered = await alice.post(f"/api/orchestrate/task/{created['id']}/subtasks/q/answer", json={"answer": f"run {n}"})
             assert answered.status_code == 200, answered.text
-            for _ in range(600):
-                requests = [r for r in await stack.sim_requests(alice, task_id=created["id"], role="expert") if f"run {n}" in str(r["messages"])]
-                if requests:
-                    break
-                await asyncio.sleep(0.02)
+            async def resumed(n=n, task_id=created["id"]):
+                return [r for r in await stack.sim_requests(alice, task_id=task_id, role="expert") if f"run {n}" in str(r["messages"])]
+
+            requests = await eventually(resumed, timeout=12, interval=0.02)
             runs.append(requests[0]["at"] - sent)
             # What follows (the expert's files, its check, the synthesis) is not measured: cancel
             # it, not wait for it (ten checks of a test suite took 90 s here, over 300 s in CI).

@@ -7,6 +7,7 @@ the namespaces it needs (then `detect` must say so, and in CI they fail all the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -344,6 +345,19 @@ async def test_a_cancelled_run_leaves_nothing_behind(lending, workspace):
         await run
     assert host_processes(r"sleep 1005") == [] and pool_tasks() == []
     assert (workspace / "made").stat().st_uid == os.geteuid()
+
+
+async def test_a_run_cancelled_while_it_starts_leaves_nothing_behind(lending, workspace):
+    """Cancels at moments across the start (lending the worktree, bubblewrap's start, its child's
+    set-up): whichever step it lands in, nothing outlives the call."""
+    for delay in (0, 0.005, 0.02, 0.05, 0.1, 0.2):
+        run = asyncio.create_task(lending.run("sleep 1006", workspace, QUICK))
+        await asyncio.sleep(delay)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        assert host_processes(r"sleep 1006") == [] and pool_tasks() == [], delay
+        assert workspace.stat().st_uid == os.geteuid(), delay
 
 
 async def test_off_and_unavailable_never_run(workspace):

@@ -419,14 +419,17 @@ def killed_by(exit_code: int) -> str | None:
 T = TypeVar("T")
 
 
-async def _in_thread(fn: Callable[..., T], *args: object) -> T:
+async def _in_thread(fn: Callable[..., T], *args: object, undo: Callable[[T], object] | None = None) -> T:
     """Run blocking `fn` in a thread and see it finish even if the caller is cancelled meanwhile
-    (ownership must be given back before the uid is)."""
+    (ownership must be given back before the uid is); cancelled, what it did is undone with
+    `undo(its result)` before the cancellation goes on, since the caller never gets the result."""
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await task
+        done = await task
+        if undo is not None:
+            await asyncio.to_thread(undo, done)
         raise
 
 
@@ -612,7 +615,9 @@ class Bubblewrap:
         owner = (top.st_uid, top.st_gid)
         if self.idmap and owner[0] not in self.pool.uids and top.st_dev not in self._no_idmap:
             try:
-                mounted = await _in_thread(self.idmap.attach, workdir, uid, owner)
+                mounted = await _in_thread(
+                    self.idmap.attach, workdir, uid, owner, undo=lambda mounted: self._after_idmap(mounted, workdir)
+                )
             except OSError as exc:
                 if self.lend == "idmap":
                     raise
@@ -623,7 +628,8 @@ class Bubblewrap:
                     return await self._execute(command, mounted, limits, uid=uid)
                 finally:
                     await _in_thread(self._after_idmap, mounted, workdir)
-        owner = await _in_thread(lend_tree, workdir, uid, self.pool.uids)
+        uids = self.pool.uids
+        owner = await _in_thread(lend_tree, workdir, uid, uids, undo=lambda owner: take_back_tree(workdir, owner, uids))
         try:
             return await self._execute(command, workdir, limits, uid=uid)
         finally:
@@ -655,9 +661,10 @@ class Bubblewrap:
     ) -> CommandResult:
         info_r, info_w = os.pipe2(os.O_CLOEXEC)
         started = time.monotonic()
+        cancelled: asyncio.CancelledError | None = None
         try:
             argv = self.argv(command, workdir, limits, uid=uid, nproc=self._nproc(limits), info_fd=info_w)
-            proc = await asyncio.create_subprocess_exec(
+            spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
                 *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -666,13 +673,29 @@ class Bubblewrap:
                 cwd="/",
                 start_new_session=True,
                 pass_fds=(info_w,),
-            )
+            ))
+            try:
+                proc = await asyncio.shield(spawn)
+            except asyncio.CancelledError as exc:
+                # Cancelled while bubblewrap starts: asyncio would kill only bubblewrap's outer
+                # process, possibly before its child set its parent-death signal. Let it start,
+                # then end it the way every run ends (below).
+                cancelled = exc
+                proc = await spawn
         except BaseException:
             os.close(info_r)
             raise
         finally:
             os.close(info_w)
         init = _SandboxInit(info_r)
+        if cancelled is not None:
+            try:
+                await self._kill(proc, init)
+                if uid is not None:
+                    await _sweep(uid)
+            finally:
+                init.close()
+            raise cancelled
         output = BoundedOutput(limits.output_bytes)
 
         async def drain() -> None:
