@@ -7,10 +7,14 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from aether_contracts import topology
 from aether_core.templates import load_registry
@@ -19,6 +23,7 @@ from tests.support.k8s import (
     OVERLAYS,
     ROOT,
     env_of,
+    kubectl,
     nats_conf,
     of_kind,
     problems,
@@ -160,25 +165,17 @@ def test_each_agent_type_has_its_own_worker_deployment_scaled_to_zero_when_idle(
 def test_the_worker_deployments_are_rendered_from_one_template():
     """Issue 17: the six copies of a worker Deployment are one template; workers.yaml is what it
     renders for the built-in types, nothing edited by hand."""
-    from aether_devstack.k8s_workers import OUTPUT, PLACEHOLDER, render
+    from aether_devstack.k8s_workers import OUTPUT, PLACEHOLDER
+    from aether_devstack.k8s_workers import render as render_workers
 
-    assert OUTPUT.read_text() == render(AGENT_TYPES), "stale: run `.venv/bin/python -m aether_devstack k8s-workers --write`"
-    assert PLACEHOLDER not in OUTPUT.read_text()
-    import yaml
-
+    committed = OUTPUT.read_text()
+    assert committed == render_workers(AGENT_TYPES), "stale: run `.venv/bin/python -m aether_devstack k8s-workers --write`"
+    assert PLACEHOLDER not in committed
     executor = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "executor.yaml").read_text()) if d]
     assert [d["metadata"]["name"] for d in executor if d["kind"] == "Deployment"] == ["executor-scheduler"]
 
 
 def test_an_agent_type_of_ones_own_gets_valid_workers_and_a_bad_name_a_clear_error(tmp_path):
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
-
-    from tests.support.k8s import kubectl
-
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "rust.yaml").write_text(
@@ -201,10 +198,11 @@ def test_an_agent_type_of_ones_own_gets_valid_workers_and_a_bad_name_a_clear_err
         for doc in (deployments[name], scaled[name]):
             assert not problems(doc, KUBERNETES_VERSIONS[0]), (name, problems(doc, KUBERNETES_VERSIONS[0]))
 
-    (agents / "bad.yaml").write_text((agents / "rust.yaml").read_text().replace("rust-backend", "Rust_Backend"))
+    # A valid agent type (its pattern allows '_') that cannot name a Deployment.
+    (agents / "bad.yaml").write_text((agents / "rust.yaml").read_text().replace("rust-backend", "rust_backend"))
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode != 0 and refused.stdout == ""
-    assert "Rust_Backend" in refused.stderr, refused.stderr
+    assert "rust_backend" in refused.stderr and "Kubernetes" in refused.stderr, refused.stderr
 
 
 def test_the_gateway_scales_on_cpu():

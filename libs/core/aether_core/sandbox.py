@@ -679,7 +679,7 @@ class Bubblewrap:
             except asyncio.CancelledError as exc:
                 # Cancelled while bubblewrap starts: asyncio would kill only bubblewrap's outer
                 # process, possibly before its child set its parent-death signal. Let it start,
-                # then end it the way every run ends (below).
+                # then end it the way every cancelled run ends (below).
                 cancelled = exc
                 proc = await spawn
         except BaseException:
@@ -688,14 +688,6 @@ class Bubblewrap:
         finally:
             os.close(info_w)
         init = _SandboxInit(info_r)
-        if cancelled is not None:
-            try:
-                await self._kill(proc, init)
-                if uid is not None:
-                    await _sweep(uid)
-            finally:
-                init.close()
-            raise cancelled
         output = BoundedOutput(limits.output_bytes)
 
         async def drain() -> None:
@@ -705,6 +697,8 @@ class Bubblewrap:
 
         timed_out = clean = False
         try:
+            if cancelled is not None:
+                raise cancelled  # ended below, as a run cancelled later is
             try:
                 await asyncio.wait_for(asyncio.gather(drain(), proc.wait()), limits.timeout_s)
             except TimeoutError:

@@ -34,12 +34,13 @@ def render(agent_types: list[str]) -> str:
     body = "".join(line for line in template.splitlines(keepends=True) if not line.startswith("#"))
     blocks = []
     for agent_type in agent_types:
-        # The type names a Deployment (`executor-<type>`: a DNS label) and is a label value.
-        if not _NAME.match(agent_type) or len(f"executor-{agent_type}") > 63:
+        # The type names a Deployment (`executor-<type>`, a DNS label: no '_', unlike a type's
+        # pattern; the pattern's 48 characters keep it under 63).
+        if not _NAME.match(agent_type):
             raise ValueError(f"agent type {agent_type!r} cannot name a Kubernetes Deployment (lowercase letters, digits, '-')")
         block = body.replace(PLACEHOLDER, agent_type)
-        # The template names the consumer `executor-<type>`: the one topology declares.
-        assert f"consumer: {topology.worker_consumer(agent_type).durable}\n" in block, "template and topology disagree"
+        if f"consumer: {topology.worker_consumer(agent_type).durable}\n" not in block:
+            raise ValueError(f"{TEMPLATE.name} does not scale on the consumer topology declares for {agent_type}")
         blocks.append(block)
     return HEADER.format(types=", ".join(agent_types)) + "---\n".join(blocks)
 
