@@ -29,6 +29,9 @@ QUICK = SandboxLimits(timeout_s=20)
 _FIRST_UID = 1_990_100_000 + os.getpid() % 10_000 * 16
 UIDS = range(_FIRST_UID, _FIRST_UID + 16)
 """A pool of this test run's own, so that "no process of the pool is left" ignores other runs'."""
+_S = 200_000 + os.getpid() % 10_000 * 10
+"""Sleeps of this process's own (`sleep {_S + n}`): tests on other xdist workers run the same
+commands at the same time, and "no such process is left" must not see theirs."""
 
 
 def _detect(lend: str = "auto"):
@@ -206,21 +209,21 @@ async def test_the_exit_code_is_the_commands_and_a_signal_is_named(sandbox, work
 async def test_the_timeout_kills_the_whole_tree(sandbox, workspace):
     started = time.monotonic()
     result = await sandbox.run(
-        "sleep 1001 & setsid sh -c 'sleep 1002 & sleep 1003' & echo started; sleep 1004",
+        f"sleep {_S + 1} & setsid sh -c 'sleep {_S + 2} & sleep {_S + 3}' & echo started; sleep {_S + 4}",
         workspace,
         SandboxLimits(timeout_s=1),
     )
     assert time.monotonic() - started < 5
     assert (result.timed_out, result.exit_code, result.killed_by) == (True, None, "timeout")
     assert result.output == "started\n"
-    assert host_processes(r"sleep 100[1-4]") == []
+    assert host_processes(rf"sleep {_S // 10}[1-4]\b") == []
     assert pool_tasks() == []
 
 
 async def test_nothing_it_started_outlives_a_normal_exit(sandbox, workspace):
-    result = await sandbox.run("nohup setsid sleep 1006 >/dev/null 2>&1 & echo bye", workspace, QUICK)
+    result = await sandbox.run(f"nohup setsid sleep {_S + 6} >/dev/null 2>&1 & echo bye", workspace, QUICK)
     assert (result.exit_code, result.output, result.timed_out) == (0, "bye\n", False)
-    assert result.duration_s < 5 and host_processes(r"sleep 1006") == [] and pool_tasks() == []
+    assert result.duration_s < 5 and host_processes(rf"sleep {_S + 6}\b") == [] and pool_tasks() == []
 
 
 async def test_a_fork_bomb_is_contained_and_the_host_stays_responsive(sandbox, workspace):
@@ -338,12 +341,12 @@ async def test_the_idmapped_worktree_is_lent_without_a_chown(workspace):
 
 
 async def test_a_cancelled_run_leaves_nothing_behind(lending, workspace):
-    run = asyncio.create_task(lending.run("touch made; sleep 1005", workspace, QUICK))
+    run = asyncio.create_task(lending.run(f"touch made; sleep {_S + 5}", workspace, QUICK))
     await asyncio.sleep(1)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert host_processes(r"sleep 1005") == [] and pool_tasks() == []
+    assert host_processes(rf"sleep {_S + 5}\b") == [] and pool_tasks() == []
     assert (workspace / "made").stat().st_uid == os.geteuid()
 
 
@@ -351,12 +354,12 @@ async def test_a_run_cancelled_while_it_starts_leaves_nothing_behind(lending, wo
     """Cancels at moments across the start (lending the worktree, bubblewrap's start, its child's
     set-up): whichever step it lands in, nothing outlives the call."""
     for delay in (0, 0.005, 0.02, 0.05, 0.1, 0.2):
-        run = asyncio.create_task(lending.run("sleep 1006", workspace, QUICK))
+        run = asyncio.create_task(lending.run(f"sleep {_S + 7}", workspace, QUICK))
         await asyncio.sleep(delay)
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await run
-        assert host_processes(r"sleep 1006") == [] and pool_tasks() == [], delay
+        assert host_processes(rf"sleep {_S + 7}\b") == [] and pool_tasks() == [], delay
         assert workspace.stat().st_uid == os.geteuid(), delay
 
 

@@ -68,6 +68,10 @@ def stop_process(process: subprocess.Popen, *, kill: bool = False, timeout: floa
         process.wait()
 
 
+class PortTaken(RuntimeError):
+    """Another process bound one of the server's ports between `free_port` and the server's start."""
+
+
 class NatsServer:
     def __init__(self, store_dir: Path | None = None, *, extra_config: str = "", jetstream: str = "") -> None:
         """`jetstream`: more lines of the `jetstream {}` block (e.g. `sync_interval: always`)."""
@@ -77,6 +81,7 @@ class NatsServer:
         self.extra_config = extra_config
         self.jetstream = jetstream
         self.process: subprocess.Popen | None = None
+        self.started = False
         self.log_path = self.store_dir / "nats.log"
 
     @property
@@ -99,17 +104,35 @@ class NatsServer:
         return path
 
     def start(self, timeout: float = 20) -> NatsServer:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [nats_binary(), "-c", str(self.config())], stdout=log, stderr=subprocess.STDOUT
-        )
+        """Start it (again, on the same ports and store, after `stop`). The first start takes
+        other ports when one was taken meanwhile, unless its `extra_config` names ports too."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if self.started or "listen" in self.extra_config or attempt == 2:
+                    raise
+                self.port, self.monitor_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> NatsServer:
+        with self.log_path.open("ab") as log:
+            mark = log.tell()
+            self.process = subprocess.Popen(
+                [nats_binary(), "-c", str(self.config())], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
+                said = self.log_path.read_bytes()[mark:].decode(errors="replace")
+                self.process = None
+                if "address already in use" in said:
+                    raise PortTaken(said[-2000:])
+                raise RuntimeError(f"nats-server exited: {said[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=1) as r:
                     if r.status == 200:
+                        self.started = True
                         return self
             except OSError:
                 pass
@@ -128,9 +151,13 @@ class NatsCluster:
     test must see (aether_core.kv)."""
 
     def __init__(self, size: int = 3) -> None:
+        self.nodes = self._nodes(size)
+
+    @staticmethod
+    def _nodes(size: int) -> list[NatsServer]:
         ports = [free_port() for _ in range(size)]
         routes = ", ".join(f"nats://127.0.0.1:{port}" for port in ports)
-        self.nodes = [
+        return [
             NatsServer(
                 extra_config=f"server_name: n{i}\ncluster {{\n  name: aether\n  listen: 127.0.0.1:{port}\n"
                 f"  routes: [{routes}]\n}}",
@@ -147,9 +174,17 @@ class NatsCluster:
     def servers(self) -> list[str]:
         return [node.url for node in self.nodes]
 
-    def start(self) -> NatsCluster:
-        for node in self.nodes:
-            node.start()
+    def start(self, attempts: int = 3) -> NatsCluster:
+        for attempt in range(attempts):
+            try:
+                for node in self.nodes:
+                    node.start()
+                return self
+            except PortTaken:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+                self.nodes = self._nodes(len(self.nodes))  # the routes name every port: all anew
         return self
 
     def stop(self) -> None:

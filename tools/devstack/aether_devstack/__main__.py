@@ -33,6 +33,7 @@ from aether_contracts.permissions import ADMIN, TOPOLOGY, USERS, nats_authorizat
 from aether_core.templates import load_registry
 
 from . import credentials
+from .ports import free_port
 from .reaper import Lifeline
 from .supervisor import ChildSpec, Supervisor, child_environment
 
@@ -96,12 +97,6 @@ def with_credentials(url: str, user: str, password: str) -> str:
             address = f"{user}:{password}@{address}"
         servers.append(f"{scheme}{separator}{address}")
     return ",".join(servers)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ProbePorts:
