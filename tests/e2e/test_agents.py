@@ -73,6 +73,33 @@ async def test_the_warm_minimum_is_kept(pool_stack):
     assert len(warm) == 1 and warm[0]["status"] == "idle"
 
 
+async def test_a_ready_plan_starts_the_agents_its_later_subtasks_need(pool_stack):
+    """Issue 14: the pool knows the plan. The nine frontend subtasks wait on a slow root, so
+    none of them is queued yet; their agents start anyway, as many as the plan's width needs
+    (9 at 4 per agent: 3, the maximum here), and stay up (idle longer than the pool's idle
+    timeout of 3 s) until the subtasks come."""
+    plan = scripted(
+        "Later types",
+        [subtask("root", "python-backend", sim="latency_ms=12000")]
+        + [subtask(f"ui{i}", "react-frontend", ["root"]) for i in range(9)],
+    )
+    async with pool_stack.client() as client:
+        created = await pool_stack.submit(client, plan)
+
+        async def root_running_and_three_ui_agents():
+            task = (await client.get(f"/api/orchestrate/task/{created['id']}")).json()
+            root = next(s for s in task["subtasks"] if s["id"] == "root") if task["subtasks"] else None
+            if root is not None and root["status"] in ("completed", "failed"):
+                raise AssertionError(f"the root finished before the agents were there: {task['logs']}")
+            ui = await experts(client, "react-frontend")
+            return len([a for a in ui if a["status"] in ("idle", "busy")]) >= 3
+
+        await wait_for(root_running_and_three_ui_agents, timeout=60, what="three frontend agents while the root runs")
+        task = await pool_stack.wait_task(client, created["id"], timeout=120)
+    assert task["status"] == "completed", task["logs"]
+    assert not [line for line in task["logs"] if "waiting for a react-frontend agent" in line], task["logs"]
+
+
 async def test_a_backlog_scales_its_type_to_the_maximum_and_idle_agents_go_away(pool_stack):
     plan = scripted("Twenty", [subtask(f"t{i}", "testing-expert", sim="latency_ms=1500") for i in range(20)])
     async with pool_stack.client() as client:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from aether_core.sandbox import SandboxLimits, SandboxUnavailable, detect
+from aether_core.sandbox import CommandSlots, SandboxLimits, SandboxUnavailable, detect
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = [Path(sys.prefix), Path(sys.base_prefix)]
@@ -430,3 +430,19 @@ def _as_another_user(tmp_path: Path) -> None:
     assert lines[4].startswith("2 ") and "Cannot fork" in lines[4]
     # Zombies aside: bubblewrap's init, once exited, is the host init's to reap.
     assert [state for state in sh("ps -u 4242 -o stat=").split() if not state.startswith("Z")] == []
+
+
+async def test_commands_beyond_the_hosts_slots_wait_their_turn_and_waiting_costs_no_time(tmp_path, workspace):
+    """Two agents' sandboxes sharing the slots' directory, one slot: their commands never overlap
+    (issue 14: what the machine runs at once is bounded apart from the subtasks agents hold), and
+    the second one's time limit starts when it runs (4 s waited + 4 s run > its 7 s)."""
+    first, second = _detect(), _detect()
+    first.slots, second.slots = CommandSlots(1, tmp_path), CommandSlots(1, tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    command = "date +%s.%N > start; sleep 4; date +%s.%N > end"
+    limits = SandboxLimits(timeout_s=7)
+    results = await asyncio.gather(first.run(command, workspace, limits), second.run(command, other, limits))
+    assert [(r.exit_code, r.timed_out) for r in results] == [(0, False), (0, False)], results
+    spans = sorted((float((w / "start").read_text()), float((w / "end").read_text())) for w in (workspace, other))
+    assert spans[0][1] <= spans[1][0], spans

@@ -9,7 +9,9 @@ from aether_container_manager.pool import (
     PoolPolicy,
     decide,
     parse_overrides,
+    plan_width,
 )
+from aether_contracts.state import Subtask
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -94,3 +96,58 @@ def test_per_type_overrides():
 def test_bad_overrides_fail_loudly(text, error):
     with pytest.raises(PoolError, match=error):
         parse_overrides(text, PoolPolicy(), ["fullstack"])
+
+
+def planned(id_: str, agent_type: str, *deps: str) -> Subtask:
+    return Subtask(id=id_, title=id_, description=id_, agent_type=agent_type, depends_on=list(deps))
+
+
+def test_a_plans_width_per_type_is_the_most_of_its_subtasks_on_one_level():
+    # a -> (b, c, d) -> e, with b, c, e frontend and a, d backend; f backend is independent
+    plan = [
+        planned("a", "python-backend"),
+        planned("b", "react-frontend", "a"),
+        planned("c", "react-frontend", "a"),
+        planned("d", "python-backend", "a"),
+        planned("e", "react-frontend", "b", "c", "d"),
+        planned("f", "python-backend"),
+    ]
+    assert plan_width(plan) == {"python-backend": 2, "react-frontend": 2}
+
+
+def test_a_chain_is_one_wide_however_long_and_finished_dependencies_count_as_done():
+    chain = [planned("s0", "testing-expert")] + [planned(f"s{i}", "testing-expert", f"s{i - 1}") for i in range(1, 3000)]
+    assert plan_width(chain) == {"testing-expert": 1}
+    # s0..s9 done: the rest still one wide; a fan-out whose root is done runs all at once
+    assert plan_width(chain[10:]) == {"testing-expert": 1}
+    fan = [planned(f"leaf{i}", "fullstack", "root") for i in range(7)]
+    assert plan_width(fan) == {"fullstack": 7}
+    assert plan_width([]) == {}
+
+
+def test_the_level_is_the_longest_chain_not_the_shortest():
+    # x depends on a root and on a chain of two: it cannot run beside the chain's first
+    plan = [
+        planned("r", "devops-expert"),
+        planned("c1", "devops-expert"),
+        planned("c2", "database-expert", "c1"),
+        planned("x", "devops-expert", "r", "c2"),
+    ]
+    assert plan_width(plan) == {"devops-expert": 2, "database-expert": 1}
+
+
+def test_a_process_agent_runs_four_subtasks_a_container_one_and_the_pool_scales_by_that(monkeypatch):
+    from aether_container_manager.settings import ContainerManagerSettings
+
+    for name in ("AETHER_AGENT_BACKEND", "AETHER_AGENT_CONCURRENCY", "AETHER_POOL_BACKLOG_PER_AGENT"):
+        monkeypatch.delenv(name, raising=False)
+    process = ContainerManagerSettings()
+    assert (process.subtasks_per_agent, process.backlog_per_agent) == (4, 4)
+    docker = ContainerManagerSettings(agent_backend="docker")
+    assert (docker.subtasks_per_agent, docker.backlog_per_agent) == (1, 1)
+    monkeypatch.setenv("AETHER_AGENT_CONCURRENCY", "8")
+    monkeypatch.setenv("AETHER_POOL_BACKLOG_PER_AGENT", "2")
+    tuned = ContainerManagerSettings(agent_backend="docker")
+    assert (tuned.subtasks_per_agent, tuned.backlog_per_agent) == (8, 2)
+    # 9 subtasks the plan can run at once, 4 per agent: 3 agents
+    assert decide(PoolPolicy(max_agents=4, backlog_per_agent=process.backlog_per_agent), 9, [], NOW).start == 3

@@ -192,9 +192,11 @@ def grants(agent_types: Iterable[str], *, workers_in_executor: bool = False) -> 
         ),
         "container-manager": Grant(
             publish=(f"{subjects.AGENT_EVENTS_PREFIX}.*", f"{subjects.AGENT_CONTROL_PREFIX}.*"),
-            subscribe=(subjects.MANAGER_CONTROL,),
+            # the plans: agents start when a plan is ready, before its subtasks queue (issue 14)
+            subscribe=(subjects.MANAGER_CONTROL, subjects.PLAN_READY, subjects.SUBTASK_FINISHED, subjects.TASK_FINISHED),
             answers=True,
             inspects=workers,
+            reads=(TASKS_BUCKET,),
             watches=(AGENTS_BUCKET,),
             writes=(heartbeats("container-manager"), (AGENTS_BUCKET, ">")),
         ),

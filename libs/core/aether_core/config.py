@@ -247,6 +247,9 @@ class SandboxSettings(BaseSettings):
     sandbox_memory_mb: int = Field(1024, ge=64, description="Memory of one command (address space).")
     sandbox_processes: int = Field(128, ge=8, description="Processes one command may have at once.")
     sandbox_output_bytes: int = Field(32_000, ge=1024, description="Output of one command the expert reads (cut visibly).")
+    sandbox_concurrency: int = Field(
+        0, ge=0, description="Sandboxed commands that run at once on this host, across its agents (0: one per CPU)."
+    )
     def sandbox_limits(self) -> SandboxLimits:
         return SandboxLimits(
             timeout_s=self.sandbox_timeout_s,

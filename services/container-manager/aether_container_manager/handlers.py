@@ -1,10 +1,17 @@
 """Requests to the container-manager: stop an agent (the gateway asks when the agent itself does
-not answer)."""
+not answer); and what it hears of the plans, on core NATS (a miss costs a cold start, nothing
+more): a plan ready, a subtask or a task finished."""
 
 from faststream.nats import NatsRouter
 
 from aether_contracts import subjects
-from aether_contracts.events import AgentControl, AgentControlReply
+from aether_contracts.events import (
+    AgentControl,
+    AgentControlReply,
+    PlanReady,
+    SubtaskFinished,
+    TaskFinished,
+)
 
 from .manager import PoolManager
 
@@ -20,5 +27,17 @@ def build_router(manager: PoolManager, scope: str) -> NatsRouter:
             accepted=accepted,
             detail="stopping; work in flight is handed back" if accepted else f"not an agent of {scope}",
         )
+
+    @router.subscriber(subjects.PLAN_READY)
+    async def on_plan_ready(event: PlanReady) -> None:
+        manager.plan_ready(event.task_id)
+
+    @router.subscriber(subjects.SUBTASK_FINISHED)
+    async def on_subtask_finished(event: SubtaskFinished) -> None:
+        manager.subtask_finished(event.task_id)
+
+    @router.subscriber(subjects.TASK_FINISHED)
+    async def on_task_finished(event: TaskFinished) -> None:
+        manager.task_finished(event.task_id)
 
     return router

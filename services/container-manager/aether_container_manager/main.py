@@ -45,13 +45,15 @@ def create_app(settings: ContainerManagerSettings | None = None) -> ServiceApp:
     base = PoolPolicy(
         min_agents=settings.pool_min,
         max_agents=settings.pool_max,
-        backlog_per_agent=settings.pool_backlog_per_agent,
+        backlog_per_agent=settings.backlog_per_agent,
         idle_timeout_s=settings.pool_idle_timeout_s,
     )
     policies = parse_overrides(settings.pool_overrides, base, registry.agent_types)
     backend = make_backend(settings)
     broker = make_broker(settings, SERVICE)
-    runtime = Runtime(settings, broker, SERVICE, buckets=(topology.SERVICES_BUCKET, topology.AGENTS_BUCKET))
+    runtime = Runtime(
+        settings, broker, SERVICE, buckets=(topology.SERVICES_BUCKET, topology.AGENTS_BUCKET, topology.TASKS_BUCKET)
+    )
     runtime.detail.update({"backend": backend.name, "scope": settings.scope})
     agents = KVMirror("agents")
     loop_task: list[asyncio.Task] = []
@@ -67,6 +69,10 @@ def create_app(settings: ContainerManagerSettings | None = None) -> ServiceApp:
             return False
         return AgentControlReply.model_validate_json(reply.body).accepted
 
+    async def read_task(task_id: str):
+        found = await runtime.store.get(task_id)
+        return found[0] if found else None
+
     manager = PoolManager(
         backend,
         policies,
@@ -75,10 +81,11 @@ def create_app(settings: ContainerManagerSettings | None = None) -> ServiceApp:
         ask_agent=ask_agent,
         agent_env={
             **settings.agent_environment(),
-            "AETHER_WORKER_CONCURRENCY": str(settings.agent_concurrency),
+            "AETHER_WORKER_CONCURRENCY": str(settings.subtasks_per_agent),
         },
         start_timeout_s=settings.agent_start_timeout_s,
         stop_timeout_s=settings.agent_stop_timeout_s,
+        read_task=read_task,
     )
     broker.include_router(build_router(manager, settings.scope))
 

@@ -1,5 +1,6 @@
-"""The pool manager: reads each agent type's backlog, starts and stops agents through a backend,
-announces what happened, and on start-up adopts or removes what an earlier instance left.
+"""The pool manager: reads each agent type's backlog and the plans in flight, starts and stops
+agents through a backend, announces what happened, and on start-up adopts or removes what an
+earlier instance left.
 
 No broker in here: publishing and NATS requests are passed in as functions.
 """
@@ -21,17 +22,22 @@ from nats.js.kv import KeyValue
 from aether_contracts import topology
 from aether_contracts.agents import AGENT_TTL_S, AgentRecord, AgentStatus, agent_key
 from aether_contracts.events import AgentEvent
-from aether_contracts.state import utcnow
+from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, utcnow
 from aether_core.mirror import KVMirror
 
 from .backends import AgentBackend
-from .pool import AgentView, Phase, PoolDecision, PoolPolicy, decide
+from .pool import AgentView, Phase, PoolDecision, PoolPolicy, decide, plan_width
 
 log = logging.getLogger("aether.container_manager")
 
 Publish = Callable[[AgentEvent], Awaitable[None]]
 AskAgent = Callable[[str, str], Awaitable[bool]]
 """Ask an agent to stop and hand its work back; True if it answered."""
+ReadTask = Callable[[str], Awaitable[TaskState | None]]
+
+PLAN_REREAD_S = 30.0
+"""A plan in flight is read again at least this often: a missed `task.finished` (core NATS, no
+replay) must not keep its agents up for ever."""
 
 
 @dataclass
@@ -58,8 +64,10 @@ class PoolManager:
         agent_env: dict[str, str],
         start_timeout_s: float,
         stop_timeout_s: float,
+        read_task: ReadTask | None = None,
     ) -> None:
         self.backend = backend
+        self.read_task = read_task
         self.policies = policies
         self.js: JetStreamContext | None = None
         self.agents_kv: KeyValue | None = None
@@ -74,6 +82,11 @@ class PoolManager:
         self._lock = asyncio.Lock()
         self._blind_at: float | None = None
         """When a reconciliation last failed (NATS not answering this manager)."""
+        self.plans: dict[str, dict[str, int]] = {}
+        """Per task in flight, the width per agent type of what it has still to run."""
+        self._plans_read: dict[str, float] = {}
+        self._plans_dirty: set[str] = set()
+        self.woken = asyncio.Event()
 
     # -- start-up -------------------------------------------------------------------------------
     def bind(self, js: JetStreamContext, agents_kv: KeyValue) -> None:
@@ -96,7 +109,9 @@ class PoolManager:
 
     # -- the loop -------------------------------------------------------------------------------
     async def run(self, interval_s: float) -> None:
+        """Reconcile every `interval_s`, and at once when a plan is ready."""
         while True:
+            self.woken.clear()
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -104,16 +119,68 @@ class PoolManager:
             except Exception:
                 self._blind_at = time.monotonic()
                 log.exception("pool reconciliation failed; retrying")
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.woken.wait(), interval_s)
+
+    # -- the plans in flight --------------------------------------------------------------------
+    def plan_ready(self, task_id: str) -> None:
+        """A plan (or a new round of one) is ready: its agents can start before its subtasks queue."""
+        if self.read_task is not None:
+            self._plans_dirty.add(task_id)
+            self.woken.set()
+
+    def subtask_finished(self, task_id: str) -> None:
+        if task_id in self.plans:
+            self._plans_dirty.add(task_id)
+
+    def task_finished(self, task_id: str) -> None:
+        self.plans.pop(task_id, None)
+        self._plans_read.pop(task_id, None)
+        self._plans_dirty.discard(task_id)
+
+    async def _read_plans(self) -> None:
+        if self.read_task is None:
+            return
+        stale = time.monotonic() - PLAN_REREAD_S
+        dirty = self._plans_dirty | {t for t, at in self._plans_read.items() if at < stale}
+        self._plans_dirty = set()
+        await asyncio.gather(*(self._read_plan(task_id) for task_id in dirty))
+
+    async def _read_plan(self, task_id: str) -> None:
+        assert self.read_task is not None
+        try:
+            state = await self.read_task(task_id)
+        except Exception as exc:  # NATS unavailable a moment: read it on the next tick
+            log.debug("cannot read task %s for its plan: %s", task_id, exc)
+            self._plans_dirty.add(task_id)
+            return
+        # Waiting for approval, nothing runs (the approval makes the plan ready again).
+        if state is None or state.status.terminal or state.status == TaskStatus.AWAITING_APPROVAL:
+            self.task_finished(task_id)
+            return
+        remaining = [
+            s for s in state.subtasks if not s.status.terminal and s.status != SubtaskStatus.AWAITING_INPUT
+        ]
+        width = plan_width(remaining)
+        if not width:
+            self.task_finished(task_id)
+            return
+        self.plans[task_id] = width
+        self._plans_read[task_id] = time.monotonic()
+
+    def planned(self, agent_type: str) -> int:
+        """How many subtasks of the type the plans in flight can run at once."""
+        return sum(width.get(agent_type, 0) for width in self.plans.values())
 
     async def tick(self) -> None:
         async with self._lock:
             await self._reap()
             await self._watch_registrations()
+            await self._read_plans()
             now = utcnow()
             for agent_type, policy in self.policies.items():
-                backlog = await self.backlog(agent_type)
-                decision = decide(policy, backlog, self._views(agent_type, now), now)
+                demand = max(await self.backlog(agent_type), self.planned(agent_type))
+                decision = decide(policy, demand, self._views(agent_type, now), now)
                 self.last_decisions[agent_type] = decision
                 # Concurrently: a container's creation takes seconds on some storage drivers.
                 await asyncio.gather(*(self._start(agent_type) for _ in range(decision.start)))

@@ -1,16 +1,24 @@
-"""How many agents of one type should run: a pure function of the backlog and the pool.
+"""How many agents of one type should run: a pure function of the demand and the pool.
 
-Scale up as soon as the backlog (queued plus in-flight subtasks) needs more agents than there
-are, up to the maximum; scale down only agents that have been idle longer than the timeout, and
-never below the warm minimum nor below what the backlog needs. Busy agents are never stopped.
+The demand of a type is the larger of its backlog (queued plus in-flight subtasks) and its
+planned width: how many of the type's subtasks the plans in flight can run at once
+(`plan_width`), known when a plan is ready, before its later subtasks are queued. Scale up as
+soon as the demand needs more agents than there are, up to the maximum; scale down only agents
+that have been idle longer than the timeout, and never below the warm minimum nor below what the
+demand needs. Busy agents are never stopped.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
+
+from aether_core import dag
 
 
 class PoolError(ValueError):
@@ -53,6 +61,36 @@ class PoolDecision:
     start: int = 0
     stop: list[str] = field(default_factory=list)
     desired: int = 0
+
+
+class PlannedSubtask(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def agent_type(self) -> str: ...
+
+    @property
+    def depends_on(self) -> list[str]: ...
+
+
+def plan_width(subtasks: Iterable[PlannedSubtask]) -> dict[str, int]:
+    """Per agent type, the most of its subtasks that can run at once among those given (the ones
+    still to finish; a dependency not among them counts as done).
+
+    Each subtask's level is the length of its longest chain of dependencies among them; a type's
+    width is the most of its subtasks on one level. A level runs together only when its calls
+    take alike: an estimate, never more than the type's count.
+    """
+    given = {s.id: s for s in subtasks}
+    level: dict[str, int] = {}
+    for node in dag.order({i: [d for d in s.depends_on if d in given] for i, s in given.items()}):
+        level[node] = 1 + max((level[d] for d in given[node].depends_on if d in level), default=-1)
+    on_level = Counter((given[node].agent_type, level[node]) for node in given)
+    width: dict[str, int] = {}
+    for (agent_type, _), count in on_level.items():
+        width[agent_type] = max(width.get(agent_type, 0), count)
+    return width
 
 
 def desired_agents(policy: PoolPolicy, backlog: int) -> int:

@@ -25,8 +25,8 @@ class ContainerManagerSettings(ServiceSettings):
     )
     pool_min: int = Field(0, ge=0, description="Warm agents kept per agent type.")
     pool_max: int = Field(4, ge=1, description="Most agents per agent type.")
-    pool_backlog_per_agent: int = Field(
-        1, ge=1, description="Backlog per agent above which another agent starts."
+    pool_backlog_per_agent: int | None = Field(
+        None, ge=1, description="Backlog per agent above which another agent starts (default: the agent's concurrency)."
     )
     pool_idle_timeout_s: float = Field(60.0, ge=0, description="Idle time after which an agent above the minimum stops.")
     pool_overrides: str = Field(
@@ -36,7 +36,15 @@ class ContainerManagerSettings(ServiceSettings):
     pool_scope: str | None = Field(
         None, description="Label of this stack's agents (adoption after restart); default from the NATS URL."
     )
-    agent_concurrency: int = Field(1, ge=1, description="Subtasks one agent runs at once.")
+    agent_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Subtasks one agent runs at once, each in its own worktree (default: 4 for processes, "
+            "whose commands each run in a sandbox of their own; 1 for containers, where the "
+            "container is the subtask's sandbox)."
+        ),
+    )
     agent_start_timeout_s: float = Field(90.0, gt=0, description="Time an agent has to register.")
     agent_stop_timeout_s: float = Field(20.0, gt=0, description="Time an agent has to stop before it is killed.")
     stop_agents_on_exit: bool = Field(True, description="Stop every agent when the container-manager stops.")
@@ -57,6 +65,16 @@ class ContainerManagerSettings(ServiceSettings):
     agent_cpus: float = Field(1.0, gt=0, description="Docker backend: CPU limit per agent.")
     agent_pids: int = Field(256, ge=16, description="Docker backend: process limit per agent.")
     agent_user: str = Field("10001:10001", description="Docker backend: user an agent runs as.")
+
+    @property
+    def subtasks_per_agent(self) -> int:
+        if self.agent_concurrency is not None:
+            return self.agent_concurrency
+        return 1 if self.agent_backend == "docker" else 4
+
+    @property
+    def backlog_per_agent(self) -> int:
+        return self.pool_backlog_per_agent or self.subtasks_per_agent
 
     @property
     def scope(self) -> str:

@@ -79,7 +79,11 @@ def create_app(settings: ExecutorSettings | None = None) -> ServiceApp:
         )
         llm = LLMClient(settings.llm_config())
         # The agent's own Python (its tools, pytest among them) is what commands find first.
-        sandbox = detect(kind=settings.sandbox, toolchain=sorted({Path(sys.prefix), Path(sys.base_prefix)}))
+        sandbox = detect(
+            kind=settings.sandbox,
+            toolchain=sorted({Path(sys.prefix), Path(sys.base_prefix)}),
+            concurrency=settings.sandbox_concurrency,
+        )
         if settings.expert_tools and not sandbox.available:
             log.warning("experts' commands cannot run on this agent: %s (run_command is refused)", sandbox.reason)
         worker = Worker(

@@ -36,7 +36,7 @@ def create_app(settings: SynthesizerSettings | None = None) -> ServiceApp:
         timeout_s=settings.synthesis_timeout_s,
         max_tokens=settings.max_tokens,
         token_budget=settings.task_token_budget,
-        sandbox=detect(kind=settings.sandbox, toolchain=sorted({Path(sys.prefix), Path(sys.base_prefix)})) if settings.verify_repository else None,
+        sandbox=detect(kind=settings.sandbox, toolchain=sorted({Path(sys.prefix), Path(sys.base_prefix)}), concurrency=settings.sandbox_concurrency) if settings.verify_repository else None,
         check_limits=SandboxLimits(timeout_s=settings.check_timeout_s, cpu_s=settings.check_timeout_s,
                                    memory_bytes=settings.sandbox_memory_mb << 20, processes=settings.sandbox_processes),
         max_fixups=settings.max_fixups,
