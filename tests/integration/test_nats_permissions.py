@@ -224,9 +224,8 @@ FORBIDDEN: dict[str, list[Attempt]] = {
     ],
     "container-manager": [
         publishing(subjects.SUBTASK_FINISHED, "forge a finished subtask"),
-        putting("tasks", "forged"),
-        Attempt("read a task", "$JS.API.DIRECT.GET.KV_tasks.$KV.tasks.forged",
-                lambda nc: js(nc).get_msg("KV_tasks", subject="$KV.tasks.forged", direct=True)),
+        putting("tasks", "forged"),  # it reads a task's plan (issue 14), never writes one
+        publishing(subjects.PLAN_READY, "forge a ready plan"),  # it hears them only
         publishing(f"$JS.API.CONSUMER.MSG.NEXT.{topology.STREAM}.executor-fullstack", "pull an agent's work"),
     ],
     TOPOLOGY: [
