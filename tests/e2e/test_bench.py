@@ -11,7 +11,8 @@ import pytest
 
 from aether_devstack.harness import ROOT
 
-# Six stacks start one after another (two for the makespan, three for throughput, one for memory):
+# Seven stacks start one after another (two for the makespan, three for throughput, one for memory,
+# one for the cold start):
 # minutes on two shared cores.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -60,8 +61,11 @@ def test_the_bench_runs_every_section_and_its_numbers_make_sense(tmp_path: Path)
     assert sandbox["available"], sandbox  # CI has bubblewrap: the number must be real
     assert sandbox["sandboxed_ms"]["n"] == 5 and sandbox["sandboxed_ms"]["median"] > 0
 
+    cold = results["cold_start"]["ms"]
+    assert cold["n"] == 1 and cold["median"] > 0  # --quick: one type, queued before its agent existed
+
     # The table names each section and every system.
     for label in ("Makespan / critical path", "Floor", "make up` defaults", "Aether, tuned", "Phase 1 loop", "LangGraph",
                   "Overhead per subtask, make up defaults", "Overhead per subtask, tuned", "subtasks/s", "finished tasks",
-                  "Tool result", "sandboxed command"):
+                  "Tool result", "sandboxed command", "Agent cold start"):
         assert label in run.stdout, label

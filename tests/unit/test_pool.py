@@ -10,6 +10,7 @@ from aether_container_manager.pool import (
     decide,
     parse_overrides,
     plan_width,
+    share_starts,
 )
 from aether_contracts.state import Subtask
 
@@ -151,3 +152,15 @@ def test_a_process_agent_runs_four_subtasks_a_container_one_and_the_pool_scales_
     assert (tuned.subtasks_per_agent, tuned.backlog_per_agent) == (8, 2)
     # 9 subtasks the plan can run at once, 4 per agent: 3 agents
     assert decide(PoolPolicy(max_agents=4, backlog_per_agent=process.backlog_per_agent), 9, [], NOW).start == 3
+
+
+def test_starts_share_a_budget_queued_work_first_and_the_types_take_turns():
+    # database-expert has queued work for 4 agents; the others only planned work
+    wanted = {"database-expert": (4, 4), "python-backend": (0, 4), "react-frontend": (0, 2)}
+    assert share_starts(wanted, 2) == {"database-expert": 2}
+    assert share_starts(wanted, 5) == {"database-expert": 4, "python-backend": 1}
+    assert share_starts(wanted, 7) == {"database-expert": 4, "python-backend": 2, "react-frontend": 1}
+    assert share_starts(wanted, 100) == {"database-expert": 4, "python-backend": 4, "react-frontend": 2}
+    # two types with queued work: each gets its first agent before either gets a second
+    assert share_starts({"a": (3, 3), "b": (3, 3)}, 3) == {"a": 2, "b": 1}
+    assert share_starts(wanted, 0) == {} and share_starts(wanted, -1) == {}

@@ -86,6 +86,7 @@ def create_app(settings: ContainerManagerSettings | None = None) -> ServiceApp:
         start_timeout_s=settings.agent_start_timeout_s,
         stop_timeout_s=settings.agent_stop_timeout_s,
         read_task=read_task,
+        max_starting=settings.max_starting,
     )
     broker.include_router(build_router(manager, settings.scope))
 

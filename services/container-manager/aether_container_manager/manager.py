@@ -26,7 +26,7 @@ from aether_contracts.state import SubtaskStatus, TaskState, TaskStatus, utcnow
 from aether_core.mirror import KVMirror
 
 from .backends import AgentBackend
-from .pool import AgentView, Phase, PoolDecision, PoolPolicy, decide, plan_width
+from .pool import AgentView, Phase, PoolDecision, PoolPolicy, decide, plan_width, share_starts
 
 log = logging.getLogger("aether.container_manager")
 
@@ -65,9 +65,12 @@ class PoolManager:
         start_timeout_s: float,
         stop_timeout_s: float,
         read_task: ReadTask | None = None,
+        max_starting: int = 4,
     ) -> None:
         self.backend = backend
         self.read_task = read_task
+        self.max_starting = max_starting
+        """Agents starting at once (started, not yet registered), across the types."""
         self.policies = policies
         self.js: JetStreamContext | None = None
         self.agents_kv: KeyValue | None = None
@@ -178,14 +181,19 @@ class PoolManager:
             await self._watch_registrations()
             await self._read_plans()
             now = utcnow()
+            wanted: dict[str, tuple[int, int]] = {}
             for agent_type, policy in self.policies.items():
-                demand = max(await self.backlog(agent_type), self.planned(agent_type))
-                decision = decide(policy, demand, self._views(agent_type, now), now)
+                backlog = await self.backlog(agent_type)
+                views = self._views(agent_type, now)
+                decision = decide(policy, max(backlog, self.planned(agent_type)), views, now)
                 self.last_decisions[agent_type] = decision
-                # Concurrently: a container's creation takes seconds on some storage drivers.
-                await asyncio.gather(*(self._start(agent_type) for _ in range(decision.start)))
+                wanted[agent_type] = (min(decide(policy, backlog, views, now).start, decision.start), decision.start)
                 for agent_id in decision.stop:
                     self._stop_later(self.managed[agent_id], f"idle for over {policy.idle_timeout_s:.0f}s")
+            starting = sum(1 for a in self.managed.values() if not a.registered and a.stop_reason is None)
+            starts = share_starts(wanted, self.max_starting - starting)
+            # Concurrently: a container's creation takes seconds on some storage drivers.
+            await asyncio.gather(*(self._start(t) for t, n in starts.items() for _ in range(n)))
 
     async def backlog(self, agent_type: str) -> int:
         """Queued, in-flight and handed-back subtasks of the type: what its consumer must finish.

@@ -117,6 +117,27 @@ def decide(policy: PoolPolicy, backlog: int, agents: list[AgentView], now: datet
     return PoolDecision(stop=[a.id for a in expired[:surplus]], desired=desired)
 
 
+def share_starts(wanted: dict[str, tuple[int, int]], budget: int) -> dict[str, int]:
+    """How many agents of each type to start now, when at most `budget` may start at once (each
+    start is a process importing its libraries, or a container: on a small machine many at once
+    starve each other and the agents already working).
+
+    `wanted`: per type, (starts its queued work needs, starts its demand needs, that included).
+    Queued work goes first, then what the plans will need; the types take turns, so no type's
+    first agent waits behind another type's fourth.
+    """
+    given = dict.fromkeys(wanted, 0)
+    for needs in (0, 1):
+        while budget > 0:
+            turn = [t for t, want in wanted.items() if given[t] < want[needs]]
+            if not turn:
+                break
+            for agent_type in turn[:budget]:
+                given[agent_type] += 1
+                budget -= 1
+    return {t: n for t, n in given.items() if n}
+
+
 def parse_overrides(text: str, base: PoolPolicy, known_types: list[str]) -> dict[str, PoolPolicy]:
     """`python-backend:min=1,max=8;testing-expert:max=2,idle=30` -> a policy per type."""
     policies = {t: base for t in known_types}

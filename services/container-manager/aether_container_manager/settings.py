@@ -32,6 +32,9 @@ class ContainerManagerSettings(ServiceSettings):
     pool_overrides: str = Field(
         "", description="Per-type policy, e.g. 'python-backend:min=1,max=8;testing-expert:max=2,idle=30'."
     )
+    pool_max_starting: int = Field(
+        0, ge=0, description="Agents starting at once across the types (0: one per CPU, at least 2); queued work first."
+    )
     pool_interval_s: float = Field(1.0, gt=0, description="How often the pool is reconciled.")
     pool_scope: str | None = Field(
         None, description="Label of this stack's agents (adoption after restart); default from the NATS URL."
@@ -71,6 +74,10 @@ class ContainerManagerSettings(ServiceSettings):
         if self.agent_concurrency is not None:
             return self.agent_concurrency
         return 1 if self.agent_backend == "docker" else 4
+
+    @property
+    def max_starting(self) -> int:
+        return self.pool_max_starting or max(2, os.cpu_count() or 1)
 
     @property
     def backlog_per_agent(self) -> int:

@@ -15,7 +15,9 @@ labelled as such.
    CPU each service used;
 4. memory for 10,000 finished tasks, and the time of listing them;
 5. experts that act, zero latency: from a tool's result to the expert's next LLM request, and the
-   cost of starting a sandboxed command (`true`) against a plain one.
+   cost of starting a sandboxed command (`true`) against a plain one;
+6. agent cold start on the defaults: a subtask queued while no agent of its type runs, to its
+   start on the agent the pool started for it (one type after another, each type once).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 import httpx
 import nats
 
+from aether_core.templates import load_registry
 from aether_devstack.harness import ROOT, TERMINAL, Stack
 
 from .baselines import Llm, floor, langgraph, phase1
@@ -179,6 +182,26 @@ async def overhead(stack: Stack, chains: int, length: int) -> dict:
                 done = when(by_id[f"s{i - 1}"]["completed_at"]).timestamp()
                 gaps.append((asked[f"s{i}"] - done) * 1000)
     return {"ms": summary(gaps)}
+
+
+# -- 6. agent cold start -------------------------------------------------------------------------
+async def cold_start(types: int) -> dict:
+    """A fresh `make up` stack, no agent running: one one-subtask task per agent type, one after
+    another; each subtask waits from queued to started for the agent the pool starts for it
+    (the pool hears the plan, the agent process starts, connects and pulls)."""
+    stack = Stack(env=default_env(), prefix="aether-bench-").start()
+    waits: list[float] = []
+    try:
+        async with stack.client() as client:
+            for agent_type in load_registry().agent_types[:types]:
+                plan = {"analysis": "bench", "subtasks": [{"id": "t", "description": "Cold", "agent_type": agent_type, "depends_on": []}]}
+                task = await stack.wait_task(client, await submit(client, f"Cold {agent_type}\nSIM-PLAN: {json.dumps(plan)}"), timeout=300)
+                assert task["status"] == "completed", task["logs"][-5:]
+                sub = task["subtasks"][0]
+                waits.append((when(sub["started_at"]) - when(sub["queued_at"])).total_seconds() * 1000)
+    finally:
+        stop(stack)
+    return {"ms": summary(waits)}
 
 
 # -- 5. experts that act -------------------------------------------------------------------------
@@ -386,6 +409,9 @@ def _table(results: dict) -> str:
     if "tools" in results:
         t = results["tools"]["ms"]
         lines.append(f"Tool result -> the expert's next LLM request: median {t['median']:.2f} ms, p95 {t['p95']:.2f} ms (n={t['n']})")
+    if (c := results.get("cold_start")) and "ms" in c:
+        c = c["ms"]
+        lines.append(f"Agent cold start, defaults (queued -> started on a new agent process): median {c['median']:.0f} ms, p95 {c['p95']:.0f} ms (n={c['n']})")
     if "sandbox" in results:
         b = results["sandbox"]
         if b["available"]:
@@ -446,6 +472,8 @@ async def run(args: argparse.Namespace) -> dict:
         await section("throughput", throughput(replicas, args.tasks, worktrees=worktrees), append=True)
     progress(f"memory: {args.memory_tasks} tasks, then listing them")
     await section("memory", memory(args.memory_tasks))
+    progress(f"cold start: {args.cold_types} agent types, each started for its first subtask")
+    await section("cold_start", cold_start(args.cold_types))
     progress(f"sandbox: {args.sandbox_runs} sandboxed commands against plain ones")
     await section("sandbox", asyncio.to_thread(sandbox_start, args.sandbox_runs))
     return results
@@ -458,12 +486,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.dags, args.median_ms, args.rounds, args.chains, args.tasks, args.memory_tasks = 2, 100, 1, 2, 5, 50
-        args.tool_tasks, args.sandbox_runs = 1, 5
+        args.tool_tasks, args.sandbox_runs, args.cold_types = 1, 5, 1
         # One row of each kind (several executors, agents without worktrees): two stacks, not four.
         args.tuned_rows = ((2, True), (1, False))
     else:
         args.dags, args.median_ms, args.rounds, args.chains, args.tasks, args.memory_tasks = 12, 500, 3, 10, 100, 10_000
-        args.tool_tasks, args.sandbox_runs = 10, 50
+        args.tool_tasks, args.sandbox_runs, args.cold_types = 10, 50, 6
         args.tuned_rows = ((1, True), (2, True), (4, True), (1, False))
     started = time.perf_counter()
     results = asyncio.run(run(args))
