@@ -446,3 +446,27 @@ async def test_commands_beyond_the_hosts_slots_wait_their_turn_and_waiting_costs
     assert [(r.exit_code, r.timed_out) for r in results] == [(0, False), (0, False)], results
     spans = sorted((float((w / "start").read_text()), float((w / "end").read_text())) for w in (workspace, other))
     assert spans[0][1] <= spans[1][0], spans
+
+
+async def test_a_slot_freed_here_goes_at_once_to_a_waiter_here_not_at_its_next_poll(tmp_path):
+    """Within one agent, a finished command hands its slot to the longest waiter at once: with
+    polls 30 s apart, only that hand-over lets the holders of one slot finish within 10 s, in
+    the order they came; a waiter cancelled while it waits takes no slot and blocks nobody."""
+    slots = CommandSlots(1, tmp_path, max_poll_s=30)
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def use(n: int) -> None:
+        async with slots.hold():
+            order.append(n)
+            if n == 0:
+                await release.wait()
+
+    first = asyncio.create_task(use(0))
+    await asyncio.sleep(0.01)
+    waiting = [asyncio.create_task(use(n)) for n in (1, 99, 2, 3)]
+    await asyncio.sleep(0.2)  # past their first polls (5, 10, 20, 40, 80 ms): hand-overs only now
+    waiting[1].cancel()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, waiting[0], *waiting[2:]), 10)
+    assert order == [0, 1, 2, 3] and waiting[1].cancelled()

@@ -209,3 +209,32 @@ def test_a_tasks_repository_stays_for_its_next_subtask_and_goes_when_idle(tmp_pa
     time.sleep(0.35)
     checkouts.checkout("x", "s", []).close()  # any release prunes what has been idle too long
     assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == ["x"]
+
+
+def test_a_reply_stored_without_a_worktree_keeps_and_refuses_what_a_commit_in_one_would(tmp_path):
+    """An expert that answers in one reply gets no worktree (`Desk`): its files are checked
+    against its dependencies' by `changed_files`, which must agree with a real commit."""
+    from aether_core.files import ExtractedFile
+    from aether_executor.workspace import changed_files
+
+    state = state_of(("a", [], [wf("app/x.py", "a"), wf("docs/guide.md", "a")]), ("b", ["a"], []))
+    contents = {f.object: f"{f.path} by {f.written_by}".encode() for s in state.subtasks for f in s.files}
+    reply = {
+        "app/x.py": b"app/x.py by a",  # unchanged: not the subtask's
+        "app/new.py": b"new",
+        "app/x.py/inner.py": b"a file where a directory is needed",
+        "docs": b"a file where a directory is",
+        "notes": b"first a file",
+        "notes/later.md": b"then a directory at the same place",
+        "docs/guide.md": b"changed",
+    }
+    kept, refused = changed_files(visible_files(state, "b"), [ExtractedFile(p, c) for p, c in reply.items()])
+    checkouts = TaskCheckouts(tmp_path / "agent", keep_idle_s=0)
+    worktree = checkouts.checkout("t", "b", [subtask_commit(s, contents) for s in commit_order(state) if s.id == "a"])
+    try:
+        changed, skipped = worktree.commit(reply, "fullstack", "b")
+    finally:
+        worktree.close()
+    assert {f.path: f.content for f in kept} == changed == {"app/new.py": b"new", "notes": b"first a file", "docs/guide.md": b"changed"}
+    assert sorted(r.path for r in refused) == sorted(s.path for s in skipped) == ["app/x.py/inner.py", "docs", "notes/later.md"]
+    assert all(r.reason for r in refused)

@@ -31,6 +31,7 @@ No cgroup is used (CI machines differ): CPU and memory limits are per process, n
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import errno
@@ -210,15 +211,20 @@ class CommandSlots:
     """At most `count` sandboxed commands at once on this host, across the agents that share the
     lock directory: what the machine can run (CPU-bound commands), apart from how many subtasks
     an agent holds (LLM-bound, many at once). A slot is an flock on its own file, like a uid.
-    Waiting for one costs no command time: its limits start when it runs."""
+    Waiting for one costs no command time: its limits start when it runs.
 
-    def __init__(self, count: int, lock_dir: Path | None = None) -> None:
+    A slot freed in this process goes at once to the longest waiter here; one freed by another
+    process is seen by polling, from 5 ms up to `max_poll_s` apart."""
+
+    def __init__(self, count: int, lock_dir: Path | None = None, *, max_poll_s: float = 0.05) -> None:
         if count < 1:
             raise ValueError("at least one sandboxed command must be able to run")
         self.count = count
+        self.max_poll_s = max_poll_s
         self.lock_dir = (lock_dir or _lock_dir()) / "slots"
         self.lock_dir.mkdir(mode=0o700, exist_ok=True)
         self._start = itertools.count()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def try_acquire(self) -> int | None:
         offset = next(self._start)
@@ -229,14 +235,44 @@ class CommandSlots:
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
-        delay = 0.005
-        while (fd := self.try_acquire()) is None:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        fd = await self._acquire()
         try:
             yield
         finally:
             os.close(fd)  # the kernel lets the flock go
+            self._wake_one()
+
+    async def _acquire(self) -> int:
+        if (fd := self.try_acquire()) is not None:
+            return fd
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        self._waiters.append(woken)
+        delay = 0.005
+        try:
+            while True:
+                await asyncio.wait({woken}, timeout=delay)
+                if (fd := self.try_acquire()) is not None:
+                    return fd
+                if woken.done():  # handed a slot another process took first: still first in line
+                    woken = loop.create_future()
+                    self._waiters.appendleft(woken)
+                else:
+                    delay = min(delay * 2, self.max_poll_s)
+        except asyncio.CancelledError:
+            if woken.done():
+                self._wake_one()  # handed a slot, then cancelled: it goes to the next in line
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(woken)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 def _try_lock(path: Path) -> int | None:

@@ -316,11 +316,11 @@ class Worker:
         desk = await self.workspace.open(claim.state, subtask)
         spent = Usage()
         notes = TaskNotes(self.store, event.task_id, f"Subtask {event.subtask_id}:", event.subtask_id)
-        if paused is not None and (not self.tools or desk.checkout is None):
+        if paused is not None and (not self.tools or not desk.can_check_out):
             self._cleanup(desk.close())
             return self._finished(event, started, error="its expert asked a question, and this agent cannot go on with "
                                   "tools in a worktree (AETHER_EXPERT_TOOLS=off or no writable workspace)")
-        if self.tools and desk.checkout is not None:
+        if self.tools and desk.can_check_out:
             try:
                 return await self._act(event, claim, template, desk, spent, notes, started, paused)
             except BaseException:

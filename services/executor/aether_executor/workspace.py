@@ -5,9 +5,14 @@ The Object Store is the source of truth across machines: a desk reads the files 
 subtask's ancestors from it, builds their commits (the same commits the synthesizer makes) in a
 bare repository under the agent's workspace directory, and checks out a worktree there. The
 expert's files are written into that worktree (never outside it), committed as its agent type,
-and what the commit changed is what gets stored. An agent without a writable directory (a
-read-only container without /tmp) works without a worktree: the reply's files are checked and
-stored the same way, and the start-up log says so.
+and what the commit changed is what gets stored.
+
+The worktree is checked out when the expert first needs it (its first tool call, or a resumed
+conversation), not before: an expert that answers in one reply needs no git at all, and its
+reply's files are checked against its dependencies' (a changed file is stored, a path that
+needs a directory where a file is, or the reverse, is refused) and stored the same way. That is
+also how an agent without a writable directory (a read-only container without /tmp) works; the
+start-up log says so.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from aether_contracts.state import Subtask, TaskState
 from aether_contracts.workspace import RefusedFile, WorkspaceFile
 from aether_core.files import ExtractedFile, FileLimits, extract_files, quote_file
 from aether_core.gitrepo import (
+    CommitSpec,
     TaskCheckouts,
     Worktree,
     commit_message,
@@ -108,18 +114,13 @@ class Workspace:
                 )
 
     async def open(self, state: TaskState, subtask: Subtask) -> Desk:
-        """Read the ancestors' files (`Desk.contents`, for the prompt); the worktree is checked
-        out meanwhile (in a thread), while the LLM works: only `deliver` needs it."""
+        """Read the ancestors' files (`Desk.contents`, for the prompt); the worktree waits until
+        the expert needs it (`Desk.worktree`)."""
         seen = ancestors(state, subtask.id)
         history = [s for s in commit_order(state) if s.id in seen]
         contents = await self.store.read_files(f for s in history for f in s.files)
-        checkout = None
-        if self.checkouts is not None:
-            specs = [subtask_commit(s, contents) for s in history]
-            checkout = asyncio.ensure_future(
-                asyncio.to_thread(self.checkouts.checkout, state.id, subtask.id, specs)
-            )
-        return Desk(self, state, subtask, checkout, contents)
+        specs = [subtask_commit(s, contents) for s in history] if self.checkouts is not None else None
+        return Desk(self, state, subtask, specs, contents)
 
 
 @dataclass
@@ -127,25 +128,43 @@ class Desk:
     workspace: Workspace
     state: TaskState
     subtask: Subtask
-    checkout: asyncio.Future[Worktree] | None
-    """The worktree being checked out (None: this agent works without one)."""
+    base: list[CommitSpec] | None
+    """The ancestors' commits a worktree starts from (None: this agent works without one)."""
     contents: dict[str, bytes] = field(default_factory=dict)
     """The ancestors' files by object name (what `files_context` shows of them)."""
+    checkout: asyncio.Future[Worktree] | None = None
+    """The worktree's checkout, once something asked for it."""
     closed: bool = field(default=False)
 
+    @property
+    def can_check_out(self) -> bool:
+        return self.base is not None
+
     async def worktree(self) -> Worktree | None:
-        return await asyncio.shield(self.checkout) if self.checkout is not None else None
+        """The worktree, checked out (in a thread) on the first call; None without one."""
+        if self.base is None:
+            return None
+        if self.checkout is None:
+            if self.closed:
+                raise RuntimeError("the desk is closed")
+            checkouts = self.workspace.checkouts
+            assert checkouts is not None
+            self.checkout = asyncio.ensure_future(
+                asyncio.to_thread(checkouts.checkout, self.state.id, self.subtask.id, self.base)
+            )
+        return await asyncio.shield(self.checkout)
 
     async def deliver(self, reply: str, *, worked_in: Iterable[str] | None = None) -> Delivery:
         """The reply's files, committed in the worktree and stored; the text with file notes.
 
-        `worked_in`: the expert worked in the worktree with tools, so what it left there counts
-        too (a file of the reply wins over one at its path); the names are directories that are
-        no part of the work (caches)."""
+        `worked_in`: the expert may have worked in the worktree with tools, so what it left there
+        counts too (a file of the reply wins over one at its path); the names are directories
+        that are no part of the work (caches). A worktree nothing asked for holds nothing of the
+        expert's: the reply's files are then stored without one."""
         extraction = extract_files(reply, self.workspace.limits)
         refused = list(extraction.refused)
         wanted = {f.path: f.content for f in extraction.files}
-        worktree = await self.worktree()
+        worktree = await self.worktree() if self.checkout is not None else None
         if worktree is not None and worked_in is not None:
             left, skipped = await asyncio.to_thread(worktree.changes, self.workspace.limits, worked_in)
             wanted = {**left, **wanted}
@@ -157,11 +176,8 @@ class Desk:
             refused += [RefusedFile(path=s.path, reason=s.reason) for s in skipped]
             files = [ExtractedFile(path, content) for path, content in sorted(changed.items())]
         else:
-            before = visible_files(self.state, self.subtask.id)
-            files = [
-                f for f in extraction.files
-                if f.path not in before or before[f.path].sha256 != f.sha256
-            ]
+            files, clashes = changed_files(visible_files(self.state, self.subtask.id), extraction.files)
+            refused += clashes
         stored = await self.workspace.store.store_files(self.state.id, self.subtask.id, files)
         return Delivery(extraction.text, stored, refused)
 
@@ -172,6 +188,31 @@ class Desk:
         self.closed = True
         if self.checkout is not None:
             await asyncio.shield(_discard(self.checkout))
+
+
+def changed_files(before: dict[str, WorkspaceFile], files: list[ExtractedFile]) -> tuple[list[ExtractedFile], list[RefusedFile]]:
+    """The reply's files that add or change one of `before` (the dependencies' files), as a
+    commit of them on top would: a path refused where a file of `before` (or an earlier one of
+    the reply) needs to be a directory, or a directory a file."""
+    files_at = set(before)
+    directories = {"/".join(p.split("/")[:n]) for p in files_at for n in range(1, p.count("/") + 1)}
+    kept: list[ExtractedFile] = []
+    refused: list[RefusedFile] = []
+    for file in files:
+        parts = file.path.split("/")
+        blocked = next(("/".join(parts[:n]) for n in range(1, len(parts)) if "/".join(parts[:n]) in files_at), None)
+        if blocked is not None:
+            refused.append(RefusedFile(path=file.path, reason=f"{blocked!r} on the way to {file.path!r} is a file, not a directory"))
+            continue
+        if file.path in directories:
+            refused.append(RefusedFile(path=file.path, reason=f"{file.path!r} is a directory of earlier files"))
+            continue
+        files_at.add(file.path)
+        directories.update("/".join(parts[:n]) for n in range(1, len(parts)))
+        old = before.get(file.path)
+        if old is None or old.sha256 != file.sha256:
+            kept.append(file)
+    return kept, refused
 
 
 async def _discard(checkout: asyncio.Future[Worktree]) -> None:
