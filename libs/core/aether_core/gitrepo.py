@@ -18,7 +18,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +81,22 @@ class Skipped:
     reason: str
 
 
+def parent_dirs(path: str) -> list[str]:
+    """The directories on the way to `path`: `a/b/c` -> `a`, `a/b`."""
+    parts = path.split("/")
+    return ["/".join(parts[:n]) for n in range(1, len(parts))]
+
+
+def path_clash(path: str, files: Container[str], directories: Container[str]) -> str | None:
+    """Why `path` cannot be added beside `files` (and the `directories` they make), or None."""
+    for prefix in parent_dirs(path):
+        if prefix in files:
+            return f"an earlier commit has a file at {prefix!r}, where this path needs a directory"
+    if path in directories:
+        return f"an earlier commit has a directory at {path!r}"
+    return None
+
+
 @dataclass
 class History:
     """Commits on top of `parent` in `repo`'s object store; `tree` is the flat view at `head`."""
@@ -99,7 +115,7 @@ class History:
         skipped = []
         for path, content in sorted(spec.files.items()):
             path = check_path(path)
-            clash = self._clash(path)
+            clash = path_clash(path, self.tree, self.directories)
             if clash:
                 skipped.append(Skipped(path, clash))
                 continue
@@ -107,8 +123,7 @@ class History:
             self.repo.object_store.add_object(blob)
             self.tree[path] = blob.id
             self.sizes[path] = len(content)
-            parts = path.split("/")
-            self.directories.update("/".join(parts[:n]) for n in range(1, len(parts)))
+            self.directories.update(parent_dirs(path))
         commit = Commit()
         commit.tree = self._write_tree()
         commit.parents = [self.head] if self.head else []
@@ -123,16 +138,6 @@ class History:
         self.head = commit.id
         self.commits.append((commit.id, spec.message.splitlines()[0] if spec.message else ""))
         return skipped
-
-    def _clash(self, path: str) -> str | None:
-        parts = path.split("/")
-        for n in range(1, len(parts)):
-            prefix = "/".join(parts[:n])
-            if prefix in self.tree:
-                return f"an earlier commit has a file at {prefix!r}, where this path needs a directory"
-        if path in self.directories:
-            return f"an earlier commit has a directory at {path!r}"
-        return None
 
     def _write_tree(self) -> bytes:
         from dulwich.objects import Tree

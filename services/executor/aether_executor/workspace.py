@@ -27,11 +27,12 @@ from aether_contracts.state import Subtask, TaskState
 from aether_contracts.workspace import RefusedFile, WorkspaceFile
 from aether_core.files import ExtractedFile, FileLimits, extract_files, quote_file
 from aether_core.gitrepo import (
-    CommitSpec,
     TaskCheckouts,
     Worktree,
     commit_message,
     is_writable_dir,
+    parent_dirs,
+    path_clash,
     subtask_commit,
 )
 from aether_core.prompting import new_nonce
@@ -119,8 +120,7 @@ class Workspace:
         seen = ancestors(state, subtask.id)
         history = [s for s in commit_order(state) if s.id in seen]
         contents = await self.store.read_files(f for s in history for f in s.files)
-        specs = [subtask_commit(s, contents) for s in history] if self.checkouts is not None else None
-        return Desk(self, state, subtask, specs, contents)
+        return Desk(self, state, subtask, history if self.checkouts is not None else None, contents)
 
 
 @dataclass
@@ -128,8 +128,8 @@ class Desk:
     workspace: Workspace
     state: TaskState
     subtask: Subtask
-    base: list[CommitSpec] | None
-    """The ancestors' commits a worktree starts from (None: this agent works without one)."""
+    base: list[Subtask] | None
+    """The ancestors, in commit order, a worktree starts from (None: this agent works without one)."""
     contents: dict[str, bytes] = field(default_factory=dict)
     """The ancestors' files by object name (what `files_context` shows of them)."""
     checkout: asyncio.Future[Worktree] | None = None
@@ -149,8 +149,9 @@ class Desk:
                 raise RuntimeError("the desk is closed")
             checkouts = self.workspace.checkouts
             assert checkouts is not None
+            specs = [subtask_commit(s, self.contents) for s in self.base]
             self.checkout = asyncio.ensure_future(
-                asyncio.to_thread(checkouts.checkout, self.state.id, self.subtask.id, self.base)
+                asyncio.to_thread(checkouts.checkout, self.state.id, self.subtask.id, specs)
             )
         return await asyncio.shield(self.checkout)
 
@@ -193,22 +194,18 @@ class Desk:
 def changed_files(before: dict[str, WorkspaceFile], files: list[ExtractedFile]) -> tuple[list[ExtractedFile], list[RefusedFile]]:
     """The reply's files that add or change one of `before` (the dependencies' files), as a
     commit of them on top would: a path refused where a file of `before` (or an earlier one of
-    the reply) needs to be a directory, or a directory a file."""
+    the reply) needs to be a directory, or a directory a file (`path_clash`)."""
     files_at = set(before)
-    directories = {"/".join(p.split("/")[:n]) for p in files_at for n in range(1, p.count("/") + 1)}
+    directories = {d for path in before for d in parent_dirs(path)}
     kept: list[ExtractedFile] = []
     refused: list[RefusedFile] = []
     for file in files:
-        parts = file.path.split("/")
-        blocked = next(("/".join(parts[:n]) for n in range(1, len(parts)) if "/".join(parts[:n]) in files_at), None)
-        if blocked is not None:
-            refused.append(RefusedFile(path=file.path, reason=f"{blocked!r} on the way to {file.path!r} is a file, not a directory"))
-            continue
-        if file.path in directories:
-            refused.append(RefusedFile(path=file.path, reason=f"{file.path!r} is a directory of earlier files"))
+        clash = path_clash(file.path, files_at, directories)
+        if clash is not None:
+            refused.append(RefusedFile(path=file.path, reason=clash))
             continue
         files_at.add(file.path)
-        directories.update("/".join(parts[:n]) for n in range(1, len(parts)))
+        directories.update(parent_dirs(file.path))
         old = before.get(file.path)
         if old is None or old.sha256 != file.sha256:
             kept.append(file)
