@@ -2,11 +2,16 @@
 scales with the queue, agents coming and going in GET /api/agents, deletion, crashes, adoption."""
 
 import asyncio
+import json
 import os
 import signal
+import uuid
 
+import nats
 import pytest
 
+from aether_contracts import subjects, topology
+from aether_contracts.events import PlanReady, SubtaskFinished, TaskFinished
 from tests.support.agents import agent_events, experts, pool, wait_for
 from tests.support.plans import scripted, subtask
 from tests.support.stack import Stack
@@ -98,6 +103,41 @@ async def test_a_ready_plan_starts_the_agents_its_later_subtasks_need(pool_stack
         task = await pool_stack.wait_task(client, created["id"], timeout=120)
     assert task["status"] == "completed", task["logs"]
     assert not [line for line in task["logs"] if "waiting for a react-frontend agent" in line], task["logs"]
+
+
+async def test_a_publish_to_the_work_stream_is_answered_by_the_stream_alone(pool_stack):
+    """The container-manager hears plan.ready, subtask.finished and task.finished on core NATS.
+    A JetStream publish is a request whose first reply nats-py takes for the stream's ack: a
+    listener that answered too (FastStream does unless told not to) made an empty "ack" whenever
+    it was first, and the publish was repeated (two publish spans in a trace, CI of stop 24). Each
+    publish here (of a task nobody has: the scheduler drops it) gets one reply, the stream's."""
+    task_id = f"nobody-{uuid.uuid4()}"
+    events = {
+        subjects.PLAN_READY: PlanReady(task_id=task_id),
+        subjects.SUBTASK_FINISHED: SubtaskFinished(task_id=task_id, subtask_id="s", outcome="completed"),
+        subjects.TASK_FINISHED: TaskFinished(task_id=task_id, status="completed"),
+    }
+    nc = await nats.connect(pool_stack.nats_url)
+    try:
+        replies: dict[str, list] = {subject: [] for subject in events}
+        for subject, event in events.items():
+            inbox = nc.new_inbox()
+            async def reply(msg, subject=subject):
+                replies[subject].append(msg)
+
+            sub = await nc.subscribe(inbox, cb=reply)
+            for _ in range(5):
+                await nc.publish(subject, event.model_dump_json().encode(), reply=inbox, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+            await nc.flush()
+            await asyncio.sleep(1.0)  # what would answer has answered by now (a hop is ~1 ms)
+            await sub.unsubscribe()
+    finally:
+        await nc.close()
+    for subject, got in replies.items():
+        assert len(got) == 5, (subject, [(m.headers, m.data) for m in got])
+        for msg in got:
+            ack = json.loads(msg.data)
+            assert ack["stream"] == topology.STREAM and ack["seq"] > 0, (subject, ack)
 
 
 async def test_a_backlog_scales_its_type_to_the_maximum_and_idle_agents_go_away(pool_stack):

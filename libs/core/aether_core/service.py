@@ -367,9 +367,10 @@ class Runtime:
                 )
                 return
             except (TimeoutError, NoRespondersError, NoStreamResponseError, json.JSONDecodeError) as exc:
-                # JSONDecodeError: nats-py parses the ack, and under load (50 tasks at once, 24
-                # agents starting) one came back empty; why is not known. No ack either way, and
-                # the repeat carries the same id.
+                # JSONDecodeError: nats-py parses the first reply as the ack; an empty one came
+                # from a core subscriber on a stream subject answering the request (FastStream
+                # replies unless `no_reply`; the container-manager's listeners did). Still no
+                # ack, and the repeat carries the same id.
                 if attempt == PUBLISH_ATTEMPTS:
                     raise
                 log.warning("publish to %s unacknowledged (attempt %d), repeating: %r", subject, attempt, exc)
