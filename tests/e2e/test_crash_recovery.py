@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from tests.support.plans import scripted, subtask
+from tests.support.services import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -17,10 +18,13 @@ async def test_scheduler_killed_while_a_subtask_runs_and_the_task_still_complete
     async with stack.client() as client:
         created = await stack.submit(client, plan)
         await stack.wait_task(client, created["id"], until={"executing"})
-        for _ in range(100):  # wait until the expert call is in flight
-            if await stack.sim_requests(client, task_id=created["id"], role="expert"):
-                break
-            await asyncio.sleep(0.05)
+
+        async def expert_call_in_flight():
+            return await stack.sim_requests(client, task_id=created["id"], role="expert")
+
+        # The kill must land while the call runs (it lasts 1.5 s), not before it: waited for,
+        # not assumed after a number of polls.
+        await eventually(expert_call_in_flight, timeout=10)
         old = stack.kill("executor")
         await stack.wait_restarted("executor", old)
         task = await stack.wait_task(client, created["id"], timeout=150)

@@ -70,19 +70,27 @@ async def test_every_llm_request_is_attributed_and_usage_adds_up(stack):
     assert task["usage"]["total_tokens"] > subtask_tokens > 0  # planner and synthesis add theirs
 
 
+CHAIN_TYPES = ("database-expert", "python-backend", "testing-expert")
+
+
 async def test_a_slow_subtask_does_not_delay_an_unrelated_chain(stack):
     plan = scripted(
         "Chain and slow sibling",
         [
-            # Long enough that three cold agents in a row (seconds each on a loaded machine,
-            # with a second test worker beside) still finish first.
             subtask("slow", "devops-expert", sim="latency_ms=8000"),
-            subtask("c1", "database-expert", sim="latency_ms=100"),
-            subtask("c2", "python-backend", ["c1"], sim="latency_ms=100"),
-            subtask("c3", "testing-expert", ["c2"], sim="latency_ms=100"),
+            subtask("c1", CHAIN_TYPES[0], sim="latency_ms=100"),
+            subtask("c2", CHAIN_TYPES[1], ["c1"], sim="latency_ms=100"),
+            subtask("c3", CHAIN_TYPES[2], ["c2"], sim="latency_ms=100"),
         ],
     )
     async with stack.client() as client:
+        # The chain's agents first (they stay up 60 s idle): the race below is between the
+        # chain's steps and the slow sibling, not between agents starting on a loaded machine
+        # and the sibling (CI: three chain agents and the sibling's starting at once took longer
+        # than its 8 s).
+        warm = scripted("Warm the chain's agents", [subtask(f"w{i}", t) for i, t in enumerate(CHAIN_TYPES)])
+        warmed = await stack.wait_task(client, (await stack.submit(client, warm))["id"])
+        assert warmed["status"] == "completed", warmed["logs"]
         created = await stack.submit(client, plan)
         task = await stack.wait_task(client, created["id"])
     by_id = {s["id"]: s for s in task["subtasks"]}

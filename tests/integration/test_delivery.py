@@ -1,7 +1,6 @@
 """Delivery guarantees against a real nats-server: redelivery, in_progress, give-up, CAS."""
 
 import asyncio
-import time
 
 import nats
 from faststream.nats import NatsBroker, NatsMessage
@@ -13,7 +12,7 @@ from aether_core import declare
 from aether_core.service import settle, subscription
 from aether_core.store import TaskStore
 from aether_executor import scheduling
-from tests.support.services import drained
+from tests.support.services import drained, eventually
 
 
 async def connect(server):
@@ -36,9 +35,10 @@ async def run_consumer(server, consumer: topology.ConsumerSpec, handler, payload
         await broker.start()
         for payload in payloads:
             await broker.publish(payload, consumer.subject, stream=topology.STREAM)
-        deadline = time.monotonic() + timeout
-        while not until() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        async def met():
+            return until()
+
+        await eventually(met, timeout=timeout, what="the handler's outcome")
         await drained(js, consumer.durable)  # settled: no extra delivery can follow
     info = await js.consumer_info(topology.STREAM, consumer.durable)
     await nc.close()

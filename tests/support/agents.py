@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import httpx
 import nats
 
 from aether_contracts.events import AgentEvent
+from tests.support.services import eventually
 
 
 async def pool(client: httpx.AsyncClient) -> list[dict]:
@@ -28,14 +26,8 @@ async def experts(client: httpx.AsyncClient, agent_type: str | None = None, *, a
 
 
 async def wait_for(check, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout}s")
-        await asyncio.sleep(interval)
+    """`eventually` at the pool's pace (its interval is 0.2 s or more)."""
+    return await eventually(check, timeout=timeout, interval=interval, what=what)
 
 
 async def agent_events(nats_url: str, settle_s: float = 2.0) -> list[AgentEvent]:

@@ -36,14 +36,16 @@ def synthesizer_app(nats, simulator, **kw):
     return create_app(SynthesizerSettings(nats_url=nats.url, instance_id="synth-test", **llm_env(simulator), **kw))
 
 
-async def eventually(check, timeout: float = 20, interval: float = 0.05):
+async def eventually(check, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
+    """Poll `check` until it returns something true, and return that; a TimeoutError naming
+    `what` after `timeout` s. The one polling loop of the tests: none falls through silently."""
     deadline = time.monotonic() + timeout
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
+            raise TimeoutError(f"{what} not reached in {timeout}s")
         await asyncio.sleep(interval)
 
 
