@@ -100,10 +100,17 @@ fuzz: install-dev ## a longer schemathesis run against the gateway (AETHER_FUZZ_
 bench-workspace: install-dev ## measure how large a task's workspace can get (files, bytes) before it degrades
 	$(PY) scripts/measure_workspace.py $(if $(SIZES),--sizes $(SIZES))
 
+# What `make lint` type-checks: every package of the monorepo (the tests are not).
+TYPED := libs/contracts/aether_contracts libs/core/aether_core \
+	services/container-manager/aether_container_manager services/executor/aether_executor \
+	services/gateway/aether_gateway services/planner/aether_planner services/synthesizer/aether_synthesizer \
+	tools/bench/aether_bench tools/cli/aether_cli tools/devstack/aether_devstack tools/simulator/aether_simulator
+
 .PHONY: lint
 lint: install-dev $(UI_DEPS) ## static checks
 	$(VENV)/bin/ruff check libs services tools tests scripts
 	$(VENV)/bin/lint-imports --no-cache  # the import rules in pyproject.toml ([tool.importlinter])
+	$(VENV)/bin/mypy --cache-dir .mypy_cache $(TYPED)  # the types ([tool.mypy] in pyproject.toml)
 	cd ui && $(NPM) run --silent typecheck
 
 .PHONY: api-types

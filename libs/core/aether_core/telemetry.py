@@ -33,7 +33,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from faststream import BaseMiddleware
 from opentelemetry import context, trace
@@ -198,9 +198,13 @@ def _exporter(name: str, settings: TelemetrySettings):
     if name == "otlp":
         if settings.otlp_protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        return OTLPSpanExporter()
+
+            return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as OTLPHttpSpanExporter,
+        )
+
+        return OTLPHttpSpanExporter()
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -493,6 +497,7 @@ def open_workflow(parent: str | None = None) -> TraceSpan | None:
     if span_context is None:
         return None
     parent_context = _parse(parent) if parent else trace.get_current_span().get_span_context()
+    assert parent_context is not None  # `reserve` parsed the same `parent` (else no span_context)
     return TraceSpan(traceparent=_format(span_context), parent=_format(parent_context), started_at=utcnow())
 
 
@@ -659,7 +664,7 @@ def process(
 @contextlib.contextmanager
 def _work(name: str, attributes: dict[str, Any], *, kind: SpanKind = SpanKind.INTERNAL, cause: bool = True) -> Iterator[Span]:
     assert _tracer is not None
-    made_by = context.get_value(_CAUSE_IN)
+    made_by = cast("SpanContext | None", context.get_value(_CAUSE_IN))  # set by TaskTracing.consume_scope
     with _tracer.start_as_current_span(
         name, kind=kind, attributes=_clean(attributes), links=[Link(made_by)] if made_by is not None else None,
         record_exception=False, set_status_on_exception=False,

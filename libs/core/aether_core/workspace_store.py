@@ -14,6 +14,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo
@@ -167,7 +168,7 @@ class WorkspaceStore:
                 msg = await js.get_msg(stream, seq=seq + 1, subject=subject, next=True, direct=True)
             except NotFoundError as exc:
                 raise ObjectMissing(name) from exc
-            seq = msg.seq
+            seq = cast(int, msg.seq)  # a stored message always has its stream sequence
             data = msg.data or b""
             digest.update(data)
             received += len(data)

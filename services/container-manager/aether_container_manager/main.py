@@ -92,6 +92,7 @@ def create_app(settings: ContainerManagerSettings | None = None) -> ServiceApp:
 
     async def startup() -> None:
         await runtime.start()
+        assert runtime.js is not None and runtime.agents_kv is not None  # opened by start (in `buckets`)
         manager.bind(runtime.js, runtime.agents_kv)
         await agents.start(runtime.agents_kv)
         # Adopting before the pool's records are loaded would take live agents for dead ones.

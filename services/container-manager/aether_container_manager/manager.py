@@ -204,6 +204,7 @@ class PoolManager:
         would strand that subtask with no agent ever started for it; counting it twice while
         it is in flight again at worst starts one agent more, within the maximum.
         """
+        assert self.js is not None  # bound at the start, before the loop runs
         try:
             info = await self.js.consumer_info(topology.STREAM, topology.worker_consumer(agent_type).durable)
         except NotFoundError:
@@ -251,10 +252,11 @@ class PoolManager:
             name=f"{agent_type} agent {agent_id}",
             role="expert",
             agent_type=agent_type,
-            backend=self.backend.name,  # type: ignore[arg-type]
+            backend=self.backend.name,
             runtime_id=runtime_id,
             status=AgentStatus.STARTING,
         )
+        assert self.agents_kv is not None  # bound at the start, before the loop runs
         await self.agents_kv.put(agent_key(agent_id), record.to_bytes())
         log.info("starting %s agent %s (%s %s)", agent_type, agent_id, self.backend.name, runtime_id)
 
@@ -264,7 +266,7 @@ class PoolManager:
         for agent in list(self.managed.values()):
             record = records.get(agent_key(agent.id))
             working = record is not None and record.status in (AgentStatus.IDLE, AgentStatus.BUSY)
-            if working and record.alive(now):
+            if working and record is not None and record.alive(now):
                 if not agent.registered:
                     agent.registered = True
                     elapsed = time.monotonic() - agent.started
@@ -302,7 +304,7 @@ class PoolManager:
             if record is None:
                 record = AgentRecord(
                     id=agent.id, name=f"{agent.agent_type} agent {agent.id}", role="expert",
-                    agent_type=agent.agent_type, backend=self.backend.name,  # type: ignore[arg-type]
+                    agent_type=agent.agent_type, backend=self.backend.name,
                     runtime_id=agent.runtime_id,
                 )
             record.status = status
@@ -310,6 +312,7 @@ class PoolManager:
             record.current_task = record.current_subtask = None
             record.last_seen = utcnow()
             with contextlib.suppress(Exception):
+                assert self.agents_kv is not None  # bound before any agent was managed
                 await self.agents_kv.put(agent_key(agent.id), record.to_bytes())
             await self._announce(agent, "failed" if failed else "stopped", reason)
             log.info("agent %s %s: %s", agent.id, status.value, reason)
@@ -319,7 +322,7 @@ class PoolManager:
             AgentEvent(
                 agent_id=agent.id,
                 agent_type=agent.agent_type,
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 backend=self.backend.name,
                 runtime_id=agent.runtime_id,
                 reason=reason,

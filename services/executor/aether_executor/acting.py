@@ -270,7 +270,7 @@ class Acting:
             summary=result.text.split("\n", 1)[0][:300],
             output=result.text[:STEP_TEXT_CHARS],
             duration_ms=duration_ms,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
         )
 
 

@@ -4,6 +4,9 @@ and workers (agents) that run them, one durable consumer per agent type."""
 import logging
 import sys
 from pathlib import Path
+from typing import cast
+
+from nats.js.kv import KeyValue
 
 from aether_contracts import subjects, topology
 from aether_contracts.agents import ANY_TYPE, AgentRecord
@@ -42,6 +45,11 @@ def create_app(settings: ExecutorSettings | None = None) -> ServiceApp:
         settings, broker, service, buckets=(topology.TASKS_BUCKET, topology.SERVICES_BUCKET, topology.AGENTS_BUCKET)
     )
     runtime.detail["role"] = role
+
+    def agents_kv() -> KeyValue:
+        """The agents bucket: `runtime.start()` opened it (in `buckets`) before the starters run."""
+        return cast(KeyValue, runtime.agents_kv)
+
     agents = KVMirror("agents")
     app_ref: list[ServiceApp] = []
     starters, stoppers = [], []
@@ -64,7 +72,7 @@ def create_app(settings: ExecutorSettings | None = None) -> ServiceApp:
         broker.include_router(
             build_scheduler_router(runtime, concurrency=settings.scheduler_concurrency, policy=policy)
         )
-        starters.append(lambda: agents.start(runtime.agents_kv))
+        starters.append(lambda: agents.start(agents_kv()))
         stoppers.append(agents.stop)
 
     if role in ("all", "worker"):
@@ -125,7 +133,7 @@ def create_app(settings: ExecutorSettings | None = None) -> ServiceApp:
                 request_exit=lambda: app_ref[0].exit(),
             )
         )
-        starters.append(lambda: presence.start(runtime.agents_kv))
+        starters.append(lambda: presence.start(agents_kv()))
         starters.append(lambda: limit_concurrency(llm, runtime.js, settings.openai_base_url, settings.llm_max_concurrency))
         stoppers += [presence.stop, llm.close]
 

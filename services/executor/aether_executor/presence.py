@@ -29,7 +29,7 @@ class Presence:
             name=f"{agent_type} agent {agent_id}",
             role="expert",
             agent_type=agent_type,
-            backend=backend,  # type: ignore[arg-type]
+            backend=backend,
             runtime_id=runtime_id or str(os.getpid()),
             host=socket.gethostname(),
             status=AgentStatus.IDLE,

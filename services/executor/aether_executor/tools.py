@@ -134,7 +134,8 @@ class Toolbox:
         base = self.root if path.strip() in ("", ".", "./") else self.root / check_path(path)
         if not _inside(self.root, base) or not base.is_dir() or base.is_symlink():
             return error(f"{shown(path)!r} is not a directory of the workspace")
-        entries, more = [], 0
+        entries: list[str] = []
+        more = 0
         for directory, dirs, files in os.walk(base):
             dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not Path(directory, d).is_symlink())
             for name in sorted(files):

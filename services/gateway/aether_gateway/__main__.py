@@ -57,7 +57,8 @@ if __name__ == "__main__":
             timeout_graceful_shutdown=3,
             # uvicorn's 5 s equals httpx's keep-alive expiry: a request sent on a connection at the
             # moment the server closes it failed with "Server disconnected without sending a response".
-            timeout_keep_alive=settings.keep_alive_timeout_s,
+            # uvicorn types it int, but only hands it to loop.call_later, which takes seconds as a float.
+            timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
             # Stream clients send nothing: a larger message (in one frame or many) is not read
             # (closed with 1009).
             ws_max_size=WS_MAX_MESSAGE_BYTES,

@@ -19,7 +19,7 @@ import contextlib
 import json
 import mimetypes
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
 from a2a.auth.user import User
@@ -85,6 +85,10 @@ from .deps import Gateway
 from .routes.tasks import cancel, create_task, plausible_task_id
 from .schemas import StreamErrorMessage, TaskEventMessage, TaskStepMessage
 from .streams import TaskFeed
+
+if TYPE_CHECKING:
+    from starlette.routing import Route
+    from starlette.types import Message as ASGIMessage
 
 CARD_PATH = "/.well-known/agent-card.json"
 JSONRPC_PATH = "/a2a"
@@ -536,9 +540,9 @@ async def _bounded(request: Request) -> Request | str:
         body += chunk
         if len(body) > limit:
             return f"Payload too large: at most {limit} bytes"
-    pending = [{"type": "http.request", "body": bytes(body), "more_body": False}]
+    pending: list[ASGIMessage] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> ASGIMessage:
         return pending.pop() if pending else await request.receive()
 
     return Request(request.scope, receive)
@@ -574,10 +578,11 @@ for _route in create_rest_routes(_agent, context_builder=_CallContext()):
     # The SDK's routes, as routes of the app (the `/{tenant}` mount is left out: the key names it).
     _methods = getattr(_route, "methods", None)
     if _methods:
+        _rest = cast("Route", _route)  # a route with methods: the SDK makes them as starlette Routes
         router.add_api_route(
-            REST_PREFIX + _route.path,
-            _rest_endpoint(_route.endpoint),
+            REST_PREFIX + _rest.path,
+            _rest_endpoint(_rest.endpoint),
             methods=sorted(m for m in _methods if m != "HEAD"),
             include_in_schema=False,
-            name=f"a2a_rest:{_route.path}",
+            name=f"a2a_rest:{_rest.path}",
         )

@@ -18,6 +18,7 @@ A2A does not foresee; an A2A client sees the same task id working again.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ from aether_contracts.state import EventKind, TaskState, TaskStatus
 
 from .schemas import TaskEventBody
 
-STATES: dict[TaskStatus, int] = {
+STATES: dict[TaskStatus, A2AState] = {
     TaskStatus.PENDING: A2AState.TASK_STATE_SUBMITTED,
     TaskStatus.PLANNING: A2AState.TASK_STATE_WORKING,
     TaskStatus.AWAITING_APPROVAL: A2AState.TASK_STATE_INPUT_REQUIRED,  # a person approves the plan
@@ -54,7 +55,7 @@ ORIGIN_KEY = "a2a"
 """Where the creation event's `data` keeps what the A2A message said (`Origin`)."""
 
 
-def a2a_state(status: TaskStatus) -> int:
+def a2a_state(status: TaskStatus) -> A2AState:
     return STATES[status]
 
 
@@ -125,7 +126,7 @@ def status(state: TaskState) -> A2AStatus:
     return result
 
 
-def task(state: TaskState, artifacts: list[Artifact] = ()) -> Task:
+def task(state: TaskState, artifacts: Sequence[Artifact] = ()) -> Task:
     return Task(
         id=state.id,
         context_id=context_id(state),

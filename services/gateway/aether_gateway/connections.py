@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import TypedDict, cast
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -49,7 +50,7 @@ class SlowReaderGuard(asyncio.Protocol):
         if sock is not None and hasattr(socket, "TCP_NOTSENT_LOWAT") and sock.family != socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_BYTES)
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -117,16 +118,23 @@ class HeadLimit(asyncio.Protocol):
         self.transport.close()  # type: ignore[attr-defined]
 
 
-def protocols(timeout_s: float) -> dict[str, type[asyncio.Protocol]]:
+class Protocols(TypedDict, total=False):
+    http: type[asyncio.Protocol]
+    ws: type[asyncio.Protocol]
+
+
+def protocols(timeout_s: float) -> Protocols:
     """uvicorn's `http` and `ws` arguments: its automatic choices, guarded."""
     http_bases: tuple[type, ...] = (SlowReaderGuard, AutoHTTPProtocol)
     if not issubclass(AutoHTTPProtocol, H11Protocol):  # httptools: no limit of its own
         http_bases = (SlowReaderGuard, HeadLimit, AutoHTTPProtocol)
-    classes: dict[str, type[asyncio.Protocol]] = {
+    classes: Protocols = {
         "http": type("GuardedHTTPProtocol", http_bases, {"timeout_s": timeout_s})
     }
     if AutoWebSocketsProtocol is not None:
+        # uvicorn types it as any callable making a protocol; it is one of its protocol classes.
+        ws_protocol = cast("type[asyncio.Protocol]", AutoWebSocketsProtocol)
         classes["ws"] = type(
-            "GuardedWebSocketProtocol", (SlowReaderGuard, AutoWebSocketsProtocol), {"timeout_s": timeout_s}
+            "GuardedWebSocketProtocol", (SlowReaderGuard, ws_protocol), {"timeout_s": timeout_s}
         )
     return classes

@@ -143,7 +143,7 @@ async def reject(gw: Gateway, principal: Principal, task_id: str, reason: str | 
     """End the task that waits for approval `cancelled`, with `reason`; nothing of it ran."""
 
     def change(state: TaskState) -> float:
-        if not (reason or "").strip():
+        if reason is None or not reason.strip():
             raise ControlError(422, "reason: say why the plan is rejected (a non-empty string)")
         approval = state.approval
         if state.status != TaskStatus.AWAITING_APPROVAL or approval is None:
@@ -182,7 +182,7 @@ async def answer(gw: Gateway, principal: Principal, task_id: str, subtask_id: st
         subtask = state.find_subtask(subtask_id)
         if subtask is None:
             raise ControlError(404, f"task '{task_id}' has no subtask '{subtask_id}'")
-        if not (text or "").strip():
+        if text is None or not text.strip():
             raise ControlError(422, "answer: give the answer to the question (a non-empty string)")
         if len(text) > MAX_ANSWER_CHARS:
             raise ControlError(422, f"answer: {len(text)} characters; at most {MAX_ANSWER_CHARS} are allowed")

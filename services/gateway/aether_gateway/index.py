@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
@@ -103,6 +104,7 @@ class TaskIndex:
         await self.mirror.stop()
 
     def _apply(self, entry: KeyValue.Entry) -> None:
+        revision = cast(int, entry.revision)  # the mirror's: a watched entry always has one
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
             self.remove(entry.key)
             state = None
@@ -112,9 +114,9 @@ class TaskIndex:
             except ValueError:
                 log.error("task %s has unreadable state at revision %s", entry.key, entry.revision)
                 return
-            self.upsert(state, entry.revision)
+            self.upsert(state, revision)
         for listener in list(self.listeners):
             try:
-                listener(entry.key, state, entry.revision)
+                listener(entry.key, state, revision)
             except Exception:
                 log.exception("task listener failed")

@@ -3,8 +3,9 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -101,8 +102,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # After uvicorn configured its loggers: they would log stream URLs with their API keys.
         redact_tokens_in_logs("uvicorn.error", "uvicorn.access")
         await runtime.start()
+        assert runtime.js is not None
         assert runtime.tasks_kv is not None
         assert runtime.services_kv is not None
+        assert runtime.agents_kv is not None
         await index.start(runtime.tasks_kv)
         app.state.gateway.quota.bind(await runtime.js.key_value(QUOTAS_BUCKET))
         await services.start(runtime.services_kv)
@@ -259,6 +262,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 async def keep_masters_listed(runtime: Runtime, registry: Registry) -> None:
     """Masters are configured, not started: list them in the pool (the bucket forgets records a
     minute after their last write, so rewrite them while the gateway runs)."""
+    kv = runtime.agents_kv
+    assert kv is not None  # opened by `runtime.start()`, which comes first
     while True:
         for master in registry.masters.values():
             record = AgentRecord(
@@ -271,13 +276,13 @@ async def keep_masters_listed(runtime: Runtime, registry: Registry) -> None:
                 started_at=runtime.started_at,
             )
             try:
-                await runtime.agents_kv.put(agent_key(master.id), record.to_bytes())
+                await kv.put(agent_key(master.id), record.to_bytes())
             except Exception as exc:
                 log.warning("could not list master %s: %r", master.id, exc)
         await asyncio.sleep(AGENT_RECORD_MAX_AGE_S / 3)
 
 
-def _json_safe(errors: list[dict]) -> list[dict]:
+def _json_safe(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     safe = []
     for error in errors:
         item = {k: v for k, v in error.items() if k in ("type", "loc", "msg")}

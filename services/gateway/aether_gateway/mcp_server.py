@@ -214,7 +214,7 @@ def create_server() -> MCPServer:
         gw, principal = _caller(ctx)
         body = await _answer(files.list_files(task_id, gw, principal))
         if body.repository is not None:
-            base = str(ctx.request_context.request.base_url).rstrip("/")
+            base = str(_request(ctx).base_url).rstrip("/")
             body.repository.bundle_url = base + body.repository.bundle_url
             body.repository.archive_url = base + body.repository.archive_url
         return body
@@ -279,11 +279,17 @@ def create_server() -> MCPServer:
     return server
 
 
+def _request(ctx: Context) -> Request:
+    """The HTTP request this MCP request came in."""
+    request = ctx.request_context.request
+    assert isinstance(request, Request), request
+    return request
+
+
 def _caller(ctx: Context) -> tuple[Gateway, Principal]:
     """The gateway and the caller of the HTTP request this MCP request came in (McpEndpoint put it
     there: every request is authenticated on its own)."""
-    request = ctx.request_context.request
-    assert isinstance(request, Request), request
+    request = _request(ctx)
     user = request.scope.get("user")
     assert isinstance(user, TenantUser), "the MCP endpoint let an unauthenticated request through"
     return request.app.state.gateway, user.principal

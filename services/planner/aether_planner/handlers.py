@@ -1,5 +1,7 @@
 """task.created in -> planning -> plan.ready out."""
 
+from typing import Any
+
 from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
@@ -33,7 +35,8 @@ def build_router(runtime: Runtime, planner: Planner, *, concurrency: int) -> Nat
     @router.subscriber(**runtime.subscription(topology.PLANNER_REPLAN, max_workers=concurrency, batch=1))
     async def on_replan_requested(event: ReplanRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.PLANNER_REPLAN):
-            with telemetry.planning(None, task_id=event.task_id, replan=True, **{"aether.replan.subtasks": event.subtask_ids}):
+            attributes: dict[str, Any] = {"aether.replan.subtasks": event.subtask_ids}
+            with telemetry.planning(None, task_id=event.task_id, replan=True, **attributes):
                 round_ = await planner.replan(event)
                 if round_ is not None:
                     await runtime.publish(PlanReady(task_id=event.task_id, round=round_), subjects.PLAN_READY)

@@ -1,5 +1,7 @@
 """synthesis.requested in -> synthesis -> task.finished out."""
 
+from typing import Any
+
 from faststream.nats import NatsMessage, NatsRouter
 
 from aether_contracts import subjects, topology
@@ -17,10 +19,8 @@ def build_router(runtime: Runtime, synthesizer: Synthesizer, *, concurrency: int
     async def on_synthesis_requested(event: SynthesisRequested, msg: NatsMessage) -> None:
         async with settle(msg, topology.SYNTHESIZER):
             # Jason at work; named once the task's state says which master it is (synthesis.py).
-            with telemetry.agent(
-                None, task_id=event.task_id, model=synthesizer.model,
-                **{telemetry.ROLE: "synthesizer", telemetry.ROUND: event.round},
-            ):
+            attributes: dict[str, Any] = {telemetry.ROLE: "synthesizer", telemetry.ROUND: event.round}
+            with telemetry.agent(None, task_id=event.task_id, model=synthesizer.model, **attributes):
                 outcome = await synthesizer.synthesize(event, redelivered=deliveries(msg) > 1)
                 if isinstance(outcome, PlanReady):  # the repository failed its checks: a fix-up runs
                     await runtime.publish(outcome, subjects.PLAN_READY)

@@ -74,6 +74,7 @@ def workspace_brief(state: TaskState, contents: dict[str, bytes], nonce: str) ->
                     names = [f.path for f in subtask.files] if subtask else []
                     lines.append(f"{subtask_id} wrote {', '.join(names[:5])} there (a file/directory clash)")
                     continue
+                assert subtask is not None  # `mine` is empty without it
                 limit = max(0, min(CONFLICT_VERSION_CHARS, left))
                 heading = f"#### Version of {subtask_id} ({subtask.agent_type})"
                 content = contents.get(mine[0].object, b"")

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Annotated, Any, TypedDict
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, omit
 
 from .dags import Dag
 
@@ -30,7 +30,7 @@ class Llm:
             model="bench",
             messages=[{"role": "system", "content": f"You are the {role}."}, {"role": "user", "content": user}],
             extra_headers=headers,
-            **({"response_format": {"type": "json_object"}} if json_mode else {}),
+            response_format={"type": "json_object"} if json_mode else omit,
         )
         return response.choices[0].message.content or ""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,8 @@ class Message:
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Message]:
-    event, event_id, data = "message", None, []
+    event, event_id = "message", None
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:
@@ -137,7 +138,7 @@ class Gateway:
         after: int = 0,
         retries: int = 8,
         on_retry: Callable[[int, str], None] | None = None,
-    ) -> Iterator[Message]:
+    ) -> Generator[Message, None, None]:
         """The task's stream until `task.end`; a dropped connection resumes after the last event."""
         position = after
         failures = 0

@@ -316,7 +316,7 @@ def expert_reply(messages: list[dict[str, Any]], agent_type: str | None, subtask
         "Context received from: " + (", ".join(f"{d} ({t})" for d, t in deps) if deps else "no dependencies"),
     ]
     for n in range(files):
-        file_path = path if n == 0 else re.sub(r"(\.[^./]+)?$", lambda m, n=n: f"_{n}{m.group(0)}", path, count=1)
+        file_path = path if n == 0 else re.sub(r"(\.[^./]+)?$", rf"_{n}\g<0>", path, count=1)
         lines += ["", *_named_block(opts.get("form", "path"), lang, file_path, body.rstrip("\n"))]
     if opts.get("hostile"):
         for hostile_lang, hostile_path in HOSTILE_BLOCKS:

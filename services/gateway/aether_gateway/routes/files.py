@@ -4,7 +4,7 @@ filesystem, and only listed files can be read, so no request path can reach anyt
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
@@ -28,11 +28,11 @@ from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/orchestrate", tags=["workspace"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No valid API key (or, for a download, no valid signed link)"},
     404: {"model": ErrorBody, "description": "No such task, file (or no valid path) or repository"},
 }
-NOT_READY = {409: {"model": ErrorBody, "description": "The task has not completed yet"}}
+NOT_READY: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "The task has not completed yet"}}
 
 
 # A signed link's query, as `GET .../files` hands it out instead of a key (checked by

@@ -61,7 +61,7 @@ POSITION_DOC = "Resume after this position (the `id` of the last message receive
 # The stream routes' response class is text/event-stream, which FastAPI would also give the
 # errors' `model`: errors are JSON, so their content is spelled out.
 _ERROR_JSON = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}}}
-BAD_REQUEST = {
+BAD_REQUEST: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid API key (`?access_token=` works where headers cannot be set)", "content": _ERROR_JSON},
     404: {"description": "No task with this id", "content": _ERROR_JSON},
     422: {"description": "Malformed resume position", "content": _ERROR_JSON},

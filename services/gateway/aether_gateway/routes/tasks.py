@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
@@ -42,7 +42,7 @@ from ..schemas import (
 
 router = APIRouter(prefix="/api/orchestrate", tags=["tasks"])
 
-NOT_FOUND = {404: {"model": ErrorBody, "description": "No task with this id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No task with this id"}}
 RETRY_AFTER_S = 5
 
 
@@ -192,12 +192,12 @@ async def list_tasks(
     return items
 
 
-CONTROL_RESPONSES = {
+CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No task with this id"},
     409: {"model": ErrorBody, "description": "The task's state does not allow this"},
     422: {"model": ErrorBody, "description": "Invalid request"},
 }
-RETRY_RESPONSES = {
+RETRY_RESPONSES: dict[int | str, dict[str, Any]] = {
     **CONTROL_RESPONSES,
     429: {"model": ErrorBody, "description": "Too many tasks in progress; see Retry-After"},
 }
@@ -329,7 +329,7 @@ class InvalidPlanBody(ErrorBody):
     """Every reason an edited plan cannot run (empty for a request that is invalid otherwise)."""
 
 
-APPROVAL_RESPONSES = {
+APPROVAL_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No task with this id"},
     409: {"model": ErrorBody, "description": "The task is not awaiting approval"},
     422: {"model": InvalidPlanBody, "description": "Invalid request, or an edited plan that cannot run: `problems` names every reason"},
@@ -344,7 +344,7 @@ APPROVAL_RESPONSES = {
 )
 async def approve_task(
     task_id: str, gw: GatewayDep, principal: PrincipalDep, request: Annotated[ApproveRequest | None, Body()] = None
-) -> TaskBody:
+) -> TaskBody | JSONResponse:
     try:
         mutation = await control.approve(gw, principal, task_id, (request or ApproveRequest()).plan)
     except control.InvalidPlan as invalid:
